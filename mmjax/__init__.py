@@ -1,0 +1,9 @@
+"""mmjax: multimodal learning in JAX/Flax.
+
+Data flows one way: config -> data builders -> pipeline -> batch dict -> model
+(encoders -> fusion -> heads) -> objective -> train step -> checkpoints and metrics.
+"""
+from mmjax.model import MultimodalModel
+
+__all__ = ["MultimodalModel"]
+__version__ = "0.1.0"

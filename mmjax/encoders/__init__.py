@@ -1,0 +1,13 @@
+"""Modality encoders: `module(x, mask=None, *, train) -> (B, D)` features, registered by config name."""
+from mmjax.encoders.image import ConvPoolImageEncoder, ResNetImageEncoder
+from mmjax.encoders.text import LSTMTextEncoder, TransformerTextEncoder
+
+ENCODERS = {
+    "lstm": LSTMTextEncoder,
+    "transformer": TransformerTextEncoder,
+    "conv_pool": ConvPoolImageEncoder,
+    "resnet": ResNetImageEncoder,
+}
+
+__all__ = ["ENCODERS", "ConvPoolImageEncoder", "LSTMTextEncoder", "ResNetImageEncoder",
+           "TransformerTextEncoder"]

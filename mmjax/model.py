@@ -1,0 +1,43 @@
+"""The multimodal model as composition: encoders -> fusion -> heads.
+
+A batch is a dict with one array per modality (`batch[m]`), an optional padding mask per
+modality (`batch[m + '_mask']`, True for real positions) and label arrays that the model ignores.
+"""
+from typing import Any, Dict, Mapping
+
+import flax.linen as nn
+import jax
+
+from mmjax import registry
+from mmjax.encoders import ENCODERS
+from mmjax.fusion import FUSIONS
+from mmjax.tasks.heads import HEADS
+
+Array = jax.Array
+
+
+class MultimodalModel(nn.Module):
+  """`{task: output}` = heads(fusion({m: encoders[m](batch[m], batch.get(m + '_mask'))}))."""
+  encoders: Mapping[str, nn.Module]
+  fusion: nn.Module
+  heads: Mapping[str, nn.Module]
+
+  def encode(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
+    """Per-modality features `{m: (B, D_m)}`."""
+    return {m: encoder(batch[m], batch.get(f"{m}_mask"), train=train)
+            for m, encoder in self.encoders.items()}
+
+  def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
+    masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
+    fused = self.fusion(self.encode(batch, train=train), masks, train=train)
+    return {task: head(fused, train=train) for task, head in self.heads.items()}
+
+
+def model_from_config(model_config: Mapping[str, Any]) -> MultimodalModel:
+  """Builds the model from `{encoders: {m: spec}, fusion: spec, heads: {task: spec}}`; each spec is
+  `{name: registered name, **constructor kwargs}`."""
+  encoders = {m: registry.build(ENCODERS, spec, "encoder")
+              for m, spec in model_config["encoders"].items()}
+  heads = {t: registry.build(HEADS, spec, "head") for t, spec in model_config["heads"].items()}
+  fusion = registry.build(FUSIONS, model_config["fusion"], "fusion")
+  return MultimodalModel(encoders=encoders, fusion=fusion, heads=heads)
