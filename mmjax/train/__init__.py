@@ -1,0 +1,1 @@
+"""Training: state, the pure step, checkpoints, metrics and the trainer loop."""

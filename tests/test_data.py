@@ -1,0 +1,89 @@
+"""The built-in dataset: each modality carries one attribute, labels follow the documented rule,
+the label noise rate matches the documented Bayes accuracy, and the pipeline is step-addressable."""
+import numpy as np
+import pytest
+
+from mmjax import data
+from mmjax.data import mm_shapes
+
+
+def test_examples_are_a_pure_function_of_seed_split_and_index():
+  a, b = mm_shapes.make_example(0, 1, 17), mm_shapes.make_example(0, 1, 17)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
+  assert not np.array_equal(a["image"], mm_shapes.make_example(0, 1, 18)["image"])
+
+
+def test_each_modality_carries_exactly_its_attribute():
+  for index in range(300):
+    example = mm_shapes.make_example(0, 0, index)
+    words = [mm_shapes.VOCABULARY[t] for t in example["text"] if t != mm_shapes.PAD_ID]
+    assert [w for w in words if w in mm_shapes.SHAPES] == [mm_shapes.SHAPES[example["shape"]]]
+    assert not set(words) & set(mm_shapes.COLOURS)
+    # The paint's channel dominates the brightest pixels.
+    image = example["image"].astype(np.float32) / 255
+    bright = image[image.max(axis=-1) > 0.7]
+    assert len(bright) >= 30
+    assert np.bincount(bright.argmax(axis=-1), minlength=3).argmax() == example["colour"]
+
+
+def test_labels_follow_the_rule_except_for_the_documented_noise_rate(mm_shapes_source_labels):
+  rule, labels = mm_shapes_source_labels
+  agreement = np.mean(rule == labels)
+  # P(label == rule) = 1 - ε + ε/K exactly; 3 standard errors on 9,000 examples ≈ 0.009.
+  standard_error = np.sqrt(mm_shapes.BAYES_ACCURACY * (1 - mm_shapes.BAYES_ACCURACY) / len(labels))
+  assert abs(agreement - mm_shapes.BAYES_ACCURACY) < 3 * standard_error
+  assert mm_shapes.BAYES_ACCURACY == pytest.approx(1 - 0.1 + 0.1 / 9)
+
+
+def test_one_modality_alone_is_right_a_third_of_the_time(mm_shapes_source_labels):
+  """The best text-only rule predicts, for shape word s, the majority label among 3s..3s+2;
+  it cannot beat the documented unimodal Bayes accuracy."""
+  rule, labels = mm_shapes_source_labels
+  shape_word = rule // 3
+  best = sum(np.bincount(labels[shape_word == s], minlength=9).max() for s in range(3))
+  assert best / len(labels) < mm_shapes.UNIMODAL_BAYES_ACCURACY + 0.02
+
+
+@pytest.fixture(scope="module")
+def mm_shapes_source_labels(shapes_builder):
+  reader = data.ExampleReader(shapes_builder, "train", cache_in_memory=True)
+  batch = reader.read(np.arange(len(reader)))
+  return 3 * batch["shape"] + batch["colour"], batch["label"]
+
+
+def test_splits_and_info(shapes_builder):
+  info = shapes_builder.info
+  assert {k: v.num_examples for k, v in info.splits.items()} == {
+      "train": 9000, "validation": 1000, "test": 2000}
+  assert info.metadata["bayes_accuracy"] == pytest.approx(mm_shapes.BAYES_ACCURACY)
+  assert info.features["label"].num_classes == 9
+
+
+def test_train_batches_resume_at_any_step_with_the_same_batches(shapes_builder):
+  cached = data.ExampleReader(shapes_builder, "train", cache_in_memory=True)
+  uncached = data.ExampleReader(shapes_builder, "train", cache_in_memory=False)
+  from_start = data.train_batches(cached, 64, seed=3)
+  batches = [next(from_start) for _ in range(145)]  # crosses an epoch boundary (140.6 batches)
+  resumed = data.train_batches(uncached, 64, seed=3, start_step=139)
+  for step in range(139, 145):
+    got = next(resumed)
+    for key in batches[step]:
+      np.testing.assert_array_equal(got[key], batches[step][key])
+  first_epoch = np.concatenate([b["label"] for b in batches[:140]])
+  assert len(first_epoch) == 8960
+
+
+def test_eval_batches_visit_every_example_once_and_weight_padding_zero(shapes_builder):
+  reader = data.ExampleReader(shapes_builder, "validation", cache_in_memory=True)
+  batches = list(data.eval_batches(reader, 300))
+  assert [b["image"].shape[0] for b in batches] == [300] * 4
+  weights = np.concatenate([b["weight"] for b in batches])
+  assert weights.sum() == 1000 and np.all(weights[1000:] == 0)
+  images = np.concatenate([b["image"] for b in batches])[:1000]
+  np.testing.assert_array_equal(images, reader.read(np.arange(1000))["image"])
+
+
+def test_unknown_dataset_lists_the_valid_names():
+  with pytest.raises(ValueError, match="valid dataset names are: mm_shapes"):
+    data.prepare("mnist_typo")

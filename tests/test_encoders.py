@@ -1,0 +1,113 @@
+"""Encoders: the LSTM's recurrence, padding invariance, the conv encoder's math, jit and grad."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax.encoders import (ConvPoolImageEncoder, LSTMTextEncoder, ResNetImageEncoder,
+                            TransformerTextEncoder)
+
+RNG = np.random.default_rng(0)
+
+
+def numpy_lstm(params, tokens, num_layers):
+  """The textbook LSTM, one time step at a time, in numpy float64."""
+  x = np.asarray(params["embedding"]["embedding"], np.float64)[tokens]
+  for layer in range(num_layers):
+    p = params[f"lstm_{layer}"]
+    w_x = np.asarray(p["input_projection"]["kernel"], np.float64)
+    b = np.asarray(p["input_projection"]["bias"], np.float64)
+    w_h = np.asarray(p["recurrent_kernel"], np.float64)
+    hidden = w_h.shape[0]
+    h, c = np.zeros((x.shape[0], hidden)), np.zeros((x.shape[0], hidden))
+    outputs = []
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))
+    for t in range(x.shape[1]):
+      z = x[:, t] @ w_x + b + h @ w_h
+      i, f, g, o = np.split(z, 4, axis=-1)
+      c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+      h = sigmoid(o) * np.tanh(c)
+      outputs.append(h)
+    x = np.stack(outputs, axis=1)
+  return x
+
+
+def test_lstm_matches_step_by_step_recurrence_at_each_last_real_token():
+  encoder = LSTMTextEncoder(vocab_size=50, embed_dim=8, hidden_dim=16, num_layers=2)
+  tokens = RNG.integers(1, 50, (4, 7))
+  lengths = np.array([7, 3, 1, 5])
+  mask = np.arange(7)[None] < lengths[:, None]
+  params = encoder.init(jax.random.key(0), tokens, mask)["params"]
+  expected = numpy_lstm(params, tokens, 2)[np.arange(4), lengths - 1]
+  got = encoder.apply({"params": params}, tokens, mask)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_lstm_parameter_count_is_embedding_plus_4h_times_d_plus_h_plus_1_per_layer():
+  vocab, embed, hidden = 25_000, 100, 256
+  encoder = LSTMTextEncoder(vocab_size=vocab, embed_dim=embed, hidden_dim=hidden, num_layers=2)
+  params = encoder.init(jax.random.key(0), np.zeros((1, 3), np.int32))
+  count = sum(x.size for x in jax.tree.leaves(params))
+  assert count == vocab * embed + 4 * hidden * (embed + hidden + 1) + 4 * hidden * (2 * hidden + 1)
+
+
+@pytest.mark.parametrize("encoder", [
+    LSTMTextEncoder(vocab_size=30, embed_dim=8, hidden_dim=16, num_layers=2),
+    TransformerTextEncoder(vocab_size=30, max_length=16, model_dim=16, num_layers=2, num_heads=2,
+                           mlp_dim=32),
+], ids=["lstm", "transformer"])
+def test_padding_changes_nothing(encoder):
+  lengths = np.array([5, 2, 8])
+  tokens = RNG.integers(1, 30, (3, 8))
+  mask = np.arange(8)[None] < lengths[:, None]
+  params = encoder.init(jax.random.key(1), tokens, mask)
+  reference = encoder.apply(params, tokens, mask)
+  # Other values at padded positions.
+  scrambled = np.where(mask, tokens, RNG.integers(0, 30, tokens.shape))
+  np.testing.assert_allclose(encoder.apply(params, scrambled, mask), reference, atol=1e-6)
+  # More padding on the right.
+  longer = np.concatenate([tokens, RNG.integers(0, 30, (3, 4))], axis=1)
+  longer_mask = np.concatenate([mask, np.zeros((3, 4), bool)], axis=1)
+  np.testing.assert_allclose(encoder.apply(params, longer, longer_mask), reference, atol=1e-5)
+  # Each sequence alone, unpadded.
+  for b, length in enumerate(lengths):
+    alone = encoder.apply(params, tokens[b:b + 1, :length], mask[b:b + 1, :length])
+    np.testing.assert_allclose(alone[0], reference[b], atol=1e-5)
+
+
+def test_conv_pool_equals_direct_convolution_relu_and_average():
+  encoder = ConvPoolImageEncoder(channels=5)
+  images = RNG.normal(size=(2, 6, 7, 3)).astype(np.float32)
+  params = encoder.init(jax.random.key(0), images)["params"]
+  kernel = np.asarray(params["Conv_0"]["kernel"], np.float64)
+  bias = np.asarray(params["Conv_0"]["bias"], np.float64)
+  padded = np.pad(images.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  pre = np.zeros((2, 6, 7, 5)) + bias
+  for dy in range(3):
+    for dx in range(3):
+      pre += np.einsum("bhwi,io->bhwo", padded[:, dy:dy + 6, dx:dx + 7], kernel[dy, dx])
+  expected = np.maximum(pre, 0).mean(axis=(1, 2))
+  np.testing.assert_allclose(encoder.apply({"params": params}, images), expected,
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder,inputs", [
+    (LSTMTextEncoder(vocab_size=30, embed_dim=8, hidden_dim=16), RNG.integers(0, 30, (2, 5))),
+    (TransformerTextEncoder(vocab_size=30, max_length=8, model_dim=16, num_heads=2, mlp_dim=32),
+     RNG.integers(0, 30, (2, 5))),
+    (ConvPoolImageEncoder(channels=8), RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)),
+    (ResNetImageEncoder(stage_channels=(8, 16)), RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)),
+], ids=["lstm", "transformer", "conv_pool", "resnet"])
+def test_every_parameter_gets_a_finite_nonzero_gradient_under_jit(encoder, inputs):
+  params = encoder.init(jax.random.key(0), inputs)
+  loss = jax.jit(lambda p: (encoder.apply(p, inputs) ** 2).sum())
+  grads = jax.grad(loss)(params)
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    assert np.all(np.isfinite(grad)), path
+    assert np.any(grad != 0), f"no gradient reaches {jax.tree_util.keystr(path)}"
+
+
+def test_transformer_rejects_sequences_longer_than_its_position_table():
+  encoder = TransformerTextEncoder(vocab_size=10, max_length=4, model_dim=8, num_heads=2, mlp_dim=8)
+  with pytest.raises(ValueError, match="max_length"):
+    encoder.init(jax.random.key(0), jnp.zeros((1, 6), jnp.int32))
