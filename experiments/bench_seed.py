@@ -1,0 +1,125 @@
+"""Times training steps of the seed text+image model and prints one JSON line with samples/s.
+
+    python experiments/bench_seed.py --batch 64 --seq 64 --img 64 --channels 256
+    python experiments/bench_seed.py --compare-torch [--torch-python PATH]
+
+The step timed is mmjax's own `train_step` (Adam, softmax cross-entropy), jit-compiled with the
+state donated, on random data of the given shapes. `--compare-torch` also runs the PyTorch peer
+(`--torch-script`, by default ../shared/bench/seed_torch.py beside the project) with the same
+flags under `--torch-python` (any interpreter with torch installed; torch is never an mmjax
+dependency), alternating the two `--repeats` times, and prints both medians and their ratio.
+"""
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.model import model_from_config
+from mmjax.tasks.objective import tasks_from_config
+from mmjax.train.state import create_train_state, make_optimizer
+from mmjax.train.step import train_step
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE_FLAGS = ("batch", "seq", "img", "channels", "vocab", "classes", "steps", "warmup")
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--seq", type=int, default=64)
+  parser.add_argument("--img", type=int, default=64)
+  parser.add_argument("--channels", type=int, default=256)
+  parser.add_argument("--vocab", type=int, default=25000)
+  parser.add_argument("--classes", type=int, default=10)
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--unroll", type=int, default=1, help="LSTM time steps per scan iteration")
+  parser.add_argument("--chunk", type=int, default=2, help="images per conv backward chunk")
+  parser.add_argument("--compare-torch", action="store_true")
+  parser.add_argument("--torch-python", default=sys.executable)
+  parser.add_argument("--torch-script",
+                      default=os.path.join(REPO_ROOT, "..", "shared", "bench", "seed_torch.py"))
+  parser.add_argument("--repeats", type=int, default=3)
+  return parser.parse_args(argv)
+
+
+def seed_model_config(args):
+  return {
+      "encoders": {
+          "text": {"name": "lstm", "vocab_size": args.vocab, "embed_dim": 100, "hidden_dim": 256,
+                   "num_layers": 2, "unroll": args.unroll},
+          "image": {"name": "conv_pool", "channels": args.channels, "chunk_size": args.chunk},
+      },
+      "fusion": {"name": "concat"},
+      "heads": {"label": {"name": "linear", "num_classes": args.classes}},
+  }
+
+
+def bench_mmjax(args) -> dict:
+  rng = np.random.default_rng(0)
+  batch = {
+      "text": jnp.asarray(rng.integers(0, args.vocab, (args.batch, args.seq)), jnp.int32),
+      "image": jnp.asarray(rng.normal(size=(args.batch, args.img, args.img, 3)), jnp.float32),
+      "label": jnp.asarray(rng.integers(0, args.classes, (args.batch,)), jnp.int32),
+  }
+  model = model_from_config(seed_model_config(args))
+  tx, schedule = make_optimizer({"learning_rate": 1e-3, "warmup_steps": 0, "final_lr_fraction": 1.0,
+                                 "grad_clip_norm": 0.0, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+                                 "weight_decay": 0.0}, total_steps=args.steps + args.warmup)
+  state = create_train_state(model, tx, batch, jax.random.key(0))
+  step = jax.jit(functools.partial(train_step, tasks=tasks_from_config({"label": {}}),
+                                   schedule=schedule), donate_argnums=0)
+  key = jax.random.key(1)
+  for _ in range(args.warmup):
+    state, metrics = step(state, batch, key)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(args.steps):
+    state, metrics = step(state, batch, key)
+  jax.block_until_ready(metrics)
+  seconds = time.perf_counter() - start
+  return {"impl": "mmjax", "samples_per_s": args.batch * args.steps / seconds,
+          "step_ms": 1000 * seconds / args.steps, "loss": float(metrics["loss"]) / args.batch,
+          "backend": jax.default_backend(), "devices": jax.device_count()}
+
+
+def bench_torch(args) -> dict:
+  command = [args.torch_python, args.torch_script] + [
+      f"--{name}={getattr(args, name)}" for name in SHAPE_FLAGS]
+  output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+  return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if not args.compare_torch:
+    print(json.dumps(bench_mmjax(args)))
+    return
+  if not os.path.exists(args.torch_script):
+    sys.exit(f"--compare-torch: no torch script at {args.torch_script}; pass --torch-script")
+  probe = subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True)
+  if probe.returncode:
+    sys.exit(f"--compare-torch: {args.torch_python} cannot import torch; install it there "
+             "(pip install torch==2.13.0) or pass --torch-python")
+  runs = {"mmjax": [], "torch": []}
+  for _ in range(args.repeats):
+    runs["mmjax"].append(bench_mmjax(args))
+    runs["torch"].append(bench_torch(args))
+  medians = {impl: statistics.median(r["samples_per_s"] for r in results)
+             for impl, results in runs.items()}
+  print(json.dumps({"mmjax_samples_per_s": medians["mmjax"], "torch_samples_per_s": medians["torch"],
+                    "ratio": medians["mmjax"] / medians["torch"], "repeats": args.repeats,
+                    "shape": {name: getattr(args, name) for name in SHAPE_FLAGS},
+                    "torch_threads": runs["torch"][0].get("threads")}))
+
+
+if __name__ == "__main__":
+  main()
