@@ -4,7 +4,7 @@ h = [z_1; z_2; ...; z_M]  with modalities in sorted key order; z_m of shape `(B,
 `(B, Σ_m D_m)`. No parameters. Followed by a linear head this is additive across modalities
 (logits = Σ_m W_m z_m + b), so it cannot represent interactions (e.g. XOR-like synergy).
 """
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -14,10 +14,11 @@ Array = jax.Array
 
 
 class ConcatFusion(nn.Module):
-  """`features: {modality: (B, D_m)}` -> `(B, Σ_m D_m)`."""
+  """`features: {modality: (B, D_m)}` -> `(B, Σ_m D_m)`. Parameters: 0."""
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
                *, train: bool = False) -> Array:
     del masks, train
-    return jnp.concatenate([features[name] for name in sorted(features)], axis=-1)
+    return jnp.concatenate([features[name].astype(self.dtype) for name in sorted(features)], axis=-1)

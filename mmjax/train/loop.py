@@ -27,13 +27,17 @@ class ConfigError(ValueError):
   """A config that cannot work, found before compilation."""
 
 
-def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray]) -> None:
-  """Raises ConfigError naming the first field that cannot work with this dataset."""
+def check_step_counts(config: Any) -> None:
+  """Raises ConfigError for a batch size or step interval that is not positive."""
   positive = ("batch_size", "eval_batch_size", "total_steps", "log_every_steps",
               "eval_every_steps", "checkpoint_every_steps")
   for field in positive:
     if config[field] <= 0:
       raise ConfigError(f"config.{field}={config[field]} must be positive")
+
+
+def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray]) -> None:
+  """Raises ConfigError naming the first field that cannot work with this dataset."""
   for modality, spec in config.model.encoders.items():
     if modality not in batch:
       raise ConfigError(f"config.model.encoders has {modality!r} but dataset {builder.name!r} "
@@ -63,6 +67,7 @@ def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray]) -> 
 
 def _setup(config: Any):
   """Data readers, the model, its tasks and an initial train state (shared by train and eval)."""
+  check_step_counts(config)
   builder = data.prepare(config.dataset.name, config.dataset.data_dir)
   splits = {config.dataset.train_split, *config.eval_splits}
   missing = splits - set(builder.info.splits)

@@ -27,7 +27,7 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
     return multitask_objective(outputs, batch, tasks)
 
   (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  metrics = {**sums, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
+  metrics = {**sums, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
   return state.apply_gradients(grads=grads), metrics
 
 

@@ -1,0 +1,97 @@
+"""Multimodal bottleneck transformer (MBT): Nagrani, Yang, Arnab, Jansen, Schmid, Sun, 2021,
+"Attention Bottlenecks for Multimodal Fusion" (NeurIPS).
+
+Inputs are token sequences `features[m]: (B, T_m, D_m)` with `masks[m]: (B, T_m)` True for real
+tokens; a `(B, D_m)` vector is a length-1 sequence. Modalities in sorted key order. Each modality
+has its own L = `num_layers` pre-LN transformer layers θ_m^l (separate parameters). With
+X_m^0 = z_m W_m + b_m + PE (optionally with a learned CLS token in front), L_f = `fusion_layer`:
+    l < L_f:   X_m^{l+1} = Transformer(X_m^l; θ_m^l)                       (independent)
+    l ≥ L_f:   [X_m^{l+1}; F̂_m^{l+1}] = Transformer([X_m^l; F^l]; θ_m^l)  (B bottleneck tokens F)
+               F^{l+1} = (1/M) Σ_m F̂_m^{l+1}
+F^{L_f} is a learned `(num_bottlenecks, d)` parameter. Cross-modal information flows only
+through the few bottleneck tokens. Output: per modality, LayerNorm then the masked mean over its
+real tokens (or its CLS token), combined by mean (`combine="mean"`: a linear head then gives the
+paper's average of per-modality logits) or concatenation. With L_f = L no bottleneck is used and
+the fusion is exactly late fusion: modality m's pooled output depends on z_m only. Padded tokens
+are masked as keys and excluded from the pooling, so their values cannot change the output.
+"""
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.encoders.text import TransformerBlock
+from mmjax.fusion.mult import as_sequence, masked_mean, sinusoidal_positions
+
+Array = jax.Array
+
+
+class MBTFusion(nn.Module):
+  """`{m: (B, T_m, D_m)}`, masks `{m: (B, T_m)}` -> `(B, d)` (combine="mean") or `(B, M·d)`."""
+  model_dim: int = 32
+  num_heads: int = 4
+  num_layers: int = 4
+  fusion_layer: int = 2
+  num_bottlenecks: int = 4
+  mlp_ratio: int = 4
+  pooling: str = "mean"
+  combine: str = "mean"
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
+               *, train: bool = False) -> Array:
+    if not 0 <= self.fusion_layer <= self.num_layers:
+      raise ValueError(f"MBT fusion_layer={self.fusion_layer} must lie in [0, num_layers="
+                       f"{self.num_layers}]; fusion_layer=num_layers is late fusion")
+    if self.pooling not in ("mean", "cls") or self.combine not in ("mean", "concat"):
+      raise ValueError(f"MBT pooling must be 'mean' or 'cls' and combine 'mean' or 'concat', got "
+                       f"{self.pooling!r}, {self.combine!r}")
+    names = sorted(features)
+    masks = masks or {}
+    tokens, real = {}, {}
+    for m in names:
+      x, mask = as_sequence(features[m], masks.get(m), self.dtype)
+      x = nn.Dense(self.model_dim, dtype=self.dtype, name=f"{m}_projection")(x)
+      x = x + sinusoidal_positions(x.shape[-2], self.model_dim).astype(self.dtype)
+      if self.pooling == "cls":
+        cls = self.param(f"{m}_cls", nn.initializers.normal(0.02), (self.model_dim,))
+        x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (x.shape[0], 1, x.shape[-1])),
+                             x], axis=-2)
+        mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=-1)
+      tokens[m], real[m] = x, mask
+
+    mlp_dim = self.mlp_ratio * self.model_dim
+    block = lambda m, layer: TransformerBlock(self.num_heads, mlp_dim, self.dropout_rate,
+                                              self.dtype, name=f"{m}_layer_{layer}")
+    bottleneck = None
+    for layer in range(self.num_layers):
+      if layer < self.fusion_layer:
+        for m in names:
+          tokens[m] = block(m, layer)(tokens[m], nn.make_attention_mask(real[m], real[m]),
+                                      train=train)
+        continue
+      if bottleneck is None:
+        init = self.param("bottleneck", nn.initializers.normal(0.02),
+                          (self.num_bottlenecks, self.model_dim))
+        batch = tokens[names[0]].shape[0]
+        bottleneck = jnp.broadcast_to(init.astype(self.dtype), (batch, *init.shape))
+      updated = []
+      for m in names:
+        length = tokens[m].shape[-2]
+        mask = jnp.concatenate([real[m], jnp.ones(bottleneck.shape[:2], bool)], axis=-1)
+        joint = block(m, layer)(jnp.concatenate([tokens[m], bottleneck], axis=-2),
+                                nn.make_attention_mask(mask, mask), train=train)
+        tokens[m] = joint[:, :length]
+        updated.append(joint[:, length:])
+      bottleneck = jnp.mean(jnp.stack(updated, axis=0), axis=0)
+
+    pooled = []
+    for m in names:
+      x = nn.LayerNorm(dtype=self.dtype, name=f"{m}_norm")(tokens[m])
+      pooled.append(x[:, 0] if self.pooling == "cls" else masked_mean(x, real[m]))
+    if self.combine == "concat":
+      return jnp.concatenate(pooled, axis=-1)
+    return jnp.mean(jnp.stack(pooled, axis=0), axis=0)

@@ -1,0 +1,79 @@
+"""MultimodalModel: composition from config, additivity of concat + linear, losses and sums."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax.model import model_from_config
+from mmjax.tasks.objective import means_from_sums, multitask_objective, tasks_from_config
+
+SMALL = {
+    "encoders": {"text": {"name": "lstm", "vocab_size": 20, "embed_dim": 4, "hidden_dim": 8,
+                          "num_layers": 1},
+                 "image": {"name": "conv_pool", "channels": 4}},
+    "fusion": {"name": "concat"},
+    "heads": {"label": {"name": "linear", "num_classes": 3}},
+}
+RNG = np.random.default_rng(0)
+
+
+def batch(size=2):
+  return {"text": RNG.integers(1, 20, (size, 5)).astype(np.int32),
+          "text_mask": np.ones((size, 5), bool),
+          "image": RNG.normal(size=(size, 8, 8, 3)).astype(np.float32),
+          "label": RNG.integers(0, 3, (size,)).astype(np.int32)}
+
+
+def test_seed_model_logits_are_additive_across_modalities():
+  """concat -> Dense: logits(t, i) = f(t) + g(i), so swapping images shifts logits by g only."""
+  model = model_from_config(SMALL)
+  a, b = batch(), batch()
+  params = model.init(jax.random.key(0), a)
+  logits = lambda text, image: model.apply(params, {**a, "text": text, "image": image})["label"]
+  lhs = logits(a["text"], a["image"]) - logits(a["text"], b["image"])
+  rhs = logits(b["text"], a["image"]) - logits(b["text"], b["image"])
+  np.testing.assert_allclose(lhs, rhs, atol=1e-5)
+
+
+def test_model_ignores_batch_keys_it_has_no_encoder_for():
+  model = model_from_config(SMALL)
+  a = batch()
+  params = model.init(jax.random.key(0), a)
+  np.testing.assert_array_equal(model.apply(params, a)["label"],
+                                model.apply(params, {**a, "audio": np.ones(3)})["label"])
+
+
+@pytest.mark.parametrize("part,message", [
+    ("fusion", "unknown fusion 'concatt'; valid fusion names are: concat"),
+    ("encoder", "unknown encoder 'lstmm'; valid encoder names are: conv_pool, lstm"),
+])
+def test_unknown_names_list_the_valid_ones(part, message):
+  config = {**SMALL, "encoders": dict(SMALL["encoders"]), "fusion": dict(SMALL["fusion"])}
+  if part == "fusion":
+    config["fusion"] = {"name": "concatt"}
+  else:
+    config["encoders"]["text"] = {**SMALL["encoders"]["text"], "name": "lstmm"}
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    model_from_config(config)
+
+
+def test_bad_constructor_argument_names_the_module():
+  config = {**SMALL, "heads": {"label": {"name": "linear", "num_classes": 3, "width": 2}}}
+  with pytest.raises(ValueError, match="bad config for head 'linear'.*width"):
+    model_from_config(config)
+
+
+def test_objective_sums_skip_zero_weight_examples_and_weights_tasks():
+  logits = {"a": jnp.array([[2.0, 0.0], [0.0, 3.0], [5.0, 0.0]]),
+            "b": jnp.array([[0.0, 1.0], [1.0, 0.0], [0.0, 9.0]])}
+  batch_ = {"a": jnp.array([0, 0, 1]), "b": jnp.array([1, 1, 0]),
+            "weight": jnp.array([1.0, 1.0, 0.0])}
+  tasks = tasks_from_config({"a": {"weight": 1.0}, "b": {"weight": 0.5}})
+  total, sums = multitask_objective(logits, batch_, tasks)
+  ce = lambda z, y: float(jax.nn.logsumexp(z) - z[y])
+  loss_a = (ce(logits["a"][0], 0) + ce(logits["a"][1], 0)) / 2
+  loss_b = (ce(logits["b"][0], 1) + ce(logits["b"][1], 1)) / 2
+  assert float(total) == pytest.approx(loss_a + 0.5 * loss_b, rel=1e-6)
+  means = means_from_sums(jax.device_get(sums))
+  assert means["a/accuracy"] == 0.5 and means["b/accuracy"] == 0.5
+  assert means["loss"] == pytest.approx(loss_a + 0.5 * loss_b, rel=1e-6)
