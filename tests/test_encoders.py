@@ -6,6 +6,7 @@ import pytest
 
 from mmjax.encoders import (ConvPoolImageEncoder, LSTMTextEncoder, ResNetImageEncoder,
                             TransformerTextEncoder)
+from mmjax.encoders.image import _conv_relu_mean_pool, conv_relu_mean_pool
 
 RNG = np.random.default_rng(0)
 
@@ -79,8 +80,8 @@ def test_conv_pool_equals_direct_convolution_relu_and_average():
   encoder = ConvPoolImageEncoder(channels=5)
   images = RNG.normal(size=(2, 6, 7, 3)).astype(np.float32)
   params = encoder.init(jax.random.key(0), images)["params"]
-  kernel = np.asarray(params["Conv_0"]["kernel"], np.float64)
-  bias = np.asarray(params["Conv_0"]["bias"], np.float64)
+  kernel = np.asarray(params["kernel"], np.float64)
+  bias = np.asarray(params["bias"], np.float64)
   padded = np.pad(images.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
   pre = np.zeros((2, 6, 7, 5)) + bias
   for dy in range(3):
@@ -111,3 +112,27 @@ def test_transformer_rejects_sequences_longer_than_its_position_table():
   encoder = TransformerTextEncoder(vocab_size=10, max_length=4, model_dim=8, num_heads=2, mlp_dim=8)
   with pytest.raises(ValueError, match="max_length"):
     encoder.init(jax.random.key(0), jnp.zeros((1, 6), jnp.int32))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 4])
+def test_conv_pool_custom_gradient_equals_autodiff_for_kernel_bias_and_images(chunk_size):
+  images = jnp.asarray(RNG.normal(size=(4, 6, 5, 3)), jnp.float32)
+  kernel = jnp.asarray(RNG.normal(size=(3, 3, 3, 7)) * 0.3, jnp.float32)
+  bias = jnp.asarray(RNG.normal(size=(7,)) * 0.1, jnp.float32)
+  weights = jnp.asarray(RNG.normal(size=(4, 7)), jnp.float32)
+
+  def loss(pool):
+    return lambda x, k, b: (pool(x, k, b) * weights).sum() + (pool(x, k, b) ** 2).sum()
+
+  reference = jax.grad(loss(_conv_relu_mean_pool), argnums=(0, 1, 2))(images, kernel, bias)
+  fused = jax.jit(jax.grad(loss(lambda x, k, b: conv_relu_mean_pool(x, k, b, chunk_size)),
+                           argnums=(0, 1, 2)))(images, kernel, bias)
+  for got, expected in zip(fused, reference):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_pool_chunk_size_must_divide_the_batch():
+  images = jnp.ones((3, 4, 4, 3))
+  kernel, bias = jnp.ones((3, 3, 3, 2)), jnp.zeros(2)
+  with pytest.raises(ValueError, match="chunk_size=2 does not divide the batch of 3"):
+    jax.grad(lambda k: conv_relu_mean_pool(images, k, bias, 2).sum())(kernel)
