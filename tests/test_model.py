@@ -44,8 +44,8 @@ def test_model_ignores_batch_keys_it_has_no_encoder_for():
 
 
 @pytest.mark.parametrize("part,message", [
-    ("fusion", "unknown fusion 'concatt'; valid fusion names are: concat"),
-    ("encoder", "unknown encoder 'lstmm'; valid encoder names are: conv_pool, lstm"),
+    ("fusion", "unknown fusion 'concatt'; valid fusion names are: .*concat"),
+    ("encoder", "unknown encoder 'lstmm'; valid encoder names are: conv_pool, feature_tokens"),
 ])
 def test_unknown_names_list_the_valid_ones(part, message):
   config = {**SMALL, "encoders": dict(SMALL["encoders"]), "fusion": dict(SMALL["fusion"])}
@@ -53,7 +53,7 @@ def test_unknown_names_list_the_valid_ones(part, message):
     config["fusion"] = {"name": "concatt"}
   else:
     config["encoders"]["text"] = {**SMALL["encoders"]["text"], "name": "lstmm"}
-  with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+  with pytest.raises(ValueError, match=message):
     model_from_config(config)
 
 

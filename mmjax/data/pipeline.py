@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mmjax import registry
-from mmjax.data import mm_shapes
+from mmjax.data import interactions, mm_shapes
 
 Batch = Dict[str, np.ndarray]
 
@@ -26,14 +26,24 @@ class DatasetSpec:
 
 DATASETS = {
     "mm_shapes": DatasetSpec(builder=mm_shapes.MmShapes, model_inputs=mm_shapes.model_inputs),
+    "interactions": DatasetSpec(builder=interactions.Interactions,
+                                model_inputs=interactions.model_inputs),
 }
 
 
 def prepare(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
-  """Returns the builder with its files generated under `data_dir` (tfds's default when None);
-  files that already exist are reused."""
-  spec = registry.lookup(DATASETS, name, "dataset")
-  builder = spec.builder(data_dir=data_dir, file_format="array_record")
+  """Returns the builder of `name` ('dataset' or 'dataset/config') with its files generated under
+  `data_dir` (tfds's default when None); files that already exist are reused."""
+  dataset, _, builder_config = name.partition("/")
+  spec = registry.lookup(DATASETS, dataset, "dataset")
+  configs = [config.name for config in spec.builder.BUILDER_CONFIGS]
+  if configs and builder_config not in configs:
+    raise ValueError(f"dataset {dataset!r} needs a config: use one of "
+                     f"{', '.join(f'{dataset}/{c}' for c in configs)}")
+  if builder_config and not configs:
+    raise ValueError(f"dataset {dataset!r} has no configs; use the name {dataset!r}")
+  kwargs = {"config": builder_config} if builder_config else {}
+  builder = spec.builder(data_dir=data_dir, file_format="array_record", **kwargs)
   builder.download_and_prepare()
   return builder
 

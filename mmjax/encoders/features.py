@@ -1,0 +1,45 @@
+"""Encoders for feature vectors `(B, D_in)`: to a vector `(B, D)` or to a token sequence `(B, T, D)`."""
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class MLPEncoder(nn.Module):
+  """x -> relu(W_1 x + b_1) -> ... -> W_L h + b_L: `(B, D_in)` -> `(B, output_dim)`."""
+  hidden_dims: Sequence[int] = (32,)
+  output_dim: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
+    del mask, train
+    x = features.astype(self.dtype)
+    for width in self.hidden_dims:
+      x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
+    return nn.Dense(self.output_dim, dtype=self.dtype)(x)
+
+
+class FeatureTokensEncoder(nn.Module):
+  """Splits `(B, D_in)` into `num_tokens` equal chunks and embeds each with a shared MLP plus a
+  learned position embedding: `(B, num_tokens, model_dim)`, for the sequence-level fusions."""
+  num_tokens: int = 4
+  model_dim: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
+    del mask, train
+    batch, width = features.shape
+    if width % self.num_tokens:
+      raise ValueError(f"feature width {width} is not divisible by num_tokens={self.num_tokens}; "
+                       "pick a divisor")
+    chunks = features.astype(self.dtype).reshape(batch, self.num_tokens, width // self.num_tokens)
+    x = nn.Dense(self.model_dim, dtype=self.dtype)(chunks)
+    x = nn.Dense(self.model_dim, dtype=self.dtype)(nn.relu(x))
+    positions = self.param("position_embedding", nn.initializers.normal(0.02),
+                           (self.num_tokens, self.model_dim))
+    return x + positions.astype(self.dtype)
