@@ -1,0 +1,209 @@
+"""The fusion benchmark: every fusion on every `interactions` config, a few seeds each, and the
+low-rank vs. tensor fusion training speed.
+
+    python experiments/bench_fusion.py --data-dir /tmp/tfds --out experiments/results/fusion
+
+writes `OUT.csv` (one row per fusion, config and seed), `OUT.md` (mean ± std test accuracy per
+fusion and config, parameter count, train samples/s, and the speed comparison) and `OUT.png`
+(accuracy per fusion per config; needs matplotlib, `pip install -e ".[bench]"`).
+
+Every model is encoders (an MLP per modality, or per-modality tokens for the sequence fusions
+mult and mbt) -> fusion -> a linear head, trained with mmjax's own `train_step` (Adam); the
+head is linear so that what a model can represent across modalities is decided by its fusion.
+"""
+import argparse
+import csv
+import functools
+import json
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mmjax import data
+from mmjax.data import interactions
+from mmjax.fusion import FUSIONS, LowRankFusion, TensorFusion
+from mmjax.model import model_from_config
+from mmjax.tasks.objective import tasks_from_config
+from mmjax.train.state import create_train_state, make_optimizer, parameter_count
+from mmjax.train.step import eval_step, evaluate, train_step
+
+SEQUENCE_FUSIONS = ("mult", "mbt")
+FUSION_OPTIONS = {"late": {"output_dim": 16}, "film": {"conditioned": "b"},
+                  "mbt": {"num_layers": 2, "fusion_layer": 1}}
+
+
+def model_config(fusion: str, num_classes: int) -> dict:
+  if fusion in SEQUENCE_FUSIONS:
+    encoder = {"name": "feature_tokens", "num_tokens": 4, "model_dim": 16}
+  else:
+    encoder = {"name": "mlp", "hidden_dims": (32,), "output_dim": 16}
+  return {"encoders": {"a": dict(encoder), "b": dict(encoder)},
+          "fusion": {"name": fusion, **FUSION_OPTIONS.get(fusion, {})},
+          "heads": {"label": {"name": "linear", "num_classes": num_classes}}}
+
+
+def train_one(fusion, builder, readers, seed, args) -> dict:
+  """Trains one model; returns test accuracy, parameter count and train samples/s."""
+  num_classes = builder.info.features["label"].num_classes
+  model = model_from_config(model_config(fusion, num_classes))
+  tasks = tasks_from_config({"label": {}})
+  tx, schedule = make_optimizer({"learning_rate": args.learning_rate, "warmup_steps": 50,
+                                 "final_lr_fraction": 0.05, "grad_clip_norm": 1.0, "b1": 0.9,
+                                 "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}, args.steps)
+  batches = data.train_batches(readers["train"], args.batch, seed=seed)
+  first = next(batches)
+  init_rng, step_rng = jax.random.split(jax.random.key(seed))
+  state = create_train_state(model, tx, first, init_rng)
+  step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule), donate_argnums=0)
+  state, metrics = step(state, first, step_rng)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(args.steps - 1):
+    state, metrics = step(state, next(batches), step_rng)
+  jax.block_until_ready(metrics)
+  samples_per_s = (args.steps - 1) * args.batch / (time.perf_counter() - start)
+  results = evaluate(jax.jit(functools.partial(eval_step, tasks=tasks)), state,
+                     data.eval_batches(readers["test"], 1000))
+  return {"accuracy": results["label/accuracy"], "params": parameter_count(state.params),
+          "samples_per_s": samples_per_s}
+
+
+def fusion_speed(fusion_module, widths, batch, steps) -> float:
+  """Train samples/s of `fusion_module` on random inputs of `widths`, output 1, squared loss."""
+  rng = np.random.default_rng(0)
+  features = {f"m{i}": jnp.asarray(rng.normal(size=(batch, w)), jnp.float32)
+              for i, w in enumerate(widths)}
+  target = jnp.asarray(rng.normal(size=(batch, 1)), jnp.float32)
+  params = fusion_module.init(jax.random.key(0), features)
+  tx = optax.adam(1e-3)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def update(params, opt_state):
+    grads = jax.grad(lambda p: jnp.mean((fusion_module.apply(p, features) - target) ** 2))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = tx.init(params)
+  for _ in range(3):
+    params, opt_state = update(params, opt_state)
+  jax.block_until_ready(params)
+  start = time.perf_counter()
+  for _ in range(steps):
+    params, opt_state = update(params, opt_state)
+  jax.block_until_ready(params)
+  return steps * batch / (time.perf_counter() - start)
+
+
+class FusionThenLinear(nn.Module):
+  """`fusion` followed by Dense(output_dim): how TFN maps its tensor to the output."""
+  fusion: nn.Module
+  output_dim: int = 1
+
+  @nn.compact
+  def __call__(self, features):
+    return nn.Dense(self.output_dim)(self.fusion(features))
+
+
+def speed_table(args) -> list:
+  """LMF vs TFN train samples/s at the LMF paper's widths and at 128/128/128; output 1, rank 4."""
+  rows = []
+  for widths in ((32, 32, 64), (128, 128, 128)):
+    tensor = fusion_speed(FusionThenLinear(TensorFusion()), widths, args.speed_batch,
+                          args.speed_steps)
+    low_rank = fusion_speed(LowRankFusion(dim=1, rank=4), widths, args.speed_batch,
+                            args.speed_steps)
+    rows.append({"widths": "/".join(map(str, widths)), "tensor_samples_per_s": tensor,
+                 "low_rank_samples_per_s": low_rank, "ratio": low_rank / tensor})
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
+
+
+def mean_std(values) -> str:
+  spread = statistics.stdev(values) if len(values) > 1 else 0.0
+  return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
+
+
+def write_markdown(path, rows, speeds, fusions, configs, args) -> None:
+  lines = [f"# Fusion benchmark on `interactions` ({args.seeds} seeds, {args.steps} steps of "
+           f"batch {args.batch}; test accuracy %, mean ± std)", "",
+           "| fusion | " + " | ".join(f"{c} (Bayes {100 * interactions.bayes_accuracy(c):.1f})"
+                                      for c in configs) + " | params (synergy) | train samples/s |",
+           "|---" * (len(configs) + 3) + "|"]
+  for fusion in fusions:
+    cells = [mean_std([r["accuracy"] for r in rows if r["fusion"] == fusion and r["config"] == c])
+             for c in configs]
+    synergy = [r for r in rows if r["fusion"] == fusion and r["config"] == "synergy"]
+    speed = statistics.mean(r["samples_per_s"] for r in rows if r["fusion"] == fusion)
+    lines.append(f"| {fusion} | " + " | ".join(cells)
+                 + f" | {synergy[0]['params'] if synergy else ''} | {speed:,.0f} |")
+  lines += ["", "## Low-rank (LMF) vs tensor (TFN) fusion, train samples/s, output 1, rank 4, "
+            f"batch {args.speed_batch}", "", "| widths | TFN | LMF | LMF / TFN |", "|---|---|---|---|"]
+  lines += [f"| {s['widths']} | {s['tensor_samples_per_s']:,.0f} | "
+            f"{s['low_rank_samples_per_s']:,.0f} | {s['ratio']:.1f}x |" for s in speeds]
+  lines += ["", f"Command: `python experiments/bench_fusion.py {' '.join(args.argv)}`", ""]
+  with open(path, "w") as file:
+    file.write("\n".join(lines))
+
+
+def write_plot(path, rows, fusions, configs) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axis = plt.subplots(figsize=(12, 4.5))
+  width = 0.8 / len(configs)
+  for k, config in enumerate(configs):
+    means = [statistics.mean(r["accuracy"] for r in rows
+                             if r["fusion"] == f and r["config"] == config) for f in fusions]
+    axis.bar(np.arange(len(fusions)) + k * width, means, width, label=config)
+    axis.axhline(interactions.bayes_accuracy(config), color=f"C{k}", linestyle=":", linewidth=1)
+  axis.set_xticks(np.arange(len(fusions)) + 0.4 - width / 2, fusions, rotation=30)
+  axis.set_ylabel("test accuracy (dotted: Bayes)")
+  axis.set_ylim(0.2, 1.0)
+  axis.legend(ncol=len(configs))
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data-dir", default=None, help="tfds data dir (default: tfds's own)")
+  parser.add_argument("--out", default="experiments/results/fusion_interactions")
+  parser.add_argument("--fusions", default=",".join(FUSIONS))
+  parser.add_argument("--configs", default=",".join(interactions.NUM_CLASSES))
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--steps", type=int, default=1500)
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--learning-rate", type=float, default=3e-3)
+  parser.add_argument("--speed-batch", type=int, default=256)
+  parser.add_argument("--speed-steps", type=int, default=30)
+  args = parser.parse_args(argv)
+  args.argv = argv if argv is not None else __import__("sys").argv[1:]
+  fusions, configs = args.fusions.split(","), args.configs.split(",")
+
+  speeds = speed_table(args)
+  rows = []
+  for config in configs:
+    builder = data.prepare(f"interactions/{config}", args.data_dir)
+    readers = {split: data.ExampleReader(builder, split, cache_in_memory=True)
+               for split in ("train", "test")}
+    for fusion in fusions:
+      for seed in range(args.seeds):
+        row = {"config": config, "fusion": fusion, "seed": seed,
+               **train_one(fusion, builder, readers, seed, args)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+  with open(args.out + ".csv", "w", newline="") as file:
+    writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  write_markdown(args.out + ".md", rows, speeds, fusions, configs, args)
+  write_plot(args.out + ".png", rows, fusions, configs)
+
+
+if __name__ == "__main__":
+  main()
