@@ -7,20 +7,25 @@ writes `OUT.csv` (one row per fusion, config and seed), `OUT.md` (mean ± std te
 fusion and config, parameter count, train samples/s, and the speed comparison) and `OUT.png`
 (accuracy per fusion per config; needs matplotlib, `pip install -e ".[bench]"`).
 
-Every model is encoders (an MLP per modality, or per-modality tokens for the sequence fusions
-mult and mbt) -> fusion -> a linear head, trained with mmjax's own `train_step` (Adam); the
-head is linear so that what a model can represent across modalities is decided by its fusion.
+Every model is `experiments/configs/interactions.py:CONFIG,FUSION` (an MLP per modality, or
+per-modality tokens for mult and mbt -> fusion -> a linear head), trained with mmjax's own
+`train_step`; the head is linear so that what a model can represent across modalities is decided
+by its fusion.
 """
 import argparse
 import csv
 import functools
+import importlib.util
 import json
+import os
 import statistics
+import sys
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -32,30 +37,27 @@ from mmjax.tasks.objective import tasks_from_config
 from mmjax.train.state import create_train_state, make_optimizer, parameter_count
 from mmjax.train.step import eval_step, evaluate, train_step
 
-SEQUENCE_FUSIONS = ("mult", "mbt")
-FUSION_OPTIONS = {"late": {"output_dim": 16}, "film": {"conditioned": "b"},
-                  "mbt": {"num_layers": 2, "fusion_layer": 1}}
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                           "interactions.py")
 
 
-def model_config(fusion: str, num_classes: int) -> dict:
-  if fusion in SEQUENCE_FUSIONS:
-    encoder = {"name": "feature_tokens", "num_tokens": 4, "model_dim": 16}
-  else:
-    encoder = {"name": "mlp", "hidden_dims": (32,), "output_dim": 16}
-  return {"encoders": {"a": dict(encoder), "b": dict(encoder)},
-          "fusion": {"name": fusion, **FUSION_OPTIONS.get(fusion, {})},
-          "heads": {"label": {"name": "linear", "num_classes": num_classes}}}
+def experiment_config(data_config: str, fusion: str, args) -> ml_collections.ConfigDict:
+  """`experiments/configs/interactions.py:DATA_CONFIG,FUSION` with this run's sizes."""
+  spec = importlib.util.spec_from_file_location("interactions_config", CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(f"{data_config},{fusion}")
+  config.total_steps, config.batch_size = args.steps, args.batch
+  config.optimizer.learning_rate = args.learning_rate
+  return config
 
 
-def train_one(fusion, builder, readers, seed, args) -> dict:
+def train_one(config, readers, seed) -> dict:
   """Trains one model; returns test accuracy, parameter count and train samples/s."""
-  num_classes = builder.info.features["label"].num_classes
-  model = model_from_config(model_config(fusion, num_classes))
-  tasks = tasks_from_config({"label": {}})
-  tx, schedule = make_optimizer({"learning_rate": args.learning_rate, "warmup_steps": 50,
-                                 "final_lr_fraction": 0.05, "grad_clip_norm": 1.0, "b1": 0.9,
-                                 "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}, args.steps)
-  batches = data.train_batches(readers["train"], args.batch, seed=seed)
+  model = model_from_config(config.model)
+  tasks = tasks_from_config(config.tasks)
+  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  batches = data.train_batches(readers["train"], config.batch_size, seed=seed)
   first = next(batches)
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
   state = create_train_state(model, tx, first, init_rng)
@@ -63,10 +65,10 @@ def train_one(fusion, builder, readers, seed, args) -> dict:
   state, metrics = step(state, first, step_rng)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
-  for _ in range(args.steps - 1):
+  for _ in range(config.total_steps - 1):
     state, metrics = step(state, next(batches), step_rng)
   jax.block_until_ready(metrics)
-  samples_per_s = (args.steps - 1) * args.batch / (time.perf_counter() - start)
+  samples_per_s = (config.total_steps - 1) * config.batch_size / (time.perf_counter() - start)
   results = evaluate(jax.jit(functools.partial(eval_step, tasks=tasks)), state,
                      data.eval_batches(readers["test"], 1000))
   return {"accuracy": results["label/accuracy"], "params": parameter_count(state.params),
@@ -182,7 +184,7 @@ def main(argv=None):
   parser.add_argument("--speed-batch", type=int, default=256)
   parser.add_argument("--speed-steps", type=int, default=30)
   args = parser.parse_args(argv)
-  args.argv = argv if argv is not None else __import__("sys").argv[1:]
+  args.argv = argv if argv is not None else sys.argv[1:]
   fusions, configs = args.fusions.split(","), args.configs.split(",")
 
   speeds = speed_table(args)
@@ -194,7 +196,7 @@ def main(argv=None):
     for fusion in fusions:
       for seed in range(args.seeds):
         row = {"config": config, "fusion": fusion, "seed": seed,
-               **train_one(fusion, builder, readers, seed, args)}
+               **train_one(experiment_config(config, fusion, args), readers, seed)}
         rows.append(row)
         print(json.dumps(row), flush=True)
   with open(args.out + ".csv", "w", newline="") as file:

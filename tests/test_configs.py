@@ -1,5 +1,5 @@
 """Every config under experiments/configs loads and builds a model that initialises on a batch of
-its dataset's shapes (abstractly: no compilation)."""
+its dataset's shapes (abstractly: no compilation); every fusion is reachable by its config name."""
 import glob
 import importlib.util
 import os
@@ -8,22 +8,35 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax.data import mm_shapes
+from mmjax.data import interactions, mm_shapes
+from mmjax.fusion import FUSIONS
 from mmjax.model import model_from_config
 
-CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                        "experiments", "configs", "*.py")))
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "experiments", "configs")
+CASES = [(os.path.basename(path), None) for path in sorted(glob.glob(f"{CONFIG_DIR}/*.py"))
+         if not path.endswith("interactions.py")]
+CASES += [("interactions.py", f"{data_config},{fusion}") for fusion in FUSIONS
+          for data_config in ("synergy", "mixed")]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_builds_a_model_with_one_output_per_task(path):
-  spec = importlib.util.spec_from_file_location("config", path)
+def example_batch(dataset_name):
+  dataset, _, builder_config = dataset_name.partition("/")
+  if dataset == "mm_shapes":
+    example, model_inputs = mm_shapes.make_example(0, 0, 0), mm_shapes.model_inputs
+  else:
+    example = interactions.make_example(builder_config, 0, 0, 0)
+    model_inputs = interactions.model_inputs
+  return model_inputs({key: np.stack([np.asarray(value)] * 2) for key, value in example.items()})
+
+
+@pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" if a else n for n, a in CASES])
+def test_config_builds_a_model_with_one_output_per_task(name, arg):
+  spec = importlib.util.spec_from_file_location("config", os.path.join(CONFIG_DIR, name))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
-  assert config.dataset.name == "mm_shapes"
-  batch = mm_shapes.model_inputs({key: np.stack([value] * 2) for key, value in
-                                  mm_shapes.make_example(0, 0, 0).items()})
+  config = module.get_config(arg) if arg else module.get_config()
+  batch = example_batch(config.dataset.name)
   model = model_from_config(config.model)
   params = jax.eval_shape(model.init, jax.random.key(0), batch)
   outputs = jax.eval_shape(model.apply, params, batch)
