@@ -34,7 +34,8 @@ class AttentionFusion(nn.Module):
     del masks, train
     projected = jnp.stack([nn.Dense(self.dim, dtype=self.dtype, name=f"{m}_projection")(
         features[m].astype(self.dtype)) for m in sorted(features)], axis=-2)  # (B, M, d)
-    hidden = jnp.tanh(nn.Dense(self.attention_dim, dtype=self.dtype, name="score_hidden")(projected))
+    hidden = nn.Dense(self.attention_dim, dtype=self.dtype, name="score_hidden")(projected)
+    hidden = jnp.tanh(hidden)
     scores = nn.Dense(1, use_bias=False, dtype=self.dtype, name="score")(hidden)[..., 0]  # (B, M)
     weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
     return jnp.einsum("...m,...md->...d", weights, projected)

@@ -21,4 +21,4 @@ class ConcatFusion(nn.Module):
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
                *, train: bool = False) -> Array:
     del masks, train
-    return jnp.concatenate([features[name].astype(self.dtype) for name in sorted(features)], axis=-1)
+    return jnp.concatenate([features[m].astype(self.dtype) for m in sorted(features)], axis=-1)

@@ -38,7 +38,8 @@ class LowRankFusion(nn.Module):
     fused = None
     for m in sorted(features):
       v = append_one(features[m].astype(self.dtype))
-      factor = self.param(f"{m}_factor", nn.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=0),
+      factor = self.param(f"{m}_factor",
+                          nn.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=0),
                           (self.rank, v.shape[-1], self.dim))
       projected = jnp.einsum("...k,rkd->...rd", v, factor.astype(self.dtype))   # (B, r, d)
       fused = projected if fused is None else fused * projected

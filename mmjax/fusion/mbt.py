@@ -2,8 +2,9 @@
 "Attention Bottlenecks for Multimodal Fusion" (NeurIPS).
 
 Inputs are token sequences `features[m]: (B, T_m, D_m)` with `masks[m]: (B, T_m)` True for real
-tokens; a `(B, D_m)` vector is a length-1 sequence. Modalities in sorted key order. Each modality
-has its own L = `num_layers` pre-LN transformer layers θ_m^l (separate parameters). With
+tokens; a `(B, D_m)` vector is a length-1 sequence (its mask ignored). Modalities in sorted key
+order. Each modality has its own L = `num_layers` pre-LN transformer layers θ_m^l (separate
+parameters). With
 X_m^0 = z_m W_m + b_m + PE (optionally with a learned CLS token in front), L_f = `fusion_layer`:
     l < L_f:   X_m^{l+1} = Transformer(X_m^l; θ_m^l)                       (independent)
     l ≥ L_f:   [X_m^{l+1}; F̂_m^{l+1}] = Transformer([X_m^l; F^l]; θ_m^l)  (B bottleneck tokens F)
@@ -12,8 +13,13 @@ F^{L_f} is a learned `(num_bottlenecks, d)` parameter. Cross-modal information f
 through the few bottleneck tokens. Output: per modality, LayerNorm then the masked mean over its
 real tokens (or its CLS token), combined by mean (`combine="mean"`: a linear head then gives the
 paper's average of per-modality logits) or concatenation. With L_f = L no bottleneck is used and
-the fusion is exactly late fusion: modality m's pooled output depends on z_m only. Padded tokens
-are masked as keys and excluded from the pooling, so their values cannot change the output.
+the fusion is exactly late fusion: modality m's pooled output depends on z_m only. So is
+L_f = L − 1: the last layer writes the other modalities into F^L, which no layer reads (as in the
+paper, the final bottleneck tokens are discarded); cross-modal flow needs L − L_f ≥ 2. Padded tokens are
+masked as keys and excluded from the pooling, so their values cannot change the output.
+
+Parameters: Σ_m [d(D_m + 1) + 2d] + M·L·(4d(d + 1) + 2·d·f + f + d + 4d) + n_b·d (if L_f < L)
+(+ M·d with CLS), with f = mlp_ratio·d, n_b = num_bottlenecks.
 """
 from typing import Any, Mapping, Optional
 

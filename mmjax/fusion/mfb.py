@@ -10,7 +10,8 @@ with dropout on e during training, as in the paper. sign(s)√|s| has an infinit
 and ‖p‖ is not differentiable at p = 0; for finite, stable gradients we compute
     p = s / √(|s| + ε)          (odd, continuous, slope 1/√ε at 0, → sign(s)√|s| for |s| ≫ ε)
     h = p / √(‖p‖² + ε)
-so h differs from the paper's value by a relative O(ε / |s|) and O(ε / ‖p‖²).
+so h differs from the paper's value by a relative O(ε / |s|) and O(ε / ‖p‖²). Both
+normalisations are computed in float32 whatever `dtype`.
 
 Parameters: k·o·(D_1 + 1) + k·o·(D_2 + 1).
 """
@@ -40,8 +41,8 @@ class MFBFusion(nn.Module):
       raise ValueError(f"MFB pools a bilinear form of exactly 2 modalities, got {len(names)}: "
                        f"{names}; use 'low_rank' for M != 2")
     width = self.factor * self.output_dim
-    x, y = (nn.Dense(width, dtype=self.dtype, name=f"{m}_projection")(features[m].astype(self.dtype))
-            for m in names)
+    x, y = (nn.Dense(width, dtype=self.dtype, name=f"{m}_projection")(
+        features[m].astype(self.dtype)) for m in names)
     e = nn.Dropout(self.dropout_rate, deterministic=not train)(x * y)
     s = e.reshape(*e.shape[:-1], self.output_dim, self.factor).sum(axis=-1)
     s = s.astype(jnp.float32)

@@ -3,7 +3,8 @@
 
 Inputs are token sequences `features[m]: (B, T_m, D_m)` of possibly different lengths (unaligned),
 with `masks[m]: (B, T_m)` True for real tokens (right padding); a `(B, D_m)` vector is a length-1
-sequence. Modalities in sorted key order. With d = `model_dim`:
+sequence (and its mask, which then belongs to the encoder's input, is ignored). Modalities in
+sorted key order. With d = `model_dim`:
   1. X_m = Conv1D_{k=1}(z_m) + PE = z_m W_m + b_m + PE          (B, T_m, d)   (PE: sinusoidal)
   2. for every target α and source β ≠ α, a stack of L cross-modal layers (pre-LayerNorm):
         Y^[0] = X_α
@@ -39,7 +40,8 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
 
 
 def as_sequence(feature: Array, mask: Optional[Array], dtype: Any) -> Tuple[Array, Array]:
-  """`(B, T, D)` or `(B, D)` (a length-1 sequence) -> `((B, T, D), (B, T) bool)`; no mask = all real."""
+  """`(B, T, D)` or `(B, D)` (a length-1 sequence; `mask` ignored) -> `((B, T, D), (B, T) bool)`;
+  no mask = all tokens real."""
   x = feature.astype(dtype)
   if x.ndim == 2:
     return x[:, None], jnp.ones(x.shape[:1] + (1,), bool)
