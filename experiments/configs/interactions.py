@@ -9,6 +9,7 @@ and the head is linear, so what the model can represent across modalities is its
 import ml_collections
 
 from mmjax.data import interactions
+from mmjax.train.defaults import trainer_config
 
 SEQUENCE_FUSIONS = ("mult", "mbt")
 FUSION_OPTIONS = {"late": {"output_dim": 16}, "film": {"conditioned": "b"},
@@ -17,15 +18,7 @@ FUSION_OPTIONS = {"late": {"output_dim": 16}, "film": {"conditioned": "b"},
 
 def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   data_config, fusion = arg.split(",")
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = f"interactions/{data_config}"
-  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  config.dataset.train_split = "train"
-  config.dataset.cache_in_memory = True
-  config.eval_splits = ("validation", "test")
-
+  config = trainer_config(f"interactions/{data_config}")
   if fusion in SEQUENCE_FUSIONS:
     encoder = dict(name="feature_tokens", num_tokens=4, model_dim=16)
   else:
@@ -42,21 +35,10 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   config.batch_size = 128
   config.eval_batch_size = 1000
   config.total_steps = 1500
-  config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 3e-3
   config.optimizer.warmup_steps = 50
-  config.optimizer.final_lr_fraction = 0.05
-  config.optimizer.grad_clip_norm = 1.0
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.eps = 1e-8
-  config.optimizer.weight_decay = 0.0
-
   config.log_every_steps = 100
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
-  config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_best = 1
-  config.checkpoint.best_metric = "label/accuracy"
-  config.checkpoint.best_mode = "max"
   return config

@@ -1,0 +1,37 @@
+"""The trainer's config fields with their defaults; experiment configs start from these and set
+the dataset, the model and the tasks."""
+import ml_collections
+
+
+def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
+  """Every field `mmjax.train.loop` reads, except `model` and `tasks`."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = dataset_name
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.train_split = "train"
+  config.dataset.cache_in_memory = True
+  config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection
+
+  config.batch_size = 64
+  config.eval_batch_size = 500
+  config.total_steps = 1000
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.warmup_steps = 100
+  config.optimizer.final_lr_fraction = 0.05
+  config.optimizer.grad_clip_norm = 1.0
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  config.optimizer.weight_decay = 0.0
+
+  config.log_every_steps = 50
+  config.eval_every_steps = 250
+  config.checkpoint_every_steps = 250
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.keep_best = 2
+  config.checkpoint.best_metric = "label/accuracy"
+  config.checkpoint.best_mode = "max"
+  return config
