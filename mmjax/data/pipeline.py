@@ -5,7 +5,7 @@ step s is a pure function of (seed, s). Resuming at step s therefore needs no it
 beyond the step itself, and a resumed run sees exactly the batches an uninterrupted run would.
 """
 import dataclasses
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import grain
 import numpy as np
@@ -104,7 +104,3 @@ def eval_batches(reader: ExampleReader, batch_size: int, num_threads: int = 2) -
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
   return iter(dataset.to_iter_dataset(read_options))
 
-
-def split_names(builder: tfds.core.DatasetBuilder) -> Mapping[str, Any]:
-  """The builder's splits with their sizes."""
-  return {name: info.num_examples for name, info in builder.info.splits.items()}

@@ -93,9 +93,9 @@ def _evaluate_splits(config, eval_fn, state, readers) -> Dict[str, Dict[str, flo
           for split in config.eval_splits}
 
 
-def _write_results(workdir: str, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
-  """`results.json`: `{"step": step, split: {metric: value}}`."""
-  with open(os.path.join(workdir, "results.json"), "w") as file:
+def _write_results(path: str, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
+  """`{"step": step, split: {metric: value}}` as JSON."""
+  with open(path, "w") as file:
     json.dump({"step": step, **results}, file, indent=2, sort_keys=True)
 
 
@@ -182,7 +182,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
   for split, metrics in results.items():
     writer.write(int(state.step), f"final_{split}", metrics)
   writer.close()
-  _write_results(workdir, int(state.step), results)
+  _write_results(os.path.join(workdir, "results.json"), int(state.step), results)
   print("mmjax: final " + "; ".join(
       f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
       for split, metrics in results.items()))
@@ -203,6 +203,5 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -
   eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
   results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
              _evaluate_splits(config, eval_fn, restored, readers).items()}
-  with open(os.path.join(workdir, "eval_results.json"), "w") as file:
-    json.dump({"step": int(restored.step), **results}, file, indent=2, sort_keys=True)
+  _write_results(os.path.join(workdir, "eval_results.json"), int(restored.step), results)
   return {"step": int(restored.step), **results}
