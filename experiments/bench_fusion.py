@@ -34,7 +34,7 @@ from mmjax.data import interactions
 from mmjax.fusion import FUSIONS, LowRankFusion, TensorFusion
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import tasks_from_config
-from mmjax.train.state import create_train_state, make_optimizer, parameter_count
+from mmjax.train.state import make_optimizer, parameter_count, state_initializer
 from mmjax.train.step import eval_step, evaluate, train_step
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
@@ -52,27 +52,32 @@ def experiment_config(data_config: str, fusion: str, args) -> ml_collections.Con
   return config
 
 
-def train_one(config, readers, seed) -> dict:
-  """Trains one model; returns test accuracy, parameter count and train samples/s."""
+def train_seeds(config, readers, seeds) -> list:
+  """Trains one model per seed (compiling the steps once); returns, per seed, the test accuracy,
+  the parameter count and the train samples/s."""
   model = model_from_config(config.model)
   tasks = tasks_from_config(config.tasks)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-  batches = data.train_batches(readers["train"], config.batch_size, seed=seed)
-  first = next(batches)
-  init_rng, step_rng = jax.random.split(jax.random.key(seed))
-  state = create_train_state(model, tx, first, init_rng)
   step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule), donate_argnums=0)
-  state, metrics = step(state, first, step_rng)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(config.total_steps - 1):
-    state, metrics = step(state, next(batches), step_rng)
-  jax.block_until_ready(metrics)
-  samples_per_s = (config.total_steps - 1) * config.batch_size / (time.perf_counter() - start)
-  results = evaluate(jax.jit(functools.partial(eval_step, tasks=tasks)), state,
-                     data.eval_batches(readers["test"], 1000))
-  return {"accuracy": results["label/accuracy"], "params": parameter_count(state.params),
-          "samples_per_s": samples_per_s}
+  eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
+  init_state = state_initializer(model, tx)
+  results = []
+  for seed in seeds:
+    batches = data.train_batches(readers["train"], config.batch_size, seed=seed)
+    first = next(batches)
+    init_rng, step_rng = jax.random.split(jax.random.key(seed))
+    state = init_state(init_rng, first)
+    state, metrics = step(state, first, step_rng)
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(config.total_steps - 1):
+      state, metrics = step(state, next(batches), step_rng)
+    jax.block_until_ready(metrics)
+    samples_per_s = (config.total_steps - 1) * config.batch_size / (time.perf_counter() - start)
+    test = evaluate(eval_fn, state, data.eval_batches(readers["test"], config.eval_batch_size))
+    results.append({"seed": seed, "accuracy": test["label/accuracy"],
+                    "params": parameter_count(state.params), "samples_per_s": samples_per_s})
+  return results
 
 
 def fusion_speed(fusion_module, widths, batch, steps) -> float:
@@ -178,11 +183,11 @@ def main(argv=None):
   parser.add_argument("--fusions", default=",".join(FUSIONS))
   parser.add_argument("--configs", default=",".join(interactions.NUM_CLASSES))
   parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--steps", type=int, default=1500)
+  parser.add_argument("--steps", type=int, default=1000)
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--learning-rate", type=float, default=3e-3)
   parser.add_argument("--speed-batch", type=int, default=256)
-  parser.add_argument("--speed-steps", type=int, default=30)
+  parser.add_argument("--speed-steps", type=int, default=10)
   args = parser.parse_args(argv)
   args.argv = argv if argv is not None else sys.argv[1:]
   fusions, configs = args.fusions.split(","), args.configs.split(",")
@@ -194,11 +199,10 @@ def main(argv=None):
     readers = {split: data.ExampleReader(builder, split, cache_in_memory=True)
                for split in ("train", "test")}
     for fusion in fusions:
-      for seed in range(args.seeds):
-        row = {"config": config, "fusion": fusion, "seed": seed,
-               **train_one(experiment_config(config, fusion, args), readers, seed)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+      for result in train_seeds(experiment_config(config, fusion, args), readers,
+                                range(args.seeds)):
+        rows.append({"config": config, "fusion": fusion, **result})
+        print(json.dumps(rows[-1]), flush=True)
   with open(args.out + ".csv", "w", newline="") as file:
     writer = csv.DictWriter(file, fieldnames=list(rows[0]))
     writer.writeheader()

@@ -70,8 +70,17 @@ def test_train_batches_resume_at_any_step_with_the_same_batches(shapes_builder):
     got = next(resumed)
     for key in batches[step]:
       np.testing.assert_array_equal(got[key], batches[step][key])
-  first_epoch = np.concatenate([b["label"] for b in batches[:140]])
-  assert len(first_epoch) == 8960
+
+
+
+def test_every_epoch_visits_each_example_once_and_epochs_differ():
+  batch_size, size = 48, 300  # 6.25 batches per epoch: batches span epoch boundaries
+  stream = np.concatenate([data.pipeline.train_batch_indices(7, step, batch_size, size)
+                           for step in range(25)])  # 4 epochs
+  epochs = stream.reshape(4, size)
+  for epoch in epochs:
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(size))
+  assert not np.array_equal(epochs[0], epochs[1])
 
 
 def test_eval_batches_visit_every_example_once_and_weight_padding_zero(shapes_builder):
@@ -85,5 +94,5 @@ def test_eval_batches_visit_every_example_once_and_weight_padding_zero(shapes_bu
 
 
 def test_unknown_dataset_lists_the_valid_names():
-  with pytest.raises(ValueError, match="valid dataset names are: mm_shapes"):
+  with pytest.raises(ValueError, match="valid dataset names are: interactions, mm_shapes"):
     data.prepare("mnist_typo")

@@ -15,6 +15,7 @@ from mmjax import registry
 from mmjax.data import interactions, mm_shapes
 
 Batch = Dict[str, np.ndarray]
+_ENDLESS = 2 ** 62  # steps: more than any run takes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +79,36 @@ class ExampleReader:
     return self._model_inputs(examples)
 
 
+def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
+  """The order of the examples in `epoch`: a fresh permutation per (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def train_batch_indices(seed: int, step: int, batch_size: int, size: int) -> np.ndarray:
+  """The example indices of the batch at `step` `(batch_size,)`: positions step·B ... step·B + B − 1
+  of the endless stream of shuffled epochs (a batch may span two epochs)."""
+  positions = step * batch_size + np.arange(batch_size)
+  epochs, offsets = np.divmod(positions, size)
+  indices = np.empty(batch_size, np.int64)
+  for epoch in np.unique(epochs):
+    chosen = epochs == epoch
+    indices[chosen] = epoch_permutation(seed, int(epoch), size)[offsets[chosen]]
+  return indices
+
+
 def train_batches(reader: ExampleReader, batch_size: int, seed: int, start_step: int = 0,
                   num_threads: int = 2) -> Iterator[Batch]:
-  """Endless shuffled batches (reshuffled every epoch), starting at the batch of `start_step`."""
-  if len(reader) < batch_size:
-    raise ValueError(f"the training split has {len(reader)} examples, fewer than batch_size="
+  """Endless shuffled batches (reshuffled every epoch), starting at the batch of `start_step`.
+
+  grain maps step numbers to batches (read in background threads, prefetched); which examples
+  form a batch is computed for the whole batch at once, so per-example Python work is avoided.
+  """
+  size = len(reader)
+  if size < batch_size:
+    raise ValueError(f"the training split has {size} examples, fewer than batch_size="
                      f"{batch_size}; lower config.batch_size")
-  dataset = (grain.MapDataset.range(len(reader)).shuffle(seed=seed).repeat()
-             .batch(batch_size, drop_remainder=True).map(reader.read))
-  dataset = dataset.slice(slice(start_step, None))
+  dataset = grain.MapDataset.range(start_step, _ENDLESS).map(
+      lambda step: reader.read(train_batch_indices(seed, step, batch_size, size)))
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
   return iter(dataset.to_iter_dataset(read_options))
 

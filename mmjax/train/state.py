@@ -28,11 +28,18 @@ def make_optimizer(optimizer_config: Mapping[str, Any],
   return tx, schedule
 
 
+def state_initializer(model: nn.Module, tx: optax.GradientTransformation):
+  """A jit-compiled `(rng, example_batch) -> TrainState`: build it once, call it once per seed."""
+  def init(rng: jax.Array, example_batch: Mapping[str, Any]) -> TrainState:
+    return TrainState.create(apply_fn=model.apply, params=model.init(rng, example_batch)["params"],
+                             tx=tx)
+  return jax.jit(init)
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
                        example_batch: Mapping[str, Any], rng: jax.Array) -> TrainState:
   """Initialises parameters from one example batch and wraps them with the optimizer state."""
-  params = jax.jit(lambda r, b: model.init(r, b)["params"])(rng, example_batch)
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  return state_initializer(model, tx)(rng, example_batch)
 
 
 def parameter_count(params: Any) -> int:
