@@ -13,7 +13,7 @@ from mmjax.train.defaults import trainer_config
 
 SEQUENCE_FUSIONS = ("mult", "mbt")
 FUSION_OPTIONS = {"late": {"output_dim": 16}, "film": {"conditioned": "b"},
-                  "mbt": {"num_layers": 2, "fusion_layer": 1}}
+                  "mbt": {"num_layers": 2, "fusion_layer": 0}}  # MBT shares nothing unless ≥ 2 layers fuse
 
 
 def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:

@@ -70,13 +70,15 @@ class ExampleReader:
   def __len__(self) -> int:
     return len(self._source)
 
+  def read_examples(self, indices: np.ndarray) -> Batch:
+    """The stored features of the examples at `indices` `(B,)`, stacked."""
+    if self._arrays is not None:
+      return {key: value[indices] for key, value in self._arrays.items()}
+    return _stack(self._source.__getitems__([int(i) for i in indices]))
+
   def read(self, indices: np.ndarray) -> Batch:
     """The model inputs of the examples at `indices` `(B,)`."""
-    if self._arrays is not None:
-      examples = {key: value[indices] for key, value in self._arrays.items()}
-    else:
-      examples = _stack(self._source.__getitems__([int(i) for i in indices]))
-    return self._model_inputs(examples)
+    return self._model_inputs(self.read_examples(indices))
 
 
 def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
