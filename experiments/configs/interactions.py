@@ -12,8 +12,9 @@ from mmjax.data import interactions
 from mmjax.train.defaults import trainer_config
 
 SEQUENCE_FUSIONS = ("mult", "mbt")
+# MBT passes nothing across modalities unless at least 2 layers fuse (see mmjax/fusion/mbt.py).
 FUSION_OPTIONS = {"late": {"output_dim": 16}, "film": {"conditioned": "b"},
-                  "mbt": {"num_layers": 2, "fusion_layer": 0}}  # MBT shares nothing unless ≥ 2 layers fuse
+                  "mbt": {"num_layers": 2, "fusion_layer": 0}}
 
 
 def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
