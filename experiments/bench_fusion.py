@@ -15,7 +15,6 @@ by its fusion.
 import argparse
 import csv
 import functools
-import importlib.util
 import json
 import os
 import statistics
@@ -34,6 +33,7 @@ from mmjax.data import interactions
 from mmjax.fusion import FUSIONS, LowRankFusion, TensorFusion
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import tasks_from_config
+from mmjax.train.defaults import load_config
 from mmjax.train.state import make_optimizer, parameter_count, state_initializer
 from mmjax.train.step import eval_step, evaluate, train_step
 
@@ -43,10 +43,7 @@ CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"
 
 def experiment_config(data_config: str, fusion: str, args) -> ml_collections.ConfigDict:
   """`experiments/configs/interactions.py:DATA_CONFIG,FUSION` with this run's sizes."""
-  spec = importlib.util.spec_from_file_location("interactions_config", CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(f"{data_config},{fusion}")
+  config = load_config(CONFIG_FILE, f"{data_config},{fusion}")
   config.total_steps, config.batch_size = args.steps, args.batch
   config.optimizer.learning_rate = args.learning_rate
   return config

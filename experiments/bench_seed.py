@@ -24,6 +24,7 @@ import numpy as np
 
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import tasks_from_config
+from mmjax.train.defaults import trainer_config
 from mmjax.train.state import create_train_state, make_optimizer
 from mmjax.train.step import train_step
 
@@ -71,9 +72,9 @@ def bench_mmjax(args) -> dict:
       "label": jnp.asarray(rng.integers(0, args.classes, (args.batch,)), jnp.int32),
   }
   model = model_from_config(seed_model_config(args))
-  tx, schedule = make_optimizer({"learning_rate": 1e-3, "warmup_steps": 0, "final_lr_fraction": 1.0,
-                                 "grad_clip_norm": 0.0, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
-                                 "weight_decay": 0.0}, total_steps=args.steps + args.warmup)
+  optimizer = trainer_config("synthetic").optimizer  # Adam, as the PyTorch peer: constant rate
+  optimizer.update(learning_rate=1e-3, warmup_steps=0, final_lr_fraction=1.0, grad_clip_norm=0.0)
+  tx, schedule = make_optimizer(optimizer, total_steps=args.steps + args.warmup)
   state = create_train_state(model, tx, batch, jax.random.key(0))
   step = jax.jit(functools.partial(train_step, tasks=tasks_from_config({"label": {}}),
                                    schedule=schedule), donate_argnums=0)

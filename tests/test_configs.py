@@ -1,7 +1,6 @@
 """Every config under experiments/configs loads and builds a model that initialises on a batch of
 its dataset's shapes (abstractly: no compilation); every fusion is reachable by its config name."""
 import glob
-import importlib.util
 import os
 
 import jax
@@ -11,6 +10,7 @@ import pytest
 from mmjax.data import interactions, mm_shapes
 from mmjax.fusion import FUSIONS
 from mmjax.model import model_from_config
+from mmjax.train.defaults import load_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "experiments", "configs")
@@ -32,10 +32,7 @@ def example_batch(dataset_name):
 
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" if a else n for n, a in CASES])
 def test_config_builds_a_model_with_one_output_per_task(name, arg):
-  spec = importlib.util.spec_from_file_location("config", os.path.join(CONFIG_DIR, name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg) if arg else module.get_config()
+  config = load_config(os.path.join(CONFIG_DIR, name), arg)
   batch = example_batch(config.dataset.name)
   model = model_from_config(config.model)
   params = jax.eval_shape(model.init, jax.random.key(0), batch)

@@ -1,6 +1,5 @@
 """Through the real trainer: an interaction-capable fusion learns the synergy (XOR) config to
 within 3 points of its Bayes accuracy, while concatenation, which is additive, stays at chance."""
-import importlib.util
 import os
 
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from mmjax import data
 from mmjax.data import interactions
 from mmjax.train import loop
+from mmjax.train.defaults import load_config
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments", "configs", "interactions.py")
@@ -21,10 +21,7 @@ def synergy_dir(tmp_path_factory):
 
 
 def train(fusion, data_dir, workdir):
-  spec = importlib.util.spec_from_file_location("interactions_config", CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(f"synergy,{fusion}")
+  config = load_config(CONFIG_FILE, f"synergy,{fusion}")
   config.dataset.data_dir = data_dir
   config.total_steps = 600
   config.eval_every_steps = 600

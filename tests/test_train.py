@@ -1,6 +1,5 @@
 """The trainer end to end: learning the built-in dataset, exact resume, checkpoint retention,
 config errors before compilation, and the CLI."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,14 @@ import pytest
 
 from mmjax.data import mm_shapes
 from mmjax.train import checkpoint, loop
+from mmjax.train.defaults import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_CONFIG = os.path.join(REPO, "experiments", "configs", "seed_text_image.py")
 
 
 def seed_config(data_dir):
-  spec = importlib.util.spec_from_file_location("seed_config", SEED_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(SEED_CONFIG)
   config.dataset.data_dir = data_dir
   return config
 

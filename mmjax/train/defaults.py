@@ -1,6 +1,19 @@
-"""The trainer's config fields with their defaults; experiment configs start from these and set
-the dataset, the model and the tasks."""
+"""The trainer's config fields with their defaults (experiment configs start from these and set
+the dataset, the model and the tasks), and loading a config file by path."""
+import importlib.util
+import os
+from typing import Optional
+
 import ml_collections
+
+
+def load_config(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` (or `get_config()`) of the config file at `path`, as `--config=path:arg`
+  would load it."""
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:

@@ -87,10 +87,10 @@ def _setup(config: Any):
   return readers, tasks, schedule, state, step_rng
 
 
-def _evaluate_splits(config, eval_fn, state, readers) -> Dict[str, Dict[str, float]]:
+def _evaluate_splits(config, eval_fn, state, readers, splits) -> Dict[str, Dict[str, float]]:
   return {split: evaluate(eval_fn, state, data.eval_batches(readers[split],
                                                             config.eval_batch_size))
-          for split in config.eval_splits}
+          for split in splits}
 
 
 def _write_results(path: str, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
@@ -163,8 +163,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
         window, window_start = [], time.perf_counter()
       validation = None
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        validation = evaluate(eval_fn, state, data.eval_batches(
-            readers[config.eval_splits[0]], config.eval_batch_size))
+        validation = _evaluate_splits(config, eval_fn, state, readers,
+                                      config.eval_splits[:1])[config.eval_splits[0]]
         writer.write(step, config.eval_splits[0], validation)
         progress.write(f"step {step}: {config.eval_splits[0]} "
                        + ", ".join(f"{k}={v:.4f}" for k, v in validation.items()))
@@ -178,7 +178,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
     writer.close()
     return {}
   results = {split: _flatten_single_task(metrics, tasks)
-             for split, metrics in _evaluate_splits(config, eval_fn, state, readers).items()}
+             for split, metrics in _evaluate_splits(config, eval_fn, state, readers,
+                                                    config.eval_splits).items()}
   for split, metrics in results.items():
     writer.write(int(state.step), f"final_{split}", metrics)
   writer.close()
@@ -202,6 +203,6 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -
                             "run `mmjax train` with this --workdir first")
   eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
   results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
-             _evaluate_splits(config, eval_fn, restored, readers).items()}
+             _evaluate_splits(config, eval_fn, restored, readers, config.eval_splits).items()}
   _write_results(os.path.join(workdir, "eval_results.json"), int(restored.step), results)
   return {"step": int(restored.step), **results}
