@@ -1,14 +1,50 @@
 """`mmjax train|eval --config experiments/configs/NAME.py --workdir DIR [--config.a.b=VALUE ...]`."""
+import sys
+from typing import List, Optional
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mmjax.train import loop
+from mmjax.train.defaults import load_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 _STEP = flags.DEFINE_integer("step", None, "eval: the checkpoint step to evaluate (default latest).")
 COMMANDS = ("train", "eval")
+
+
+def unknown_override(argv: List[str]) -> Optional[str]:
+  """For the first `--config.a.b.c=VALUE` in `argv` whose field does not exist in the config file,
+  a one-line message naming it and the valid fields at that level; None if every field exists."""
+  paths = [arg.split("=", 1)[0][len("--config."):] for arg in argv if arg.startswith("--config.")]
+  files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+  if not paths or not files:
+    return None
+  path, _, arg = files[-1].partition(":")
+  node = load_config(path, arg or None)
+  for override in paths:
+    current, walked = node, []
+    for key in override.split("."):
+      if not hasattr(current, "keys") or key not in current:
+        where = "config." + ".".join(walked) if walked else "config"
+        valid = ", ".join(sorted(current.keys())) if hasattr(current, "keys") else "none"
+        return (f"--config.{override}: {where} has no field {key!r}; its fields are: {valid}")
+      current, walked = current[key], walked + [key]
+  return None
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+  """absl's flag parsing, with every flag or config-override error as one line and exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    message = str(error)
+  except (AttributeError, KeyError) as error:
+    message = unknown_override(argv) or str(error)
+  print(f"mmjax: error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
@@ -27,7 +63,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """The multimodal model as composition: encoders -> fusion -> heads.
 
-A batch is a dict with one array per modality (`batch[m]`), an optional padding mask per
-modality (`batch[m + '_mask']`, True for real positions) and label arrays that the model ignores.
+A batch is a dict with one array per modality (`batch[m]`), an optional mask per modality
+(`batch[m + '_mask']`, True for real positions: `(B, T)` for sequences, `(B,)` presence for other
+inputs; an example with no real position is an absent modality, see `mmjax/layers/masking.py`)
+and label arrays that the model ignores.
 """
 from typing import Any, Dict, Mapping
 
 import flax.linen as nn
 import jax
+import ml_collections
 
 from mmjax import registry
 from mmjax.encoders import ENCODERS
@@ -33,9 +36,25 @@ class MultimodalModel(nn.Module):
     return {task: head(fused, train=train) for task, head in self.heads.items()}
 
 
+def encoder_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
+  """The config spec of encoder `name` with every field (`fields` or the defaults)."""
+  return registry.spec(ENCODERS, name, "encoder", **fields)
+
+
+def fusion_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
+  """The config spec of fusion `name` with every field (`fields` or the defaults)."""
+  return registry.spec(FUSIONS, name, "fusion", **fields)
+
+
+def head_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
+  """The config spec of head `name` with every field (`fields` or the defaults)."""
+  return registry.spec(HEADS, name, "head", **fields)
+
+
 def model_from_config(model_config: Mapping[str, Any]) -> MultimodalModel:
   """Builds the model from `{encoders: {m: spec}, fusion: spec, heads: {task: spec}}`; each spec is
-  `{name: registered name, **constructor kwargs}`."""
+  `{name: registered name, **constructor fields}` (config files write them with `encoder_config`,
+  `fusion_config` and `head_config`, which list every field)."""
   encoders = {m: registry.build(ENCODERS, spec, "encoder")
               for m, spec in model_config["encoders"].items()}
   heads = {t: registry.build(HEADS, spec, "head") for t, spec in model_config["heads"].items()}

@@ -1,10 +1,11 @@
-"""Encoders: the LSTM's recurrence, padding invariance, the conv encoder's math, jit and grad."""
+"""Encoders: the LSTM's recurrence, padding and absent-modality invariance, the conv encoder's math
+and exact custom gradient for any kernel size, jit and grad."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.encoders import (ConvPoolImageEncoder, LSTMTextEncoder, ResNetImageEncoder,
+from mmjax.encoders import (ENCODERS, ConvPoolImageEncoder, LSTMTextEncoder, ResNetImageEncoder,
                             TransformerTextEncoder)
 from mmjax.encoders.image import _conv_relu_mean_pool, conv_relu_mean_pool
 
@@ -114,10 +115,14 @@ def test_transformer_rejects_sequences_longer_than_its_position_table():
     encoder.init(jax.random.key(0), jnp.zeros((1, 6), jnp.int32))
 
 
-@pytest.mark.parametrize("chunk_size", [1, 2, 4])
-def test_conv_pool_custom_gradient_equals_autodiff_for_kernel_bias_and_images(chunk_size):
+@pytest.mark.parametrize("kernel_size,chunk_size", [((3, 3), 1), ((3, 3), 2), ((3, 3), 4),
+                                                    ((1, 1), 2), ((2, 2), 2), ((3, 1), 2),
+                                                    ((1, 3), 2), ((5, 5), 2), ((2, 3), 1)])
+def test_conv_pool_custom_gradient_equals_autodiff_for_kernel_bias_and_images(kernel_size,
+                                                                              chunk_size):
+  """Exact for every kernel size, even ones included (SAME pads (k−1)//2 before, k//2 after)."""
   images = jnp.asarray(RNG.normal(size=(4, 6, 5, 3)), jnp.float32)
-  kernel = jnp.asarray(RNG.normal(size=(3, 3, 3, 7)) * 0.3, jnp.float32)
+  kernel = jnp.asarray(RNG.normal(size=(*kernel_size, 3, 7)) * 0.3, jnp.float32)
   bias = jnp.asarray(RNG.normal(size=(7,)) * 0.1, jnp.float32)
   weights = jnp.asarray(RNG.normal(size=(4, 7)), jnp.float32)
 
@@ -136,3 +141,58 @@ def test_conv_pool_chunk_size_must_divide_the_batch():
   kernel, bias = jnp.ones((3, 3, 3, 2)), jnp.zeros(2)
   with pytest.raises(ValueError, match="chunk_size=2 does not divide the batch of 3"):
     jax.grad(lambda k: conv_relu_mean_pool(images, k, bias, 2).sum())(kernel)
+
+
+def test_conv_pool_encoder_kernel_size_is_configurable():
+  encoder = ConvPoolImageEncoder(channels=4, kernel_size=(5, 3))
+  images = RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)
+  params = encoder.init(jax.random.key(0), images)["params"]
+  assert params["kernel"].shape == (5, 3, 3, 4)
+  np.testing.assert_allclose(encoder.apply({"params": params}, images),
+                             _conv_relu_mean_pool(images, params["kernel"], params["bias"]),
+                             rtol=1e-5, atol=1e-6)
+
+
+def _tokens(batch):
+  tokens = RNG.integers(1, 30, (batch, 6)).astype(np.int32)
+  return tokens, np.arange(6)[None] < np.array([6, 3, 1, 4])[:batch, None]
+
+
+# Per registered encoder: a small instance and `(inputs, mask)` of 4 examples. Sequences get a
+# `(B, T)` padding mask, everything else a `(B,)` presence mask.
+ABSENCE_CASES = {
+    "lstm": (LSTMTextEncoder(vocab_size=30, embed_dim=8, hidden_dim=16), lambda: _tokens(4)),
+    "transformer": (TransformerTextEncoder(vocab_size=30, max_length=8, model_dim=16, num_heads=2,
+                                           mlp_dim=32), lambda: _tokens(4)),
+    "conv_pool": (ConvPoolImageEncoder(channels=8),
+                  lambda: (RNG.normal(size=(4, 8, 8, 3)).astype(np.float32), np.ones(4, bool))),
+    "resnet": (ResNetImageEncoder(stage_channels=(8, 16)),
+               lambda: (RNG.normal(size=(4, 8, 8, 3)).astype(np.float32), np.ones(4, bool))),
+    "mlp": (ENCODERS["mlp"](hidden_dims=(8,), dim=6),
+            lambda: (RNG.normal(size=(4, 8)).astype(np.float32), np.ones(4, bool))),
+    "feature_tokens": (ENCODERS["feature_tokens"](num_tokens=2, model_dim=6),
+                       lambda: (RNG.normal(size=(4, 8)).astype(np.float32), np.ones(4, bool))),
+}
+
+
+def test_every_registered_encoder_has_an_absence_case():
+  assert set(ABSENCE_CASES) == set(ENCODERS), "add the new encoder to ABSENCE_CASES"
+
+
+@pytest.mark.parametrize("name", sorted(ABSENCE_CASES))
+def test_absent_example_encodes_to_zeros_whatever_its_padded_values(name):
+  """Example 0 has an all-False mask (an absent modality): its output is zero and finite and does
+  not move when its values change; the other examples are untouched."""
+  encoder, make = ABSENCE_CASES[name]
+  inputs, mask = make()
+  mask = mask.copy()
+  mask[0] = False
+  params = encoder.init(jax.random.key(0), inputs, mask)
+  apply = jax.jit(encoder.apply)
+  reference = np.asarray(apply(params, inputs, mask))
+  other, _ = make()
+  scrambled = inputs.copy()
+  scrambled[0] = other[0] if inputs.dtype != np.int32 else (inputs[0] + 7) % 30
+  np.testing.assert_array_equal(apply(params, scrambled, mask), reference)
+  np.testing.assert_array_equal(reference[0], 0.0)
+  assert np.all(np.isfinite(reference)) and np.any(reference[1:] != 0)

@@ -1,6 +1,11 @@
 """Fusion zoo: each method's identity (low-rank = CP-factored tensor fusion, tensor fusion's terms,
-GMU and FiLM equations), parameter-count formulas, additivity vs interaction (mixed second
-derivatives), MBT's late-fusion limit, padding invariance, jit/vmap/grad/bfloat16, the registry."""
+the GMU, FiLM, MFB, MulT and MBT equations), the parameter-count formulas, additivity vs
+interaction across modalities, MBT's late-fusion limit, padding and absent modalities,
+jit/vmap/grad/bfloat16, and the registry.
+
+The generic cases come from the registry and each fusion's `info` declaration
+(`mmjax/fusion/info.py`): a new fusion is covered by registering it, and one without a declaration
+fails `test_every_registered_fusion_declares_its_info` only."""
 import functools
 import itertools
 
@@ -10,32 +15,27 @@ import numpy as np
 import pytest
 
 from mmjax import registry
-from mmjax.fusion import (FUSIONS, FiLMFusion, GatedMultimodalUnit, LowRankFusion, MFBFusion,
-                          MultiplicativeFusion, TensorFusion)
+from mmjax.fusion import (FUSIONS, FiLMFusion, GatedMultimodalUnit, LowRankFusion, MBTFusion,
+                          MFBFusion, MulTFusion, TensorFusion)
+from mmjax.fusion.info import FusionInfo
+from mmjax.layers.transformer import sinusoidal_positions
 from mmjax.model import model_from_config
 
 DIMS = {"audio": 3, "image": 5, "text": 4}          # sorted order: audio, image, text
-LENGTHS = {"audio": 5, "image": 2, "text": 4}       # unaligned sequences for mult / mbt
-TWO_MODALITIES = {"multiplicative", "mfb"}
-SEQUENCE = {"mult", "mbt"}
-SMALL = {
-    "concat": {}, "tensor": {}, "film": {},
-    "late": {"output_dim": 4},
-    "sum": {"dim": 6}, "mean": {"dim": 6}, "max": {"dim": 6}, "product": {"dim": 6},
-    "gmu": {"dim": 6},
-    "attention": {"dim": 6, "attention_dim": 5},
-    "low_rank": {"dim": 6, "rank": 3},
-    "multiplicative": {"dim": 6},
-    "mfb": {"output_dim": 4, "factor": 3},
-    "mult": {"model_dim": 8, "num_heads": 2, "num_layers": 1, "self_layers": 1, "mlp_ratio": 1},
-    "mbt": {"model_dim": 8, "num_heads": 2, "num_layers": 2, "fusion_layer": 0,
-            "num_bottlenecks": 2, "mlp_ratio": 1},
-}
-assert set(SMALL) == set(FUSIONS)
+LENGTHS = {"audio": 5, "image": 2, "text": 4}       # unaligned sequences for the sequence fusions
+DECLARED = sorted(name for name in FUSIONS if isinstance(getattr(FUSIONS[name], "info", None),
+                                                         FusionInfo))
+SEQUENCE = [name for name in DECLARED if FUSIONS[name].info.sequence]
+ADDITIVE = [name for name in DECLARED if FUSIONS[name].info.additive]
+INTERACTING = [name for name in DECLARED if not FUSIONS[name].info.additive]
+
+
+def info(name):
+  return FUSIONS[name].info
 
 
 def small(name, **overrides):
-  return FUSIONS[name](**{**SMALL[name], **overrides})
+  return FUSIONS[name](**{**info(name).small, **overrides})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -48,12 +48,19 @@ def fast_compilation():
   jax.config.update("jax_disable_most_optimizations", previous)
 
 
+def default_modalities(name):
+  """Three modalities where the method takes them, except two for the sequence fusions (compile
+  time)."""
+  declared = info(name)
+  three = declared.max_modalities is None or declared.max_modalities >= 3
+  return sorted(DIMS) if three and not declared.sequence else ["audio", "text"]
+
+
 def make_inputs(name, batch=3, seed=0, leading=(), modalities=None):
-  """Random `({m: (*leading, B, D_m) or (*leading, B, T_m, D_m)}, masks or None)` for fusion `name`;
-  three modalities, except two for the bilinear fusions and (for compile time) the sequence ones."""
+  """Random `({m: (*leading, B, D_m) or (*leading, B, T_m, D_m)}, masks or None)` for fusion `name`."""
   rng = np.random.default_rng(seed)
-  names = modalities or (["audio", "text"] if name in TWO_MODALITIES | SEQUENCE else sorted(DIMS))
-  if name not in SEQUENCE:
+  names = modalities or default_modalities(name)
+  if not info(name).sequence:
     return {m: rng.normal(size=(*leading, batch, DIMS[m])).astype(np.float32) for m in names}, None
   features = {m: rng.normal(size=(*leading, batch, LENGTHS[m], DIMS[m])).astype(np.float32)
               for m in names}
@@ -78,9 +85,18 @@ def jitted_apply(name, dtype=jnp.float32):
   return jax.jit(small(name, dtype=dtype).apply)
 
 
-def param_count(module, features):
-  shapes = jax.eval_shape(module.init, jax.random.key(0), features)
+def param_count(module, features, masks=None):
+  shapes = jax.eval_shape(module.init, jax.random.key(0), features, masks)
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_every_registered_fusion_declares_its_info(name):
+  declared = getattr(FUSIONS[name], "info", None)
+  assert isinstance(declared, FusionInfo), (
+      f"fusion {name!r} ({FUSIONS[name].__module__}.{FUSIONS[name].__name__}) declares no info; "
+      "add `info: ClassVar[FusionInfo] = FusionInfo(parameter_count=..., additive=...)` beside "
+      "its fields (see mmjax/fusion/info.py)")
 
 
 # --- identities ------------------------------------------------------------------------------
@@ -118,10 +134,11 @@ def test_tensor_fusion_holds_every_product_term_and_the_constant_at_row_major_in
 
 
 def test_gmu_with_two_modalities_is_the_papers_sigmoid_gate():
-  """h = g ⊙ tanh(W_a z_a) + (1 − g) ⊙ tanh(W_t z_t),  g = σ(W_g [z_a; z_t])."""
-  features, _ = make_inputs("multiplicative")
-  module = GatedMultimodalUnit(dim=6, use_bias=False)
+  """h = g ⊙ tanh(W_a z_a) + (1 − g) ⊙ tanh(W_t z_t),  g = σ(W_g [z_a; z_t]), no biases."""
+  features, _ = make_inputs("gmu", modalities=["audio", "text"])
+  module = GatedMultimodalUnit(dim=6)
   p = random_variables(module, features)["params"]
+  assert all(set(p[layer]) == {"kernel"} for layer in p)            # the paper has no biases
   za, zt = features["audio"], features["text"]
   h_a, h_t = np.tanh(za @ p["audio_hidden"]["kernel"]), np.tanh(zt @ p["text_hidden"]["kernel"])
   g = 1 / (1 + np.exp(-np.concatenate([za, zt], axis=1) @ p["gate"]["kernel"]))
@@ -129,16 +146,32 @@ def test_gmu_with_two_modalities_is_the_papers_sigmoid_gate():
                              rtol=1e-5, atol=1e-6)
 
 
-def test_gmu_gates_over_many_modalities_sum_to_one():
-  """With all hidden vectors equal to tanh(c), h = Σ_m g_m tanh(c) = tanh(c)."""
-  features, _ = make_inputs("gmu")
-  module = GatedMultimodalUnit(dim=6)
+def gmu_gates_and_hidden(module, features):
+  """`(gate logits (B, M, d), hidden (M, B, d), output)` of a GMU over `features`, in numpy."""
   p = random_variables(module, features)["params"]
-  for m in DIMS:
-    p[m + "_hidden"] = {"kernel": np.zeros((DIMS[m], 6), np.float32),
-                        "bias": np.linspace(-1, 1, 6).astype(np.float32)}
-  np.testing.assert_allclose(module.apply({"params": p}, features),
-                             np.broadcast_to(np.tanh(np.linspace(-1, 1, 6)), (3, 6)), rtol=1e-5)
+  names = sorted(features)
+  joint = np.concatenate([features[m] for m in names], axis=1)
+  logits = (joint @ p["gate"]["kernel"]).reshape(len(joint), len(names), module.dim)
+  hidden = np.stack([np.tanh(features[m] @ p[m + "_hidden"]["kernel"]) for m in names])
+  return logits, hidden, np.asarray(module.apply({"params": p}, features))
+
+
+def test_gmu_with_three_modalities_has_one_independent_sigmoid_gate_per_modality():
+  """The paper's general GMU: h = Σ_m σ(W_gm [z_a; z_i; z_t]) ⊙ tanh(W_m z_m), gates not
+  normalised."""
+  features, _ = make_inputs("gmu")
+  logits, hidden, out = gmu_gates_and_hidden(GatedMultimodalUnit(dim=6), features)
+  gates = 1 / (1 + np.exp(-logits))                                  # (B, M, d)
+  np.testing.assert_allclose(out, np.einsum("bmd,mbd->bd", gates, hidden), rtol=1e-5, atol=1e-6)
+  assert np.abs(gates.sum(axis=1) - 1).max() > 0.1                   # not a convex combination
+
+
+def test_gmu_softmax_option_normalises_the_gates_over_modalities():
+  """gate="softmax": h = Σ_m softmax_m(W_gm [z]) ⊙ tanh(W_m z_m)."""
+  features, _ = make_inputs("gmu")
+  logits, hidden, out = gmu_gates_and_hidden(GatedMultimodalUnit(dim=6, gate="softmax"), features)
+  gates = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  np.testing.assert_allclose(out, np.einsum("bmd,mbd->bd", gates, hidden), rtol=1e-5, atol=1e-6)
 
 
 def test_film_is_an_affine_modulation_of_the_conditioned_modality():
@@ -156,7 +189,7 @@ def test_film_is_an_affine_modulation_of_the_conditioned_modality():
 def test_mfb_is_sum_pooled_product_then_power_and_l2_normalised():
   """s_j = Σ_t e_{jk+t},  h ≈ sign(s)√|s| / ‖sign(s)√|s|‖ (up to ε = 1e-6)."""
   features, _ = make_inputs("mfb")
-  module = MFBFusion(output_dim=4, factor=3)
+  module = MFBFusion(dim=4, factor=3)
   p = random_variables(module, features)["params"]
   proj = lambda m: features[m] @ p[m + "_projection"]["kernel"] + p[m + "_projection"]["bias"]
   s = (proj("audio") * proj("text")).reshape(3, 4, 3).sum(axis=-1)
@@ -167,58 +200,139 @@ def test_mfb_is_sum_pooled_product_then_power_and_l2_normalised():
   np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("module", [MultiplicativeFusion(), MFBFusion()],
-                         ids=["multiplicative", "mfb"])
-def test_bilinear_fusions_reject_other_than_two_modalities(module):
-  features, _ = make_inputs("sum")
-  with pytest.raises(ValueError, match="exactly 2 modalities"):
-    module.init(jax.random.key(0), features)
+def layer_norm(x, params, epsilon=1e-6):
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + epsilon) * params["scale"] + params["bias"]
+
+
+def test_mult_without_attention_layers_is_scaled_positioned_normalised_last_step():
+  """With no attention layers each stack is E then LayerNorm, E(u) = √d·u + PE; for two
+  modalities (one stream per target, so the self stack is d wide too):
+      z_α = LN_self(√d · LN_cross(√d · z_α W_α + PE) + PE), read at α's last real token."""
+  features, masks = make_inputs("mult", batch=3)
+  module = MulTFusion(model_dim=8, num_heads=2, num_layers=0, self_layers=0,
+                      residual_projection=False)
+  p = random_variables(module, features, masks)["params"]
+  expected = []
+  for target, source in (("audio", "text"), ("text", "audio")):
+    x = features[target] @ p[f"{target}_projection"]["kernel"]
+    positions = sinusoidal_positions(x.shape[1], 8)
+    y = layer_norm(np.sqrt(8) * x + positions, p[f"{source}_to_{target}"]["norm"])
+    z = layer_norm(np.sqrt(8) * y + positions, p[f"{target}_self"]["norm"])
+    last = masks[target].sum(axis=1) - 1
+    expected.append(z[np.arange(3), last])
+  np.testing.assert_allclose(module.apply({"params": p}, features, masks),
+                             np.concatenate(expected, axis=1), rtol=1e-4, atol=1e-5)
+  assert set(p["audio_projection"]) == {"kernel"}                   # bias-free kernel-1 conv
+
+
+def test_mult_self_attention_stack_is_max_of_layers_and_3_deep_by_default():
+  features, masks = make_inputs("mult", batch=2)
+  for layers, expected in ((1, 3), (5, 5)):
+    module = MulTFusion(model_dim=8, num_heads=2, num_layers=layers)
+    p = jax.eval_shape(module.init, jax.random.key(0), features, masks)["params"]
+    assert sorted(k for k in p["audio_self"] if k.startswith("layer_")) == [
+        f"layer_{i}" for i in range(expected)]
+    assert sorted(k for k in p["text_to_audio"] if k.startswith("layer_")) == [
+        f"layer_{i}" for i in range(layers)]
+
+
+def mult_target_block(module, variables, features, masks, target_index):
+  width = module.apply(variables, features, masks).shape[-1] // len(features)
+  return lambda f: module.apply(variables, f, masks)[:, target_index * width:
+                                                     (target_index + 1) * width]
+
+
+def test_mult_target_stream_attends_to_the_source_modality():
+  """Z_audio is built by audio queries attending to text keys: it must move when only the text
+  changes (self-attention within audio would not)."""
+  module = small("mult", residual_projection=False)
+  features, masks = make_inputs("mult", batch=2)
+  variables = random_variables(module, features, masks)
+  audio_block = mult_target_block(module, variables, features, masks, 0)
+  jacobian = jax.jit(jax.jacrev(lambda text: audio_block({**features, "text": text})))(
+      features["text"])
+  assert np.abs(np.asarray(jacobian)).max() > 1e-4
+
+
+def test_mult_last_step_readout_equals_the_unpadded_sequence_readout():
+  """pooling="last" reads each target at its last real token: padding a sequence (with any
+  values) changes nothing, and each example alone, unpadded, gives the same output."""
+  module = small("mult")
+  features, masks = make_inputs("mult", batch=3, seed=7)
+  variables = random_variables(module, features, masks)
+  out = jax.jit(module.apply)(variables, features, masks)
+  lengths = {m: masks[m].sum(axis=1) for m in masks}
+  for b in range(3):
+    alone = {m: features[m][b:b + 1, :lengths[m][b]] for m in features}
+    np.testing.assert_allclose(module.apply(variables, alone, None)[0], out[b],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_mbt_with_no_layers_reads_out_each_modalitys_normalised_cls_token_and_averages():
+  """L = 0: h = (1/M) Σ_m LN_m(cls_m + PE[0]) — the paper's CLS readout, averaged."""
+  features, masks = make_inputs("mbt", batch=2)
+  module = MBTFusion(model_dim=8, num_heads=2, num_layers=0, fusion_layer=0)
+  p = random_variables(module, features, masks)["params"]
+  position = sinusoidal_positions(1, 8)[0]
+  expected = np.mean([layer_norm(p[f"{m}_cls"] + position, p[f"{m}_norm"]) for m in features],
+                     axis=0)
+  np.testing.assert_allclose(module.apply({"params": p}, features, masks),
+                             np.broadcast_to(expected, (2, 8)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in DECLARED if info(n).max_modalities == 2])
+def test_two_modality_fusions_reject_three(name):
+  features, masks = make_inputs(name, modalities=sorted(DIMS))
+  with pytest.raises(ValueError, match="fuses exactly 2 modalities, got 3"):
+    small(name).init(jax.random.key(0), features, masks)
 
 
 # --- parameter counts ------------------------------------------------------------------------
 
-_M3, _M2 = sorted(DIMS), ["audio", "text"]
-_S3 = sum(DIMS.values())                       # Σ_m D_m = 12
-_P3 = sum(d + 1 for d in DIMS.values())         # Σ_m (D_m + 1) = 15
-D1, D2 = DIMS["audio"], DIMS["text"]
-PARAMETER_COUNTS = {   # case: (fusion, kwargs, modalities, documented formula)
-    "late": ("late", {"output_dim": 4}, _M3, 4 * _P3),
-    "late_learned": ("late", {"output_dim": 4, "mixing": "learned"}, _M3, 4 * _P3 + 3),
-    "sum": ("sum", {"dim": 6}, _M3, 6 * _P3),
-    "max": ("max", {"dim": 6}, _M3, 6 * _P3),
-    "product": ("product", {"dim": 6}, _M3, 6 * _P3),
-    "gmu": ("gmu", {"dim": 6}, _M3, 6 * _P3 + 3 * 6 * (_S3 + 1)),
-    "gmu_no_bias": ("gmu", {"dim": 6, "use_bias": False}, _M3, 6 * _S3 + 3 * 6 * _S3),
-    "gmu_two": ("gmu", {"dim": 6}, _M2, 6 * (D1 + 1 + D2 + 1) + 6 * (D1 + D2 + 1)),
-    "attention": ("attention", {"dim": 6, "attention_dim": 5}, _M3, 6 * _P3 + 5 * (6 + 1) + 5),
-    "film": ("film", {"conditioned": "image"}, _M3,
-             2 * DIMS["image"] * (DIMS["audio"] + DIMS["text"] + 1)),
-    "tensor": ("tensor", {}, _M3, 0),
-    "low_rank": ("low_rank", {"dim": 6, "rank": 3}, _M3, 3 * 6 * _P3 + 6 + 3),
-    "low_rank_no_weights": ("low_rank", {"dim": 6, "rank": 3, "rank_weights": False}, _M3,
-                            3 * 6 * _P3 + 6),
-    "multiplicative": ("multiplicative", {"dim": 6}, _M2, (D1 + 1) * (D2 + 1) * 6),
-    "mfb": ("mfb", {"output_dim": 4, "factor": 3}, _M2, 3 * 4 * (D1 + 1) + 3 * 4 * (D2 + 1)),
-    # d = 8, L = 2, f = 2d, n_b = 3: projections + final norms, M·L pre-LN blocks, bottlenecks
-    "mbt": ("mbt", {"model_dim": 8, "num_heads": 2, "num_layers": 2, "fusion_layer": 1,
-                    "num_bottlenecks": 3, "mlp_ratio": 2}, _M2,
-            sum(8 * (d + 1) + 2 * 8 for d in (D1, D2))
-            + 2 * 2 * (4 * 8 * (8 + 1) + 2 * 8 * 16 + 16 + 8 + 4 * 8) + 3 * 8),
-}
+def bool_variants(name):
+  """Each boolean field flipped from its default: each branch of the formula gets a case."""
+  fields = registry.fields(FUSIONS[name])
+  return [{f: not field.default} for f, field in fields.items() if isinstance(field.default, bool)]
 
 
-@pytest.mark.parametrize("case", sorted(PARAMETER_COUNTS))
-def test_parameter_count_equals_documented_formula(case):
-  name, kwargs, modalities, expected = PARAMETER_COUNTS[case]
-  features = {m: np.zeros((2, DIMS[m]), np.float32) for m in modalities}
-  assert param_count(FUSIONS[name](**kwargs), features) == expected
+OPTION_VARIANTS = {"late": [{"mixing": "learned"}], "mbt": [{"pooling": "mean"},
+                                                            {"fusion_layer": 2, "num_layers": 2}],
+                   "gmu": [{"gate": "softmax"}], "film": [{"conditioned": "text"}],
+                   "mult": [{"self_layers": None}]}
+PARAMETER_CASES = [(name, variant, modalities) for name in DECLARED
+                   for variant in [{}] + bool_variants(name) + OPTION_VARIANTS.get(name, [])
+                   for modalities in (["audio", "text"], sorted(DIMS))
+                   if len(modalities) >= info(name).min_modalities
+                   and (info(name).max_modalities or 3) >= len(modalities)]
+
+
+@pytest.mark.parametrize("name,variant,modalities", PARAMETER_CASES,
+                         ids=[f"{n}-{v}-{len(m)}" for n, v, m in PARAMETER_CASES])
+def test_parameter_count_equals_the_declared_formula(name, variant, modalities):
+  module = small(name, **variant)
+  features, masks = make_inputs(name, batch=2, modalities=modalities)
+  widths = {m: DIMS[m] for m in modalities}
+  assert param_count(module, features, masks) == info(name).parameter_count(widths, module)
+
+
+def test_parameter_formulas_match_hand_counts():
+  """The declared formulas against numbers worked out by hand (D = 3, 5, 4)."""
+  three = {"audio": 3, "image": 5, "text": 4}
+  assert info("low_rank").parameter_count(three, LowRankFusion(dim=6, rank=3)) == 3 * 6 * 15 + 6 + 3
+  assert info("gmu").parameter_count(three, GatedMultimodalUnit(dim=6)) == 6 * 12 + 3 * 6 * 12
+  assert info("gmu").parameter_count({"audio": 3, "text": 4},
+                                     GatedMultimodalUnit(dim=6, use_bias=True)) == 6 * 9 + 6 * 8
+  assert info("tensor").parameter_count(three, TensorFusion()) == 0
+  assert info("film").parameter_count(three, FiLMFusion(conditioned="image")) == 2 * 5 * 8
 
 
 # --- gradients, additivity, interactions -----------------------------------------------------
 
 F32, BF16 = jnp.float32, jnp.bfloat16
-GRADIENT_CASES = [(n, {}, dtype) for n in sorted(FUSIONS) for dtype in (F32, BF16)] + [
-    ("late", {"mixing": "learned"}, F32), ("gmu", {"use_bias": False}, F32)]
+GRADIENT_CASES = [(n, {}, dtype) for n in DECLARED for dtype in (F32, BF16)] + [
+    ("late", {"mixing": "learned"}, F32), ("gmu", {"use_bias": True}, F32),
+    ("gmu", {"gate": "softmax"}, F32)]
 
 
 @pytest.mark.parametrize("name,overrides,dtype", GRADIENT_CASES,
@@ -237,27 +351,35 @@ def test_every_parameter_receives_a_finite_nonzero_gradient_under_jit(name, over
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves((grads, input_grads)))
 
 
-def mixed_second_derivative(name):
-  """∂²y/∂z_audio ∂z_text of y = rᵀ fusion(z) for one example: `(D_audio, D_text)`."""
-  module = small(name)
-  features, _ = make_inputs("mfb", batch=1)
-  variables = random_variables(module, features)
-  r = np.random.default_rng(3).normal(
-      size=jax.eval_shape(module.apply, variables, features).shape).astype(np.float32)
-  y = lambda za, zt: jnp.sum(r * module.apply(variables, {"audio": za, "text": zt}))
-  return np.asarray(jax.jit(jax.jacfwd(jax.jacrev(y, argnums=0), argnums=1))(
-      features["audio"], features["text"]))[0, :, 0, :]
-
-
-@pytest.mark.parametrize("name", ["concat", "late", "sum", "mean"])
+@pytest.mark.parametrize("name", ADDITIVE)
 def test_additive_fusion_then_linear_map_has_zero_mixed_second_derivative(name):
-  np.testing.assert_array_equal(mixed_second_derivative(name), 0.0)
+  """∂²y/∂z_audio ∂z_text ≡ 0 for y = rᵀ fusion(z): y = f(z_audio) + g(z_text)."""
+  module = small(name)
+  features, masks = make_inputs(name, batch=1, modalities=["audio", "text"])
+  variables = random_variables(module, features, masks)
+  r = np.random.default_rng(3).normal(
+      size=jax.eval_shape(module.apply, variables, features, masks).shape).astype(np.float32)
+  y = lambda za, zt: jnp.sum(r * module.apply(variables, {"audio": za, "text": zt}, masks))
+  hessian = jax.jit(jax.jacfwd(jax.jacrev(y, argnums=0), argnums=1))(features["audio"],
+                                                                      features["text"])
+  np.testing.assert_array_equal(np.asarray(hessian), 0.0)
 
 
-@pytest.mark.parametrize("name", ["tensor", "low_rank", "product", "multiplicative", "mfb", "gmu",
-                                  "attention", "film"])
-def test_interaction_fusion_has_nonzero_mixed_second_derivative(name):
-  assert np.abs(mixed_second_derivative(name)).max() > 1e-3
+@pytest.mark.parametrize("name", INTERACTING)
+def test_interaction_fusion_has_a_nonzero_mixed_difference(name):
+  """f(a, t) − f(a', t) − f(a, t') + f(a', t') ≠ 0: the effect of one modality depends on the
+  other (an additive fusion gives exactly 0; so does no smooth test for the piecewise-linear max,
+  hence a difference, not a derivative). Parameters ×3 make the transformers' attention sharp
+  enough for the interaction to stand far above float32 rounding (~1e-6)."""
+  module = small(name)
+  features, masks = make_inputs(name, batch=1, modalities=["audio", "text"])
+  variables = jax.tree.map(lambda x: 3 * x, random_variables(module, features, masks))
+  f = jax.jit(lambda a, t: module.apply(variables, {"audio": a, "text": t}, masks))
+  rng = np.random.default_rng(4)
+  a, t = features["audio"], features["text"]
+  a2, t2 = (rng.normal(size=x.shape).astype(np.float32) for x in (a, t))
+  difference = f(a, t) - f(a2, t) - f(a, t2) + f(a2, t2)
+  assert np.abs(np.asarray(difference)).max() > 1e-3
 
 
 @pytest.mark.parametrize("num_layers,fusion_layer,is_late", [(1, 1, True), (1, 0, True),
@@ -269,7 +391,7 @@ def test_mbt_is_late_fusion_unless_two_bottleneck_layers_run(num_layers, fusion_
   module = small("mbt", num_layers=num_layers, fusion_layer=fusion_layer, combine="concat")
   features, masks = make_inputs("mbt", batch=2)
   variables = random_variables(module, features, masks)
-  width = SMALL["mbt"]["model_dim"]
+  width = info("mbt").small["model_dim"]
   audio_block = lambda zt: module.apply(variables, {**features, "text": zt}, masks)[:, :width]
   jacobian = np.asarray(jax.jit(jax.jacrev(audio_block))(features["text"]))
   if is_late:
@@ -281,7 +403,7 @@ def test_mbt_is_late_fusion_unless_two_bottleneck_layers_run(num_layers, fusion_
 # --- transformations, dtypes, masks ----------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [F32, BF16], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", DECLARED)
 def test_fusion_output_is_finite_under_jit_and_vmap_matches_per_slice_calls(name, dtype):
   """jit in float32 and bfloat16 (output in the compute dtype); vmap over an extra leading axis."""
   module = small(name, dtype=dtype)
@@ -300,33 +422,57 @@ def test_fusion_output_is_finite_under_jit_and_vmap_matches_per_slice_calls(name
   np.testing.assert_allclose(batched[1], apply(variables, *second), rtol=1e-5, atol=1e-5)
 
 
-SEQUENCE_CASES = [("mult", {}), ("mult", {"pooling": "last"}), ("mbt", {}),
-                  ("mbt", {"pooling": "cls", "fusion_layer": 1, "combine": "concat"})]
+SEQUENCE_CASES = [(name, {}) for name in SEQUENCE] + [
+    ("mult", {"pooling": "mean"}), ("mbt", {"pooling": "mean", "fusion_layer": 1,
+                                            "combine": "concat"})]
+SEQUENCE_IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in SEQUENCE_CASES]
 
 
-@pytest.mark.parametrize("name,overrides", SEQUENCE_CASES,
-                         ids=[n + "".join(f"-{k}={v}" for k, v in o.items())
-                              for n, o in SEQUENCE_CASES])
+def scramble_padding(features, masks, seed=4):
+  """`features` with every padded token replaced by large random values."""
+  noise = np.random.default_rng(seed)
+  return {m: np.where(masks[m][..., None], x, 100 * noise.normal(size=x.shape)).astype(np.float32)
+          for m, x in features.items()}
+
+
+@pytest.mark.parametrize("name,overrides", SEQUENCE_CASES, ids=SEQUENCE_IDS)
 def test_sequence_fusion_output_ignores_padded_token_values(name, overrides):
   module = small(name, **overrides)
   features, masks = make_inputs(name, batch=2)
   assert features["audio"].shape[1] != features["text"].shape[1]   # unaligned lengths
   variables = random_variables(module, features, masks)
-  noise = np.random.default_rng(4)
-  scrambled = {m: np.where(masks[m][..., None], x, 100 * noise.normal(size=x.shape))
-               for m, x in features.items()}
-  scrambled = {m: x.astype(np.float32) for m, x in scrambled.items()}
+  scrambled = scramble_padding(features, masks)
   assert all(not np.allclose(scrambled[m], features[m]) for m in features)   # both have padding
   apply = jax.jit(module.apply) if overrides else jitted_apply(name)
   np.testing.assert_allclose(apply(variables, scrambled, masks), apply(variables, features, masks),
                              rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(SEQUENCE))
+@pytest.mark.parametrize("absent", ["audio", "text"])
+@pytest.mark.parametrize("name,overrides", SEQUENCE_CASES, ids=SEQUENCE_IDS)
+def test_sequence_fusion_output_for_an_absent_modality_ignores_its_padded_values(
+    name, overrides, absent):
+  """Example 0 has no real `absent` token (what missing-modality evaluation feeds): changing its
+  padded values changes no output, and every output is finite."""
+  module = small(name, **overrides)
+  features, masks = make_inputs(name, batch=2)
+  masks = {**masks, absent: masks[absent].copy()}
+  masks[absent][0] = False
+  variables = random_variables(module, features, masks)
+  apply = jax.jit(module.apply)
+  reference = np.asarray(apply(variables, features, masks))
+  for seed in (5, 6):
+    scrambled = {**features, absent: scramble_padding(features, masks, seed)[absent]}
+    np.testing.assert_allclose(apply(variables, scrambled, masks), reference, rtol=1e-6, atol=1e-6)
+  assert np.all(np.isfinite(reference))
+
+
+@pytest.mark.parametrize("name", SEQUENCE)
 def test_sequence_fusion_treats_vectors_as_length_one_sequences_and_ignores_their_masks(name):
   """What `MultimodalModel` passes: `(B, D)` features next to the encoders' `(B, T)` input masks
   (three modalities here, so MulT concatenates two cross-modal streams per target)."""
-  features, _ = make_inputs("sum", batch=2)
+  features = {m: np.random.default_rng(0).normal(size=(2, DIMS[m])).astype(np.float32)
+              for m in DIMS}
   masks = {"text": np.array([[True, True, False], [True, False, False]])}
   module = small(name)
   variables = random_variables(module, features, masks)
@@ -345,11 +491,11 @@ def test_unknown_fusion_name_error_lists_every_valid_name():
 
 
 def test_registry_holds_every_method_of_the_zoo():
-  assert set(FUSIONS) == {"concat", "late", "sum", "mean", "max", "product", "gmu", "attention",
+  assert set(FUSIONS) >= {"concat", "late", "sum", "mean", "max", "product", "gmu", "attention",
                           "film", "tensor", "low_rank", "multiplicative", "mfb", "mult", "mbt"}
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", DECLARED)
 def test_every_registered_fusion_builds_from_config_with_defaults_and_runs(name):
   module = registry.build(FUSIONS, {"name": name}, "fusion")
   features, masks = make_inputs(name, batch=2)

@@ -9,11 +9,12 @@ and the head is linear, so what the model can represent across modalities is its
 import ml_collections
 
 from mmjax.data import interactions
+from mmjax.model import encoder_config, fusion_config, head_config
 from mmjax.train.defaults import trainer_config
 
 SEQUENCE_FUSIONS = ("mult", "mbt")
 # MBT passes nothing across modalities unless at least 2 layers fuse (see mmjax/fusion/mbt.py).
-FUSION_OPTIONS = {"late": {"output_dim": 16}, "film": {"conditioned": "b"},
+FUSION_OPTIONS = {"late": {"dim": 16}, "film": {"conditioned": "b"},
                   "mbt": {"num_layers": 2, "fusion_layer": 0}}
 
 
@@ -21,15 +22,15 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   data_config, fusion = arg.split(",")
   config = trainer_config(f"interactions/{data_config}")
   if fusion in SEQUENCE_FUSIONS:
-    encoder = dict(name="feature_tokens", num_tokens=4, model_dim=16)
+    encoder = lambda: encoder_config("feature_tokens", num_tokens=4, model_dim=16)
   else:
-    encoder = dict(name="mlp", hidden_dims=(32,), output_dim=16)
+    encoder = lambda: encoder_config("mlp", hidden_dims=(32,), dim=16)
   config.model = ml_collections.ConfigDict()
-  config.model.encoders = ml_collections.ConfigDict({"a": dict(encoder), "b": dict(encoder)})
-  config.model.fusion = dict(name=fusion, **FUSION_OPTIONS.get(fusion, {}))
+  config.model.encoders = ml_collections.ConfigDict({"a": encoder(), "b": encoder()})
+  config.model.fusion = fusion_config(fusion, **FUSION_OPTIONS.get(fusion, {}))
   config.model.heads = ml_collections.ConfigDict()
-  config.model.heads.label = dict(name="linear",
-                                  num_classes=interactions.NUM_CLASSES[data_config])
+  config.model.heads.label = head_config("linear",
+                                         num_classes=interactions.NUM_CLASSES[data_config])
   config.tasks = ml_collections.ConfigDict()
   config.tasks.label = dict(loss="softmax_cross_entropy", weight=1.0)
 

@@ -4,11 +4,12 @@ text: embedding (25,000 x 100) -> 2-layer LSTM (256) -> hidden state at the last
 image: 3x3 conv (C channels) -> ReLU -> global average pool
 fusion: concatenate -> Dense to the classes; softmax cross-entropy; Adam.
 
-Switch encoders by config, e.g. `--config.model.encoders.text.name=transformer` (then drop the
-LSTM-only fields, or use `experiments/configs/transformer_resnet.py`).
+Every field of every module is in the config and can be overridden, e.g.
+`--config.model.encoders.image.channels=128`; other encoders: `experiments/configs/transformer_resnet.py`.
 """
 import ml_collections
 
+from mmjax.model import encoder_config, fusion_config, head_config
 from mmjax.train.defaults import trainer_config
 
 
@@ -16,12 +17,12 @@ def get_config() -> ml_collections.ConfigDict:
   config = trainer_config("mm_shapes")
   config.model = ml_collections.ConfigDict()
   config.model.encoders = ml_collections.ConfigDict()
-  config.model.encoders.text = dict(name="lstm", vocab_size=25_000, embed_dim=100, hidden_dim=256,
-                                    num_layers=2)
-  config.model.encoders.image = dict(name="conv_pool", channels=64)
-  config.model.fusion = dict(name="concat")
+  config.model.encoders.text = encoder_config("lstm", vocab_size=25_000, embed_dim=100,
+                                              hidden_dim=256, num_layers=2)
+  config.model.encoders.image = encoder_config("conv_pool", channels=64)
+  config.model.fusion = fusion_config("concat")
   config.model.heads = ml_collections.ConfigDict()
-  config.model.heads.label = dict(name="linear", num_classes=9)
+  config.model.heads.label = head_config("linear", num_classes=9)
   config.tasks = ml_collections.ConfigDict()
   config.tasks.label = dict(loss="softmax_cross_entropy", weight=1.0)
   config.optimizer.learning_rate = 2e-3

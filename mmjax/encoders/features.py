@@ -1,26 +1,29 @@
-"""Encoders for feature vectors `(B, D_in)`: to a vector `(B, D)` or to a token sequence `(B, T, D)`."""
+"""Encoders for feature vectors `(B, D_in)` with an optional presence mask `(B,)`: to a vector
+`(B, D)` or to a token sequence `(B, T, D)`; an absent example (mask False) encodes to zeros."""
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.layers.masking import zero_absent
+
 Array = jax.Array
 
 
 class MLPEncoder(nn.Module):
-  """x -> relu(W_1 x + b_1) -> ... -> W_L h + b_L: `(B, D_in)` -> `(B, output_dim)`."""
+  """x -> relu(W_1 x + b_1) -> ... -> W_L h + b_L: `(B, D_in)` -> `(B, dim)`."""
   hidden_dims: Sequence[int] = (32,)
-  output_dim: int = 16
+  dim: int = 16
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
-    del mask, train
+    del train
     x = features.astype(self.dtype)
     for width in self.hidden_dims:
       x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
-    return nn.Dense(self.output_dim, dtype=self.dtype)(x)
+    return zero_absent(nn.Dense(self.dim, dtype=self.dtype)(x), mask)
 
 
 class FeatureTokensEncoder(nn.Module):
@@ -32,7 +35,7 @@ class FeatureTokensEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, features: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
-    del mask, train
+    del train
     batch, width = features.shape
     if width % self.num_tokens:
       raise ValueError(f"feature width {width} is not divisible by num_tokens={self.num_tokens}; "
@@ -42,4 +45,4 @@ class FeatureTokensEncoder(nn.Module):
     x = nn.Dense(self.model_dim, dtype=self.dtype)(nn.relu(x))
     positions = self.param("position_embedding", nn.initializers.normal(0.02),
                            (self.num_tokens, self.model_dim))
-    return x + positions.astype(self.dtype)
+    return zero_absent(x + positions.astype(self.dtype), mask)

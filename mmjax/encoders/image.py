@@ -1,14 +1,17 @@
-"""Image encoders: images `(B, H, W, C)` float -> features `(B, D)`.
+"""Image encoders: images `(B, H, W, C)` float, an optional presence mask `(B,)` -> features `(B, D)`.
 
 Normalisation layers are GroupNorm, not BatchNorm, so every encoder is a pure function of its
-parameters and inputs (no mutable batch statistics in the train step).
+parameters and inputs (no mutable batch statistics in the train step). An absent image (mask
+False) encodes to zeros (`mmjax/layers/masking.py`).
 """
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.layers.masking import zero_absent
 
 Array = jax.Array
 
@@ -26,7 +29,9 @@ def _conv_relu_mean_pool(images: Array, kernel: Array, bias: Array) -> Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def conv_relu_mean_pool(images: Array, kernel: Array, bias: Array, chunk_size: int) -> Array:
-  """mean_{h,w} relu(conv(x, K) + b): `(B, H, W, C_in)` -> `(B, C)`, same padding, stride 1.
+  """mean_{h,w} relu(conv(x, K) + b): `(B, H, W, C_in)`, K `(k_h, k_w, C_in, C)` -> `(B, C)`,
+  same padding, stride 1, any kernel size: per axis, (k − 1) // 2 zeros before and k // 2 after
+  (XLA's SAME padding, so the backward pass matches the forward for even kernels too).
 
   The gradient is exact but never materialises the `(B, H, W, C)` activation map: the forward
   pass fuses the convolution into the pooling reduction, and the backward pass recomputes the
@@ -36,6 +41,11 @@ def conv_relu_mean_pool(images: Array, kernel: Array, bias: Array, chunk_size: i
   memory traffic than the arithmetic; `chunk_size` must divide the batch.
   """
   return _conv_relu_mean_pool(images, kernel, bias)
+
+
+def same_padding(kernel_size: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
+  """Stride-1 SAME padding per spatial axis: ((k − 1) // 2 before, k // 2 after)."""
+  return tuple(((k - 1) // 2, k // 2) for k in kernel_size)
 
 
 def _forward(images, kernel, bias, chunk_size):
@@ -53,7 +63,7 @@ def _backward(chunk_size, residuals, grad_pooled):
 
   def chunk_grads(carry, chunk):
     x, g = chunk
-    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), *same_padding(kernel.shape[:2]), (0, 0)))
     patches = jnp.concatenate([padded[:, i:i + height, j:j + width]
                                for i in range(kernel.shape[0]) for j in range(kernel.shape[1])],
                               axis=-1).reshape(-1, taps)
@@ -78,23 +88,25 @@ conv_relu_mean_pool.defvjp(_forward, _backward)
 
 
 class ConvPoolImageEncoder(nn.Module):
-  """3x3 convolution (C channels, same padding) -> ReLU -> global average pool: `(B, C)`.
+  """k_h x k_w convolution (C channels, same padding) -> ReLU -> global average pool: `(B, C)`.
 
-  Parameters: C(9·C_in + 1). `chunk_size` images at a time in the backward pass (see
+  Parameters: C(k_h·k_w·C_in + 1). `chunk_size` images at a time in the backward pass (see
   `conv_relu_mean_pool`); it must divide the batch size.
   """
   channels: int = 64
+  kernel_size: Sequence[int] = (3, 3)
   chunk_size: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
-    del mask, train
+    del train
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (3, 3, images.shape[-1], self.channels))
+                        (*self.kernel_size, images.shape[-1], self.channels))
     bias = self.param("bias", nn.initializers.zeros, (self.channels,))
-    return conv_relu_mean_pool(images.astype(self.dtype), kernel.astype(self.dtype),
-                               bias.astype(self.dtype), self.chunk_size)
+    pooled = conv_relu_mean_pool(images.astype(self.dtype), kernel.astype(self.dtype),
+                                 bias.astype(self.dtype), self.chunk_size)
+    return zero_absent(pooled, mask)
 
 
 class ResidualBlock(nn.Module):
@@ -124,7 +136,7 @@ class ResNetImageEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, images: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
-    del mask, train
+    del train
     x = nn.Conv(self.stage_channels[0], (3, 3), padding="SAME", dtype=self.dtype,
                 name="stem")(images.astype(self.dtype))
     for stage, channels in enumerate(self.stage_channels):
@@ -132,4 +144,4 @@ class ResNetImageEncoder(nn.Module):
         stride = 2 if stage > 0 and block == 0 else 1
         x = ResidualBlock(channels, stride, self.dtype, name=f"stage{stage}_block{block}")(x)
     x = nn.relu(nn.GroupNorm(num_groups=min(8, x.shape[-1]), dtype=self.dtype)(x))
-    return x.mean(axis=(1, 2))
+    return zero_absent(x.mean(axis=(1, 2)), mask)

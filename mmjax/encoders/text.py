@@ -1,6 +1,7 @@
 """Text encoders: token ids `(B, T)` int32 plus an optional padding mask `(B, T)` -> features `(B, D)`.
 
-Padding is on the right: `mask[b, t]` is True for real tokens, and real tokens form a prefix.
+Padding is on the right: `mask[b, t]` is True for real tokens, and real tokens form a prefix. An
+example with no real token (an absent modality) encodes to zeros (`mmjax/layers/masking.py`).
 """
 from typing import Any, Optional
 
@@ -8,15 +9,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.layers.masking import last_real_token, masked_mean
+from mmjax.layers.transformer import TransformerBlock
+
 Array = jax.Array
-
-
-def last_real_token(sequence: Array, mask: Optional[Array]) -> Array:
-  """Picks `sequence[b, length_b - 1]` from `(B, T, D)`; the last position when there is no mask."""
-  if mask is None:
-    return sequence[:, -1]
-  last = jnp.maximum(mask.sum(axis=1).astype(jnp.int32) - 1, 0)
-  return jnp.take_along_axis(sequence, last[:, None, None], axis=1)[:, 0]
 
 
 def _lstm_bias_init(hidden_dim: int):
@@ -67,7 +63,8 @@ class LSTMLayer(nn.Module):
 class LSTMTextEncoder(nn.Module):
   """Token embedding -> stacked LSTM -> the top layer's hidden state at each sequence's last real token.
 
-  The LSTM is causal, so right padding after the last real token cannot change the result.
+  The LSTM is causal, so right padding after the last real token cannot change the result; a
+  sequence with no real token gives the initial state h_0 = 0.
   Parameters: V·E + Σ_l 4H(D_l + H + 1), with D_1 = E and D_l = H above.
   """
   vocab_size: int
@@ -86,31 +83,11 @@ class LSTMTextEncoder(nn.Module):
     return last_real_token(x, mask)
 
 
-class TransformerBlock(nn.Module):
-  """Pre-LayerNorm transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
-  num_heads: int
-  mlp_dim: int
-  dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array, attention_mask: Optional[Array], *, train: bool) -> Array:
-    y = nn.LayerNorm(dtype=self.dtype)(x)
-    y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                        dropout_rate=self.dropout_rate,
-                                        deterministic=not train)(y, y, mask=attention_mask)
-    x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.LayerNorm(dtype=self.dtype)(x)
-    y = nn.Dense(self.mlp_dim, dtype=self.dtype)(y)
-    y = nn.Dense(x.shape[-1], dtype=self.dtype)(nn.gelu(y))
-    return x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-
-
 class TransformerTextEncoder(nn.Module):
   """Token + learned position embeddings -> pre-LN transformer -> mean over real tokens: `(B, D)`.
 
   Padded keys are masked out of every attention, and the pooling averages real tokens only, so
-  padding tokens cannot change the output.
+  padding tokens cannot change the output; a sequence with no real token gives zeros.
   """
   vocab_size: int
   max_length: int = 512
@@ -138,5 +115,4 @@ class TransformerTextEncoder(nn.Module):
       x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.dtype,
                            name=f"block_{layer}")(x, attention_mask, train=train)
     x = nn.LayerNorm(dtype=self.dtype)(x)
-    weights = mask.astype(x.dtype)[..., None]
-    return (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1)
+    return masked_mean(x, mask.astype(bool))

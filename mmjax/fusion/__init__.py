@@ -2,7 +2,9 @@
 
 `features[m]` is `(B, D_m)` for the vector fusions and `(B, T_m, D_m)` (with `masks[m]: (B, T_m)`,
 True = real token) for the sequence fusions mult and mbt. Modalities are always combined in sorted
-key order. Every module outputs a representation `(B, D_out)` that the model's heads map on.
+key order. Every module outputs a representation `(B, D_out)` that the model's heads map on, and
+declares its properties in `info` (`mmjax/fusion/info.py`). To add a fusion: one file, and one
+import and entry here (README, "Adding a fusion").
 """
 from mmjax.fusion.attention import AttentionFusion
 from mmjax.fusion.concat import ConcatFusion
@@ -14,7 +16,7 @@ from mmjax.fusion.mbt import MBTFusion
 from mmjax.fusion.mfb import MFBFusion
 from mmjax.fusion.mult import MulTFusion
 from mmjax.fusion.multiplicative import MultiplicativeFusion
-from mmjax.fusion.pooling import MaxFusion, MeanFusion, PoolingFusion, SumFusion
+from mmjax.fusion.pooling import MaxFusion, MeanFusion, SumFusion
 from mmjax.fusion.product import ProductFusion
 from mmjax.fusion.tensor import TensorFusion
 
@@ -35,8 +37,3 @@ FUSIONS = {
     "mult": MulTFusion,
     "mbt": MBTFusion,
 }
-
-__all__ = ["FUSIONS", "AttentionFusion", "ConcatFusion", "FiLMFusion", "GatedMultimodalUnit",
-           "LateFusion", "LowRankFusion", "MBTFusion", "MFBFusion", "MaxFusion", "MeanFusion",
-           "MulTFusion", "MultiplicativeFusion", "PoolingFusion", "ProductFusion", "SumFusion",
-           "TensorFusion"]

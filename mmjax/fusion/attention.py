@@ -13,11 +13,14 @@ the fusion is not additive across modalities.
 
 Parameters: d·Σ_m (D_m + 1) + a·(d + 1) + a, with a = `attention_dim`.
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.fusion.info import FusionInfo
+from mmjax.fusion.pooling import projection_parameter_count
 
 Array = jax.Array
 
@@ -27,6 +30,11 @@ class AttentionFusion(nn.Module):
   dim: int = 64
   attention_dim: int = 64
   dtype: Any = jnp.float32
+
+  info: ClassVar[FusionInfo] = FusionInfo(
+      parameter_count=lambda widths, module: (projection_parameter_count(widths, module)
+                                              + module.attention_dim * (module.dim + 2)),
+      additive=False, min_modalities=1)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,

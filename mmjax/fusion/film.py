@@ -10,11 +10,13 @@ is the paper's. `conditioned=None` picks the first modality in sorted order.
 
 Parameters: 2·D_z·(Σ_{m≠z} D_m + 1).
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.fusion.info import FusionInfo
 
 Array = jax.Array
 
@@ -24,17 +26,20 @@ class FiLMFusion(nn.Module):
   conditioned: Optional[str] = None
   dtype: Any = jnp.float32
 
+  info: ClassVar[FusionInfo] = FusionInfo(parameter_count=lambda widths, module: (
+      2 * widths[module.conditioned or min(widths)]
+      * (sum(widths.values()) - widths[module.conditioned or min(widths)] + 1)), additive=False)
+
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
                *, train: bool = False) -> Array:
     del masks, train
     names = sorted(features)
+    self.info.check_modalities("FiLM", names)
     target = names[0] if self.conditioned is None else self.conditioned
     if target not in features:
       raise ValueError(f"FiLM conditioned={target!r} is not a modality; have {names}")
     others = [m for m in names if m != target]
-    if not others:
-      raise ValueError(f"FiLM needs at least one conditioning modality besides {target!r}")
     z = features[target].astype(self.dtype)
     context = jnp.concatenate([features[m].astype(self.dtype) for m in others], axis=-1)
     gamma = nn.Dense(z.shape[-1], dtype=self.dtype, bias_init=nn.initializers.ones,

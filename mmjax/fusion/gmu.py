@@ -1,45 +1,57 @@
 """Gated multimodal unit (GMU): Arevalo, Solorio, Montes-y-Gómez, González, 2017, "Gated Multimodal
 Units for Information Fusion" (ICLR workshop).
 
-Two modalities (z_1, z_2 in sorted key order), exactly the paper's equations:
-    h_m = tanh(W_m z_m)                          (B, d)
-    g   = σ(W_g [z_1; z_2])                      (B, d)
-    h   = g ⊙ h_1 + (1 − g) ⊙ h_2
-M > 2 modalities, the paper's multi-gate generalisation: one gate per modality and hidden unit,
-normalised over modalities,
-    [a_1; ...; a_M] = W_g [z_1; ...; z_M]        (B, M·d)
-    g_m = softmax_m(a_1, ..., a_M)               (per hidden unit)
-    h   = Σ_m g_m ⊙ h_m
-(for M = 2 this equals the sigmoid form with a = a_1 − a_2, but with twice the gate weights, so
-M = 2 keeps the single sigmoid gate.) With `use_bias=True` (default) every linear map also has a
-bias; `use_bias=False` gives the equations verbatim.
+Modalities z_1, ..., z_M in sorted key order; each gets a hidden representation
+    h_m = tanh(W_m z_m)                                   (B, d)
+Two modalities, the paper's bimodal GMU (one gate and its complement):
+    g = σ(W_g [z_1; z_2]),   h = g ⊙ h_1 + (1 − g) ⊙ h_2
+M > 2 modalities, the paper's general GMU (its Fig. 2b): one independent sigmoid gate per modality,
+    g_m = σ(W_gm [z_1; ...; z_M]),   h = Σ_m g_m ⊙ h_m      (`gate="sigmoid"`, the default)
+The gates are not normalised: each modality's contribution is switched on or off on its own.
+`gate="softmax"` (not the paper's) normalises them over modalities, g_m = softmax_m(W_gm [z]),
+making h a convex combination of the h_m. The paper's equations have no biases (Θ = {W_m, W_g}),
+so `use_bias=False` is the default; `use_bias=True` adds one to every linear map.
 
 Parameters (β = 1 if use_bias else 0, S = Σ_m D_m):
     d·Σ_m (D_m + β) + d·(S + β)        for M = 2
     d·Σ_m (D_m + β) + M·d·(S + β)      for M > 2
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.fusion.info import FusionInfo
+
 Array = jax.Array
+_GATES = {"sigmoid": lambda logits: nn.sigmoid(logits),
+          "softmax": lambda logits: jax.nn.softmax(logits, axis=-2)}
+
+
+def _parameter_count(widths, module) -> int:
+  bias, total, count = int(module.use_bias), sum(widths.values()), len(widths)
+  gates = 1 if count == 2 else count
+  return module.dim * sum(w + bias for w in widths.values()) + gates * module.dim * (total + bias)
 
 
 class GatedMultimodalUnit(nn.Module):
   """`{m: (B, D_m)}` -> `(B, dim)`, for M ≥ 2 modalities."""
   dim: int = 64
-  use_bias: bool = True
+  gate: str = "sigmoid"
+  use_bias: bool = False
   dtype: Any = jnp.float32
+
+  info: ClassVar[FusionInfo] = FusionInfo(parameter_count=_parameter_count, additive=False)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
                *, train: bool = False) -> Array:
     del masks, train
     names = sorted(features)
-    if len(names) < 2:
-      raise ValueError(f"the GMU gates between modalities and needs at least 2, got {names}")
+    self.info.check_modalities("the GMU", names)
+    if self.gate not in _GATES:
+      raise ValueError(f"GMU gate must be one of {sorted(_GATES)}, got {self.gate!r}")
     z = [features[m].astype(self.dtype) for m in names]
     hidden = jnp.stack([jnp.tanh(nn.Dense(self.dim, use_bias=self.use_bias, dtype=self.dtype,
                                           name=f"{m}_hidden")(z_m))
@@ -51,5 +63,5 @@ class GatedMultimodalUnit(nn.Module):
       return gate * hidden[0] + (1 - gate) * hidden[1]
     logits = nn.Dense(len(names) * self.dim, use_bias=self.use_bias, dtype=self.dtype,
                       name="gate")(joint)
-    gates = jax.nn.softmax(logits.reshape(*logits.shape[:-1], len(names), self.dim), axis=-2)
+    gates = _GATES[self.gate](logits.reshape(*logits.shape[:-1], len(names), self.dim))
     return jnp.einsum("...md,m...d->...d", gates, hidden)

@@ -13,12 +13,13 @@ were never registered nor updated).
 
 Parameters: r·d·Σ_m (D_m + 1) + d, plus r with rank_weights.
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.fusion.info import FusionInfo
 from mmjax.fusion.tensor import append_one
 
 Array = jax.Array
@@ -30,6 +31,12 @@ class LowRankFusion(nn.Module):
   rank: int = 4
   rank_weights: bool = True
   dtype: Any = jnp.float32
+
+  info: ClassVar[FusionInfo] = FusionInfo(
+      parameter_count=lambda widths, module: (
+          module.rank * module.dim * sum(w + 1 for w in widths.values()) + module.dim
+          + (module.rank if module.rank_weights else 0)),
+      additive=False, min_modalities=1)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,

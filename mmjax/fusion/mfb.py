@@ -15,36 +15,41 @@ normalisations are computed in float32 whatever `dtype`.
 
 Parameters: k·o·(D_1 + 1) + k·o·(D_2 + 1).
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.fusion.info import FusionInfo
+
 Array = jax.Array
 
 
 class MFBFusion(nn.Module):
-  """`{m_1: (B, D_1), m_2: (B, D_2)}` -> `(B, output_dim)`, unit L2 norm per row."""
-  output_dim: int = 64
+  """`{m_1: (B, D_1), m_2: (B, D_2)}` -> `(B, dim)`, unit L2 norm per row."""
+  dim: int = 64
   factor: int = 5
   dropout_rate: float = 0.0
   epsilon: float = 1e-6
   dtype: Any = jnp.float32
+
+  info: ClassVar[FusionInfo] = FusionInfo(
+      parameter_count=lambda widths, module: module.factor * module.dim * sum(
+          w + 1 for w in widths.values()),
+      additive=False, min_modalities=2, max_modalities=2)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
                *, train: bool = False) -> Array:
     del masks
     names = sorted(features)
-    if len(names) != 2:
-      raise ValueError(f"MFB pools a bilinear form of exactly 2 modalities, got {len(names)}: "
-                       f"{names}; use 'low_rank' for M != 2")
-    width = self.factor * self.output_dim
+    self.info.check_modalities("MFB (use 'low_rank' for M != 2)", names)
+    width = self.factor * self.dim
     x, y = (nn.Dense(width, dtype=self.dtype, name=f"{m}_projection")(
         features[m].astype(self.dtype)) for m in names)
     e = nn.Dropout(self.dropout_rate, deterministic=not train)(x * y)
-    s = e.reshape(*e.shape[:-1], self.output_dim, self.factor).sum(axis=-1)
+    s = e.reshape(*e.shape[:-1], self.dim, self.factor).sum(axis=-1)
     s = s.astype(jnp.float32)
     p = s / jnp.sqrt(jnp.abs(s) + self.epsilon)
     h = p / jnp.sqrt(jnp.sum(p * p, axis=-1, keepdims=True) + self.epsilon)

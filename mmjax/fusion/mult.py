@@ -1,125 +1,168 @@
 """Multimodal Transformer (MulT): Tsai, Bai, Liang, Kolter, Morency, Salakhutdinov, 2019,
-"Multimodal Transformer for Unaligned Multimodal Language Sequences" (ACL).
+"Multimodal Transformer for Unaligned Multimodal Language Sequences" (ACL); reference code
+yaohungt/Multimodal-Transformer (`src/models.py`, `modules/transformer.py`).
 
 Inputs are token sequences `features[m]: (B, T_m, D_m)` of possibly different lengths (unaligned),
 with `masks[m]: (B, T_m)` True for real tokens (right padding); a `(B, D_m)` vector is a length-1
 sequence (and its mask, which then belongs to the encoder's input, is ignored). Modalities in
 sorted key order. With d = `model_dim`:
-  1. X_m = Conv1D_{k=1}(z_m) + PE = z_m W_m + b_m + PE          (B, T_m, d)   (PE: sinusoidal)
-  2. for every target α and source β ≠ α, a stack of L cross-modal layers (pre-LayerNorm):
-        Y^[0] = X_α
-        Y^[l] = Y^[l-1] + MHA(Q = LN(Y^[l-1]), K = V = LN(X_β)),   keys masked by masks[β]
-        Y^[l] = Y^[l] + MLP(LN(Y^[l]))
-     the keys/values always come from the source's low-level X_β, as in the paper;
-  3. Z_α = [Y_{β_1→α}; Y_{β_2→α}; ...]  (B, T_α, (M−1)·d), then `self_layers` self-attention
-     layers over Z_α and a LayerNorm;
-  4. pooling over α's real tokens: masked mean, or the last real token (the paper's choice);
-  5. h = [pool(Z_{α_1}); pool(Z_{α_2}); ...]                       (B, M·(M−1)·d).
-Padded tokens never act as keys and are excluded from the pooling, so their values cannot change h.
+  1. X_m = Conv1D_{k=1}(z_m) = z_m W_m                        (B, T_m, d), no bias
+  2. every stack S of L layers (a TransformerEncoder in the reference code) first embeds its
+     inputs, E(u) = √d_S · u + PE (sinusoidal), with dropout `embed_dropout`, and ends with a
+     LayerNorm. For every target α and source β ≠ α, the cross-modal stack (d_S = d):
+        Y^[0] = E(X_α),   K = E(X_β)
+        Y^[l] = Y^[l-1] + MHA(Q = LN_l(Y^[l-1]), K = V = LN_l(K)),   keys masked by masks[β]
+        Y^[l] = Y^[l] + FFN(LN'_l(Y^[l])),   FFN(u) = W_2 ReLU(W_1 u),  W_1: d -> 4d
+        Y_{β→α} = LN(Y^[L])
+     one LayerNorm LN_l normalises both the queries and the keys, as in the reference code;
+  3. Z_α = [Y_{β_1→α}; Y_{β_2→α}; ...]  (B, T_α, (M−1)·d), then the self-attention stack over
+     Z_α (d_S = (M−1)·d, `self_layers` layers: max(L, 3) by default, as in the reference code);
+  4. readout at α's last real token (the paper's "last elements"; `pooling="mean"` averages
+     α's real tokens instead);
+  5. h = [z_{α_1}; z_{α_2}; ...]  (B, M·(M−1)·d), then the reference code's residual projection
+     h + W_4 dropout(ReLU(W_3 h)) (`residual_projection`).
+Dropout: `attention_dropout` on the attention weights, `dropout_rate` on both residual branches
+and after the FFN's ReLU (the reference's res/relu dropout), `embed_dropout` in E, `out_dropout`
+in step 5. Defaults are the reference code's (d = 30, 5 heads, L = 5, attention 0.1, res/relu 0.1,
+embed 0.25, out 0.0).
+
+Padding and absence: padded tokens never act as keys and are excluded from the readout, so their
+values cannot change h; a query with no real key attends to nothing (zero attention branch), and
+a target with no real token reads out zeros (`mmjax/layers/masking.py`).
+
+Deliberate deviations from the reference code, each documented here:
+- padding is given by masks; the reference code has no key-padding mask and instead gives a
+  position embedding of 0 to any step whose first input feature is exactly 0;
+- no causal mask (the reference code's `--attn_mask` defaults to a shifted upper-triangular
+  mask; the paper describes unmasked cross-modal attention);
+- the input projection always runs (the reference code skips it when D_m = d);
+- one attention dropout for every stack (the reference code uses 0.1 for stacks into text and the
+  memory stacks, 0.0 for stacks into audio and vision: mmjax does not know which modality is text);
+- the sinusoid is interleaved sin/cos from position 0 (the reference code concatenates sin and cos
+  and counts from 1), a fixed change of basis of the same frequencies' family;
+- embed dropout is applied in E only (the reference code also drops the raw text input).
+
+Parameters: Σ_m d·D_m + M(M−1)·(L·C(d) + 2d) + M·(S·C((M−1)d) + 2(M−1)d) + 2(H² + H),
+with C(w) = 12w² + 13w per block (attention 4w² + 4w, FFN 8w² + 5w, two LayerNorms 4w), 2w for
+each stack's final LayerNorm, S = self_layers, and H = M(M−1)·d (the residual projection; 0
+without it).
 """
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from mmjax.encoders.text import TransformerBlock, last_real_token
+from mmjax.fusion.info import FusionInfo
+from mmjax.layers.masking import as_sequence, last_real_token, masked_mean
+from mmjax.layers.transformer import FeedForward, MaskedAttention, sinusoidal_positions
 
 Array = jax.Array
 
 
-def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
-  """`(T, d)`: PE[t, 2i] = sin(t / 10000^{2i/d}), PE[t, 2i+1] = cos(t / 10000^{2i/d})."""
-  position = np.arange(length)[:, None]
-  frequency = 1.0 / 10000 ** (np.arange(0, dim, 2) / dim)
-  table = np.zeros((length, dim), np.float32)
-  table[:, 0::2] = np.sin(position * frequency)
-  table[:, 1::2] = np.cos(position * frequency)[:, :dim // 2]
-  return table
-
-
-def as_sequence(feature: Array, mask: Optional[Array], dtype: Any) -> Tuple[Array, Array]:
-  """`(B, T, D)` or `(B, D)` (a length-1 sequence; `mask` ignored) -> `((B, T, D), (B, T) bool)`;
-  no mask = all tokens real."""
-  x = feature.astype(dtype)
-  if x.ndim == 2:
-    return x[:, None], jnp.ones(x.shape[:1] + (1,), bool)
-  if mask is None:
-    return x, jnp.ones(x.shape[:2], bool)
-  return x, mask.astype(bool)
-
-
-def masked_mean(x: Array, mask: Array) -> Array:
-  """`(B, T, D)`, `(B, T)` -> `(B, D)`: mean over real tokens (padded values never read)."""
-  total = jnp.where(mask[..., None], x, 0).sum(axis=-2)
-  return total / jnp.maximum(mask.sum(axis=-1, keepdims=True), 1).astype(x.dtype)
-
-
 class CrossModalBlock(nn.Module):
-  """Pre-LN cross-attention block: y + MHA(LN(y), LN(source)), then y + MLP(LN(y))."""
+  """y + MHA(LN(y), LN(source)) with one LN for both, then y + FFN(LN'(y)). With `source=None`,
+  self-attention: y + MHA(LN(y), LN(y))."""
   num_heads: int
-  mlp_dim: int
-  dropout_rate: float = 0.0
+  attention_dropout: float
+  dropout_rate: float
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, y: Array, source: Array, source_mask: Array, *, train: bool) -> Array:
-    keys = nn.LayerNorm(dtype=self.dtype, name="source_norm")(source)
-    queries = nn.LayerNorm(dtype=self.dtype, name="target_norm")(y)
-    attended = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
-        deterministic=not train)(queries, keys, keys, mask=source_mask[:, None, None, :])
+  def __call__(self, y: Array, source: Array, mask: Array, *, train: bool) -> Array:
+    norm = nn.LayerNorm(dtype=self.dtype, name="attention_norm")
+    attended = MaskedAttention(self.num_heads, self.attention_dropout, self.dtype,
+                               name="attention")(norm(y), norm(source), mask, train=train)
     y = y + nn.Dropout(self.dropout_rate, deterministic=not train)(attended)
-    hidden = nn.Dense(self.mlp_dim, dtype=self.dtype)(nn.LayerNorm(dtype=self.dtype)(y))
-    hidden = nn.Dense(y.shape[-1], dtype=self.dtype)(nn.gelu(hidden))
-    return y + nn.Dropout(self.dropout_rate, deterministic=not train)(hidden)
+    return y + FeedForward(4 * y.shape[-1], self.dropout_rate, nn.relu, self.dtype,
+                           name="feed_forward")(y, train=train)
+
+
+class MulTStack(nn.Module):
+  """One reference-code TransformerEncoder: E(queries) [and E(source)], L blocks, a LayerNorm."""
+  num_layers: int
+  num_heads: int
+  attention_dropout: float
+  dropout_rate: float
+  embed_dropout: float
+  dtype: Any = jnp.float32
+
+  def embed(self, u: Array, *, train: bool) -> Array:
+    scaled = jnp.sqrt(jnp.asarray(u.shape[-1], u.dtype)) * u
+    scaled = scaled + sinusoidal_positions(u.shape[-2], u.shape[-1]).astype(u.dtype)
+    return nn.Dropout(self.embed_dropout, deterministic=not train)(scaled)
+
+  @nn.compact
+  def __call__(self, queries: Array, query_mask: Array, source: Optional[Array] = None,
+               source_mask: Optional[Array] = None, *, train: bool) -> Array:
+    y = self.embed(queries, train=train)
+    keys = y if source is None else self.embed(source, train=train)
+    mask = nn.make_attention_mask(query_mask, query_mask if source is None else source_mask)
+    for layer in range(self.num_layers):
+      block = CrossModalBlock(self.num_heads, self.attention_dropout, self.dropout_rate,
+                              self.dtype, name=f"layer_{layer}")
+      y = block(y, y if source is None else keys, mask, train=train)
+    return nn.LayerNorm(dtype=self.dtype, name="norm")(y)
+
+
+def _parameter_count(widths, module) -> int:
+  d, count, layers = module.model_dim, len(widths), module.num_layers
+  self_layers = max(layers, 3) if module.self_layers is None else module.self_layers
+  block = lambda w: 4 * w * w + 4 * w + 8 * w * w + 5 * w + 4 * w
+  memory = (count - 1) * d
+  hidden = count * memory
+  return (d * sum(widths.values()) + count * (count - 1) * (layers * block(d) + 2 * d)
+          + count * (self_layers * block(memory) + 2 * memory)
+          + (2 * (hidden * hidden + hidden) if module.residual_projection else 0))
 
 
 class MulTFusion(nn.Module):
   """`{m: (B, T_m, D_m)}`, masks `{m: (B, T_m)}` -> `(B, M·(M−1)·model_dim)`, for M ≥ 2."""
-  model_dim: int = 32
-  num_heads: int = 4
-  num_layers: int = 2
-  self_layers: int = 1
-  mlp_ratio: int = 4
-  pooling: str = "mean"
-  dropout_rate: float = 0.0
+  model_dim: int = 30
+  num_heads: int = 5
+  num_layers: int = 5
+  self_layers: Optional[int] = None
+  pooling: str = "last"
+  residual_projection: bool = True
+  attention_dropout: float = 0.1
+  dropout_rate: float = 0.1
+  embed_dropout: float = 0.25
+  out_dropout: float = 0.0
   dtype: Any = jnp.float32
+
+  info: ClassVar[FusionInfo] = FusionInfo(
+      parameter_count=_parameter_count, additive=False, sequence=True,
+      small=dict(model_dim=8, num_heads=2, num_layers=1, self_layers=1))
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
                *, train: bool = False) -> Array:
     names = sorted(features)
-    if len(names) < 2:
-      raise ValueError(f"MulT attends across modalities and needs at least 2, got {names}")
+    self.info.check_modalities("MulT", names)
     if self.pooling not in ("mean", "last"):
-      raise ValueError(f"MulT pooling must be 'mean' or 'last', got {self.pooling!r}")
+      raise ValueError(f"MulT pooling must be 'last' or 'mean', got {self.pooling!r}")
+    self_layers = max(self.num_layers, 3) if self.self_layers is None else self.self_layers
+    stack = lambda layers, name: MulTStack(layers, self.num_heads, self.attention_dropout,
+                                           self.dropout_rate, self.embed_dropout, self.dtype,
+                                           name=name)
     masks = masks or {}
     tokens, real = {}, {}
     for m in names:
       x, real[m] = as_sequence(features[m], masks.get(m), self.dtype)
-      x = nn.Dense(self.model_dim, dtype=self.dtype, name=f"{m}_projection")(x)
-      tokens[m] = x + sinusoidal_positions(x.shape[-2], self.model_dim).astype(self.dtype)
-    mlp_dim = self.mlp_ratio * self.model_dim
+      tokens[m] = nn.Dense(self.model_dim, use_bias=False, dtype=self.dtype,
+                           name=f"{m}_projection")(x)
     pooled = []
     for target in names:
-      streams = []
-      for source in names:
-        if source == target:
-          continue
-        y = tokens[target]
-        for layer in range(self.num_layers):
-          y = CrossModalBlock(self.num_heads, mlp_dim, self.dropout_rate, self.dtype,
-                              name=f"{source}_to_{target}_{layer}")(
-                                  y, tokens[source], real[source], train=train)
-        streams.append(y)
-      z = jnp.concatenate(streams, axis=-1)                          # (B, T_α, (M−1)·d)
-      self_mask = nn.make_attention_mask(real[target], real[target])
-      for layer in range(self.self_layers):
-        z = TransformerBlock(self.num_heads, self.mlp_ratio * z.shape[-1], self.dropout_rate,
-                             self.dtype, name=f"{target}_self_{layer}")(z, self_mask, train=train)
-      z = nn.LayerNorm(dtype=self.dtype, name=f"{target}_norm")(z)
-      pooled.append(masked_mean(z, real[target]) if self.pooling == "mean"
-                    else last_real_token(z, real[target]))
-    return jnp.concatenate(pooled, axis=-1)
+      streams = [stack(self.num_layers, f"{source}_to_{target}")(
+          tokens[target], real[target], tokens[source], real[source], train=train)
+                 for source in names if source != target]
+      z = stack(self_layers, f"{target}_self")(jnp.concatenate(streams, axis=-1), real[target],
+                                               train=train)          # (B, T_α, (M−1)·d)
+      pooled.append(last_real_token(z, real[target]) if self.pooling == "last"
+                    else masked_mean(z, real[target]))
+    h = jnp.concatenate(pooled, axis=-1)
+    if not self.residual_projection:
+      return h
+    hidden = nn.relu(nn.Dense(h.shape[-1], dtype=self.dtype, name="projection_1")(h))
+    hidden = nn.Dropout(self.out_dropout, deterministic=not train)(hidden)
+    return h + nn.Dense(h.shape[-1], dtype=self.dtype, name="projection_2")(hidden)

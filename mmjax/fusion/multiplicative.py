@@ -9,13 +9,17 @@ of the other modality. Equals tensor fusion of two modalities followed by a full
 
 Parameters: (D_1 + 1)(D_2 + 1)·d = D_1·D_2·d + D_1·d + D_2·d + d.
 """
-from typing import Any, Mapping, Optional
+import math
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.fusion.info import FusionInfo
+
 Array = jax.Array
+_product = math.prod
 
 
 class MultiplicativeFusion(nn.Module):
@@ -23,14 +27,17 @@ class MultiplicativeFusion(nn.Module):
   dim: int = 64
   dtype: Any = jnp.float32
 
+  info: ClassVar[FusionInfo] = FusionInfo(
+      parameter_count=lambda widths, module: module.dim * _product(w + 1 for w in widths.values()),
+      additive=False, min_modalities=2, max_modalities=2)
+
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,
                *, train: bool = False) -> Array:
     del masks, train
     names = sorted(features)
-    if len(names) != 2:
-      raise ValueError(f"multiplicative fusion is bilinear in exactly 2 modalities, got "
-                       f"{len(names)}: {names}; use 'low_rank' or 'tensor' for M != 2")
+    self.info.check_modalities("multiplicative fusion (use 'low_rank' or 'tensor' for M != 2)",
+                               names)
     z1, z2 = (features[m].astype(self.dtype) for m in names)
     w = self.param("W", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2),
                    (z1.shape[-1], z2.shape[-1], self.dim)).astype(self.dtype)

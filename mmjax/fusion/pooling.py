@@ -10,15 +10,22 @@ unit comes from one modality at a time). Used as baselines in e.g. MultiBench (L
 
 Parameters: d·Σ_m (D_m + 1).
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.fusion.info import FusionInfo
+
 Array = jax.Array
 
 _REDUCERS = {"sum": jnp.sum, "mean": jnp.mean, "max": jnp.max}
+
+
+def projection_parameter_count(widths, module) -> int:
+  """d·Σ_m (D_m + 1): one `Dense(d)` per modality."""
+  return module.dim * sum(w + 1 for w in widths.values())
 
 
 class PoolingFusion(nn.Module):
@@ -42,12 +49,21 @@ class SumFusion(PoolingFusion):
   """h = Σ_m (W_m z_m + b_m)."""
   reduce: str = "sum"
 
+  info: ClassVar[FusionInfo] = FusionInfo(parameter_count=projection_parameter_count,
+                                          additive=True, min_modalities=1)
+
 
 class MeanFusion(PoolingFusion):
   """h = (1/M) Σ_m (W_m z_m + b_m)."""
   reduce: str = "mean"
 
+  info: ClassVar[FusionInfo] = FusionInfo(parameter_count=projection_parameter_count,
+                                          additive=True, min_modalities=1)
+
 
 class MaxFusion(PoolingFusion):
   """h = max_m (W_m z_m + b_m), elementwise."""
   reduce: str = "max"
+
+  info: ClassVar[FusionInfo] = FusionInfo(parameter_count=projection_parameter_count,
+                                          additive=False, min_modalities=1)

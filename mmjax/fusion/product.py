@@ -9,11 +9,14 @@ product" fusion of e.g. Kim et al., 2017, "Hadamard Product for Low-rank Bilinea
 
 Parameters: d·Σ_m (D_m + 1).
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.fusion.info import FusionInfo
+from mmjax.fusion.pooling import projection_parameter_count
 
 Array = jax.Array
 
@@ -22,6 +25,9 @@ class ProductFusion(nn.Module):
   """`{m: (B, D_m)}` -> `(B, dim)`."""
   dim: int = 64
   dtype: Any = jnp.float32
+
+  info: ClassVar[FusionInfo] = FusionInfo(parameter_count=projection_parameter_count,
+                                          additive=False, min_modalities=1)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,

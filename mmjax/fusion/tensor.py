@@ -12,11 +12,13 @@ bimodal term z_k[i]·z_l[j], ..., every M-modal product, and the constant 1 at t
 
 Parameters: 0 (the paper's subsequent "sentiment inference" MLP is the model's head here).
 """
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.fusion.info import FusionInfo
 
 Array = jax.Array
 
@@ -29,6 +31,9 @@ def append_one(z: Array) -> Array:
 class TensorFusion(nn.Module):
   """`{m: (B, D_m)}` -> `(B, Π_m (D_m + 1))`."""
   dtype: Any = jnp.float32
+
+  info: ClassVar[FusionInfo] = FusionInfo(parameter_count=lambda widths, module: 0,
+                                          additive=False, min_modalities=1)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], masks: Optional[Mapping[str, Array]] = None,

@@ -1,0 +1,1 @@
+"""Building blocks shared by encoders and fusions: transformer blocks, positions, masking."""
