@@ -1,11 +1,15 @@
 """The fusion benchmark: every fusion on every `interactions` config, a few seeds each, and the
 low-rank vs. tensor fusion training speed.
 
-    python experiments/bench_fusion.py --data-dir /tmp/tfds --out experiments/results/fusion
+    python experiments/bench_fusion.py --data-dir /tmp/tfds [--out runs/bench_fusion/fusion_interactions]
 
-writes `OUT.csv` (one row per fusion, config and seed), `OUT.md` (mean ± std test accuracy per
-fusion and config, parameter count, train samples/s, and the speed comparison) and `OUT.png`
-(accuracy per fusion per config; needs matplotlib, `pip install -e ".[bench]"`).
+writes `OUT.csv` (one row per fusion, config and seed), `OUT_speed.csv` (the LMF vs TFN speed
+table), `OUT.md` (mean ± std test accuracy per fusion and config, the fusion's and the whole
+model's parameter counts, train samples/s, and the speed table) and `OUT.png` (accuracy per fusion
+per config; needs matplotlib, `pip install -e ".[bench]"`). The default OUT is under `runs/`; the
+committed results are `experiments/results/fusion_interactions`, updated in place with
+`--out experiments/results/fusion_interactions --merge --fusions=CHANGED,...`: `--merge` keeps the
+existing rows of the (config, fusion) pairs not re-run, and `--no-speed` reuses `OUT_speed.csv`.
 
 Every model is `experiments/configs/interactions.py:CONFIG,FUSION` (an MLP per modality, or
 per-modality tokens for mult and mbt -> fusion -> a linear head), trained with mmjax's own
@@ -51,7 +55,7 @@ def experiment_config(data_config: str, fusion: str, args) -> ml_collections.Con
 
 def train_seeds(config, readers, seeds) -> list:
   """Trains one model per seed (compiling the steps once); returns, per seed, the test accuracy,
-  the parameter count and the train samples/s."""
+  the whole model's parameter count and the train samples/s."""
   model = model_from_config(config.model)
   tasks = tasks_from_config(config.tasks)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
@@ -121,10 +125,20 @@ def speed_table(args) -> list:
                           args.speed_steps)
     low_rank = fusion_speed(LowRankFusion(dim=1, rank=4), widths, args.speed_batch,
                             args.speed_steps)
-    rows.append({"widths": "/".join(map(str, widths)), "tensor_samples_per_s": tensor,
+    rows.append({"widths": "/".join(map(str, widths)), "batch": args.speed_batch,
+                 "tensor_samples_per_s": tensor,
                  "low_rank_samples_per_s": low_rank, "ratio": low_rank / tensor})
     print(json.dumps(rows[-1]), flush=True)
   return rows
+
+
+def parameter_counts(data_config: str, fusion: str, args) -> tuple:
+  """(the fusion's, the whole model's) parameter counts, from shapes only."""
+  config = experiment_config(data_config, fusion, args)
+  batch = interactions.model_inputs({key: np.stack([np.asarray(value)] * 2) for key, value in
+                                     interactions.make_example(data_config, 0, 0, 0).items()})
+  params = jax.eval_shape(model_from_config(config.model).init, jax.random.key(0), batch)["params"]
+  return parameter_count(params.get("fusion", {})), parameter_count(params)
 
 
 def mean_std(values) -> str:
@@ -146,21 +160,28 @@ def write_markdown(path, rows, speeds, fusions, configs, bayes, args) -> None:
            f"batch {args.batch}; test accuracy %, mean ± std)", "",
            "Column headers give each config's Bayes-optimal accuracy: expected / on this test "
            "set (the realised label noise of its 2,000 examples).", "",
+           "Parameters: the fusion's own, and the whole model's (two MLP or token encoders, the "
+           f"fusion, a linear head) on `{configs[0]}`. Train samples/s as measured in each row's "
+           "own run: rows updated with `--merge` come from another session and another machine "
+           "load, so compare speeds only within one run.", "",
            "| fusion | " + " | ".join(f"{c} (Bayes {100 * interactions.bayes_accuracy(c):.1f} / "
                                       f"{100 * bayes[c]:.1f})" for c in configs)
-           + " | params (synergy) | train samples/s |",
-           "|---" * (len(configs) + 3) + "|"]
+           + " | fusion params | model params | train samples/s |",
+           "|---" * (len(configs) + 4) + "|"]
   for fusion in fusions:
-    cells = [mean_std([r["accuracy"] for r in rows if r["fusion"] == fusion and r["config"] == c])
-             for c in configs]
-    synergy = [r for r in rows if r["fusion"] == fusion and r["config"] == "synergy"]
-    speed = statistics.mean(r["samples_per_s"] for r in rows if r["fusion"] == fusion)
+    cells = [mean_std([float(r["accuracy"]) for r in rows
+                       if r["fusion"] == fusion and r["config"] == c]) for c in configs]
+    fusion_params, model_params = parameter_counts(configs[0], fusion, args)
+    speed = statistics.mean(float(r["samples_per_s"]) for r in rows if r["fusion"] == fusion)
     lines.append(f"| {fusion} | " + " | ".join(cells)
-                 + f" | {synergy[0]['params'] if synergy else ''} | {speed:,.0f} |")
-  lines += ["", "## Low-rank (LMF) vs tensor (TFN) fusion, train samples/s, output 1, rank 4, "
-            f"batch {args.speed_batch}", "", "| widths | TFN | LMF | LMF / TFN |", "|---|---|---|---|"]
-  lines += [f"| {s['widths']} | {s['tensor_samples_per_s']:,.0f} | "
-            f"{s['low_rank_samples_per_s']:,.0f} | {s['ratio']:.1f}x |" for s in speeds]
+                 + f" | {fusion_params} | {model_params} | {speed:,.0f} |")
+  if speeds:
+    lines += ["", "## Low-rank (LMF) vs tensor (TFN) fusion, train samples/s, output 1, rank 4, "
+              f"batch {speeds[0]['batch']}", "", "| widths | TFN | LMF | LMF / TFN |",
+              "|---|---|---|---|"]
+    lines += [f"| {s['widths']} | {float(s['tensor_samples_per_s']):,.0f} | "
+              f"{float(s['low_rank_samples_per_s']):,.0f} | {float(s['ratio']):.1f}x |"
+              for s in speeds]
   lines += ["", f"Command: `python experiments/bench_fusion.py {' '.join(args.argv)}`", ""]
   with open(path, "w") as file:
     file.write("\n".join(lines))
@@ -173,7 +194,7 @@ def write_plot(path, rows, fusions, configs) -> None:
   figure, axis = plt.subplots(figsize=(12, 4.5))
   width = 0.8 / len(configs)
   for k, config in enumerate(configs):
-    means = [statistics.mean(r["accuracy"] for r in rows
+    means = [statistics.mean(float(r["accuracy"]) for r in rows
                              if r["fusion"] == f and r["config"] == config) for f in fusions]
     axis.bar(np.arange(len(fusions)) + k * width, means, width, label=config)
     axis.axhline(interactions.bayes_accuracy(config), color=f"C{k}", linestyle=":", linewidth=1)
@@ -185,23 +206,56 @@ def write_plot(path, rows, fusions, configs) -> None:
   figure.savefig(path, dpi=120)
 
 
+def read_csv(path: str) -> list:
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as file:
+    return list(csv.DictReader(file))
+
+
+def write_csv(path: str, rows: list) -> None:
+  with open(path, "w", newline="") as file:
+    writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data-dir", default=None, help="tfds data dir (default: tfds's own)")
-  parser.add_argument("--out", default="experiments/results/fusion_interactions")
-  parser.add_argument("--fusions", default=",".join(FUSIONS))
-  parser.add_argument("--configs", default=",".join(interactions.NUM_CLASSES))
-  parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--steps", type=int, default=1000)
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--learning-rate", type=float, default=3e-3)
-  parser.add_argument("--speed-batch", type=int, default=256)
-  parser.add_argument("--speed-steps", type=int, default=10)
+  parser.add_argument("--data-dir", default=None,
+                      help="tfds data dir where the interactions configs are generated "
+                           "(default: tfds's own, ~/tensorflow_datasets)")
+  parser.add_argument("--out", default="runs/bench_fusion/fusion_interactions",
+                      help="output path prefix for .csv, _speed.csv, .md, .png (default under "
+                           "runs/, so the committed experiments/results are never overwritten "
+                           "by accident)")
+  parser.add_argument("--fusions", default=",".join(FUSIONS),
+                      help="comma-separated registered fusion names to train (default: all)")
+  parser.add_argument("--configs", default=",".join(interactions.NUM_CLASSES),
+                      help="comma-separated interactions configs (default: all four)")
+  parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per fusion and config")
+  parser.add_argument("--steps", type=int, default=1000, help="training steps per model")
+  parser.add_argument("--batch", type=int, default=128, help="training batch size")
+  parser.add_argument("--learning-rate", type=float, default=3e-3, help="peak learning rate")
+  parser.add_argument("--speed-batch", type=int, default=256,
+                      help="batch size of the LMF vs TFN speed table")
+  parser.add_argument("--speed-steps", type=int, default=10,
+                      help="timed steps per entry of the speed table")
+  parser.add_argument("--no-speed", action="store_true",
+                      help="skip the LMF vs TFN speed table (reuse OUT_speed.csv if it exists)")
+  parser.add_argument("--merge", action="store_true",
+                      help="keep the rows of OUT.csv whose (config, fusion) is not re-run, and "
+                           "summarise every fusion in it")
   args = parser.parse_args(argv)
   args.argv = argv if argv is not None else sys.argv[1:]
   fusions, configs = args.fusions.split(","), args.configs.split(",")
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
-  speeds = speed_table(args)
+  if args.no_speed:
+    speeds = read_csv(args.out + "_speed.csv")
+  else:
+    speeds = speed_table(args)
+    write_csv(args.out + "_speed.csv", speeds)
   rows, bayes = [], {}
   for config in configs:
     builder = data.prepare(f"interactions/{config}", args.data_dir)
@@ -213,10 +267,19 @@ def main(argv=None):
                                 range(args.seeds)):
         rows.append({"config": config, "fusion": fusion, **result})
         print(json.dumps(rows[-1]), flush=True)
-  with open(args.out + ".csv", "w", newline="") as file:
-    writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+  if args.merge:
+    rerun = {(r["config"], r["fusion"]) for r in rows}
+    kept = [r for r in read_csv(args.out + ".csv") if (r["config"], r["fusion"]) not in rerun]
+    rows = kept + rows
+    fusions = [f for f in FUSIONS if any(r["fusion"] == f for r in rows)]
+    configs = [c for c in interactions.NUM_CLASSES if any(r["config"] == c for r in rows)]
+    for config in configs:
+      if config not in bayes:
+        builder = data.prepare(f"interactions/{config}", args.data_dir)
+        bayes[config] = test_set_bayes(data.ExampleReader(builder, "test", True), config)
+  rows.sort(key=lambda r: (list(interactions.NUM_CLASSES).index(r["config"]),
+                           list(FUSIONS).index(r["fusion"]), int(r["seed"])))
+  write_csv(args.out + ".csv", rows)
   write_markdown(args.out + ".md", rows, speeds, fusions, configs, bayes, args)
   write_plot(args.out + ".png", rows, fusions, configs)
 

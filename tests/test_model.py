@@ -4,7 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.model import model_from_config
+from mmjax import registry
+from mmjax.encoders import ENCODERS
+from mmjax.fusion import FUSIONS
+from mmjax.model import fusion_config, model_from_config
+from mmjax.tasks.heads import HEADS
 from mmjax.tasks.objective import means_from_sums, multitask_objective, tasks_from_config
 
 SMALL = {
@@ -59,13 +63,16 @@ def test_unknown_names_list_the_valid_ones(part, message):
 
 def test_bad_constructor_argument_names_the_module():
   config = {**SMALL, "heads": {"label": {"name": "linear", "num_classes": 3, "width": 2}}}
-  with pytest.raises(ValueError, match="bad config for head 'linear'.*width"):
+  with pytest.raises(ValueError, match="head 'linear' has no field width; its fields are: "
+                                       "num_classes, dtype"):
     model_from_config(config)
 
 
 def test_objective_sums_skip_zero_weight_examples_and_weights_tasks():
-  logits = {"a": jnp.array([[2.0, 0.0], [0.0, 3.0], [5.0, 0.0]]),
-            "b": jnp.array([[0.0, 1.0], [1.0, 0.0], [0.0, 9.0]])}
+  """The zero-weight example is classified correctly with a large loss: counting it anywhere
+  would change both accuracy and loss."""
+  logits = {"a": jnp.array([[2.0, 0.0], [0.0, 3.0], [0.0, 5.0]]),
+            "b": jnp.array([[0.0, 1.0], [1.0, 0.0], [9.0, 0.0]])}
   batch_ = {"a": jnp.array([0, 0, 1]), "b": jnp.array([1, 1, 0]),
             "weight": jnp.array([1.0, 1.0, 0.0])}
   tasks = tasks_from_config({"a": {"weight": 1.0}, "b": {"weight": 0.5}})
@@ -77,3 +84,42 @@ def test_objective_sums_skip_zero_weight_examples_and_weights_tasks():
   means = means_from_sums(jax.device_get(sums))
   assert means["a/accuracy"] == 0.5 and means["b/accuracy"] == 0.5
   assert means["loss"] == pytest.approx(loss_a + 0.5 * loss_b, rel=1e-6)
+
+
+def _registered():
+  return [(kind, reg, name) for kind, reg in (("encoder", ENCODERS), ("fusion", FUSIONS),
+                                              ("head", HEADS)) for name in sorted(reg)]
+
+
+REQUIRED = {"vocab_size": 30, "num_classes": 3}
+
+
+@pytest.mark.parametrize("kind,reg,name", _registered(),
+                         ids=[f"{k}-{n}" for k, _, n in _registered()])
+def test_config_spec_lists_every_field_and_builds_the_module_with_its_defaults(kind, reg, name):
+  fields = registry.fields(reg[name])
+  required = {f: REQUIRED[f] for f, field in fields.items()
+              if field.default is registry.dataclasses.MISSING
+              and field.default_factory is registry.dataclasses.MISSING}
+  spec = registry.spec(reg, name, kind, **required)
+  assert set(spec) == {"name", *fields}
+  assert registry.build(reg, spec, kind) == reg[name](**required)
+
+
+def test_every_field_of_a_spec_can_be_overridden_on_the_command_line():
+  from ml_collections import config_flags  # noqa: F401 (the override syntax under test)
+  from ml_collections.config_flags import config_path
+  spec = fusion_config("mult")
+  config_path.set_value("self_layers", spec, 2)          # a None default: a typed placeholder
+  config_path.set_value("dtype", spec, "bfloat16")
+  module = registry.build(FUSIONS, spec, "fusion")
+  assert module.self_layers == 2 and module.dtype == jnp.bfloat16
+
+
+def test_unknown_field_is_one_line_naming_the_valid_fields():
+  with pytest.raises(ValueError) as error:
+    fusion_config("low_rank", rankk=8)
+  assert str(error.value) == ("fusion 'low_rank' has no field rankk; its fields are: dim, rank, "
+                              "rank_weights, dtype")
+  with pytest.raises(ValueError, match="fusion 'low_rank' has no field rankk; its fields are"):
+    registry.build(FUSIONS, {"name": "low_rank", "rankk": 8}, "fusion")

@@ -1,17 +1,23 @@
 """The trainer end to end: learning the built-in dataset, exact resume, checkpoint retention,
 config errors before compilation, and the CLI."""
+import functools
 import json
 import os
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmjax import data
 from mmjax.data import mm_shapes
+from mmjax.data.pipeline import train_batch_indices
+from mmjax.model import encoder_config, head_config
 from mmjax.train import checkpoint, loop
 from mmjax.train.defaults import load_config
+from mmjax.train.step import eval_step, evaluate, train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_CONFIG = os.path.join(REPO, "experiments", "configs", "seed_text_image.py")
@@ -26,10 +32,12 @@ def seed_config(data_dir):
 def tiny_config(data_dir, total_steps=8):
   """A small model with dropout everywhere, so exact resume also covers the per-step rng."""
   config = seed_config(data_dir)
-  config.model.encoders.text = dict(name="transformer", vocab_size=64, max_length=12, model_dim=16,
-                                    num_layers=1, num_heads=2, mlp_dim=16, dropout_rate=0.1)
-  config.model.encoders.image = dict(name="conv_pool", channels=8)
-  config.model.heads.label = dict(name="mlp", num_classes=9, hidden_dims=(16,), dropout_rate=0.2)
+  config.model.encoders.text = encoder_config("transformer", vocab_size=64, max_length=12,
+                                              model_dim=16, num_layers=1, num_heads=2, mlp_dim=16,
+                                              dropout_rate=0.1)
+  config.model.encoders.image = encoder_config("conv_pool", channels=8)
+  config.model.heads.label = head_config("mlp", num_classes=9, hidden_dims=(16,),
+                                         dropout_rate=0.2)
   config.batch_size = 16
   config.total_steps = total_steps
   config.optimizer.warmup_steps = 2
@@ -50,6 +58,7 @@ def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path)
     written = json.load(file)
   assert written["test"]["accuracy"] == results["test"]["accuracy"]
   assert set(written) == {"step", "validation", "test"}
+  assert written["test"]["examples"] == 2000 and written["validation"]["examples"] == 1000
   assert os.listdir(tmp_path / "checkpoints")
 
 
@@ -112,7 +121,7 @@ def test_bad_config_fails_in_one_line_before_compiling(data_dir, tmp_path, overr
 
 def test_an_encoder_for_a_modality_the_dataset_lacks_is_named(data_dir, tmp_path):
   config = tiny_config(data_dir)
-  config.model.encoders.audio = dict(name="conv_pool", channels=4)
+  config.model.encoders.audio = encoder_config("conv_pool", channels=4)
   with pytest.raises(loop.ConfigError, match="encoders has 'audio' but dataset 'mm_shapes'"):
     loop.train_and_evaluate(config, str(tmp_path))
 
@@ -138,3 +147,78 @@ def test_cli_train_then_eval(data_dir, tmp_path):
   usage = subprocess.run([sys.executable, "-m", "mmjax.cli", "fit", *common], env=env,
                          capture_output=True, text=True)
   assert usage.returncode != 0 and "usage: mmjax {train|eval}" in usage.stderr
+
+
+def test_trainer_feeds_the_batches_of_its_config_seed(data_dir, tmp_path, monkeypatch):
+  """The batch the trainer trains on at step s is the pipeline's batch (config.seed, s)."""
+  config = tiny_config(data_dir, total_steps=2)
+  config.seed = 3
+  seen = []
+  original = loop.data.train_batches
+
+  def recording(reader, batch_size, **kwargs):
+    for batch in original(reader, batch_size, **kwargs):
+      seen.append((reader, batch))
+      yield batch
+
+  monkeypatch.setattr(loop.data, "train_batches", recording)
+  loop.train_and_evaluate(config, str(tmp_path))
+  reader, first = seen[0]
+  expected = reader.read(train_batch_indices(3, 0, config.batch_size, len(reader)))
+  for key in expected:
+    np.testing.assert_array_equal(first[key], expected[key])
+
+
+def test_dropout_masks_differ_between_steps_and_repeat_for_the_same_step(data_dir):
+  """The step's dropout key is the run's key folded with the step number: the same parameters
+  and batch give another loss at another step, the same loss at the same step."""
+  config = tiny_config(data_dir)
+  readers, tasks, schedule, state, step_rng = loop._setup(config)
+  batch = next(data.eval_batches(readers["train"], config.batch_size))
+  step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule))
+  loss_at = lambda s, rng=step_rng: float(step(state.replace(step=s), batch, rng)[1]["loss"])
+  assert loss_at(0) == loss_at(0)
+  assert loss_at(0) != loss_at(1)
+  assert loss_at(1) != loss_at(1, jax.random.key(99))
+
+
+def test_a_diverging_run_stops_with_the_non_finite_loss_error(data_dir, tmp_path):
+  config = tiny_config(data_dir, total_steps=6)
+  config.optimizer.learning_rate = 1e30
+  config.optimizer.warmup_steps = 0
+  config.log_every_steps = 1
+  with pytest.raises(FloatingPointError, match="non-finite training loss .* at step"):
+    loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_results_report_each_split_evaluated_on_its_own_examples(data_dir, tmp_path):
+  config = tiny_config(data_dir, total_steps=2)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["validation"]["examples"] == 1000 and results["test"]["examples"] == 2000
+  readers, tasks, _, state, _ = loop._setup(config)
+  manager = checkpoint.checkpoint_manager(str(tmp_path), 2, "label/accuracy", "max",
+                                          read_only=True)
+  final = checkpoint.restore(manager, state)
+  eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
+  test = evaluate(eval_fn, final, data.eval_batches(readers["test"], 2000))
+  for key, value in test.items():
+    assert results["test"][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_metrics_do_not_depend_on_the_eval_batch_size_or_its_padding(data_dir):
+  """The last eval batch is padded with copies of its first example (weight 0). With a batch size
+  chosen so that this copy is classified correctly, counting the padding would raise accuracy."""
+  config = tiny_config(data_dir)
+  readers, tasks, _, state, _ = loop._setup(config)
+  reader = readers["validation"]
+  everything = reader.read(np.arange(len(reader)))
+  logits = state.apply_fn({"params": state.params}, everything)["label"]
+  correct = np.asarray(jnp.argmax(logits, axis=-1) == everything["label"])
+  size = len(reader)
+  batch_size = next(b for b in range(2, size) if size % b and correct[(size // b) * b])
+  eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
+  whole = evaluate(eval_fn, state, data.eval_batches(reader, size))
+  padded = evaluate(eval_fn, state, data.eval_batches(reader, batch_size))
+  assert padded["examples"] == whole["examples"] == size
+  for key, value in whole.items():
+    assert padded[key] == pytest.approx(value, rel=1e-5), key

@@ -38,9 +38,11 @@ def eval_step(state: TrainState, batch: Batch, *, tasks: Mapping[str, Task]) -> 
 
 
 def evaluate(eval_fn: Any, state: TrainState, batches) -> Dict[str, float]:
-  """Runs `eval_fn(state, batch)` over `batches` and returns exact means over all real examples."""
+  """Runs `eval_fn(state, batch)` over `batches` and returns exact means over all real examples,
+  and their number as `examples`."""
   totals = None
   for batch in batches:
     sums = eval_fn(state, batch)
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-  return means_from_sums(jax.device_get(totals))
+  totals = jax.device_get(totals)
+  return {**means_from_sums(totals), "examples": int(round(float(totals["count"])))}
