@@ -10,7 +10,11 @@ M > 2 modalities, the paper's general GMU (its Fig. 2b): one independent sigmoid
 The gates are not normalised: each modality's contribution is switched on or off on its own.
 `gate="softmax"` (not the paper's) normalises them over modalities, g_m = softmax_m(W_gm [z]),
 making h a convex combination of the h_m. The paper's equations have no biases (Θ = {W_m, W_g}),
-so `use_bias=False` is the default; `use_bias=True` adds one to every linear map.
+and neither has the authors' code (johnarevalo/gmu-mmimdb, `GatedBimodal` and its `Linear(...,
+use_bias=False)` projections), so `use_bias=False` is the default; `use_bias=True` adds one to
+every linear map. One difference from the authors' code, where we follow the paper's equation:
+their gate reads the projected features [W_1 z_1; W_2 z_2] (before tanh), the paper's reads the
+inputs [z_1; z_2]. The authors' code has only the bimodal unit; the M > 2 form is the paper's.
 
 Parameters (β = 1 if use_bias else 0, S = Σ_m D_m):
     d·Σ_m (D_m + β) + d·(S + β)        for M = 2
