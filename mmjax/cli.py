@@ -5,13 +5,21 @@ from typing import List, Optional
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mmjax.train import loop
+from mmjax.train import loop, parallel
 from mmjax.train.defaults import load_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 _STEP = flags.DEFINE_integer("step", None, "eval: the checkpoint step to evaluate (default latest).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Run as one process of a multi-process (multi-host) job: "
+    "jax.distributed.initialize, detecting SLURM, Open MPI or a TPU pod unless the three flags "
+    "below are given.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (implies --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes the job has.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. N − 1.")
 COMMANDS = ("train", "eval")
 
 
@@ -55,6 +63,8 @@ def main(argv):
     raise app.UsageError("both --config and --workdir are required")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  if _DISTRIBUTED.value or _COORDINATOR.value:
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if argv[1] == "train":
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   else:

@@ -52,11 +52,22 @@ def head_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
 
 
 def model_from_config(model_config: Mapping[str, Any]) -> MultimodalModel:
-  """Builds the model from `{encoders: {m: spec}, fusion: spec, heads: {task: spec}}`; each spec is
-  `{name: registered name, **constructor fields}` (config files write them with `encoder_config`,
-  `fusion_config` and `head_config`, which list every field)."""
-  encoders = {m: registry.build(ENCODERS, spec, "encoder")
-              for m, spec in model_config["encoders"].items()}
-  heads = {t: registry.build(HEADS, spec, "head") for t, spec in model_config["heads"].items()}
-  fusion = registry.build(FUSIONS, model_config["fusion"], "fusion")
+  """Builds the model from `{encoders: {m: spec}, fusion: spec, heads: {task: spec}, dtype}`; each
+  spec is `{name: registered name, **constructor fields}` (config files write them with
+  `encoder_config`, `fusion_config` and `head_config`, which list every field).
+
+  `dtype` (default float32) is the compute dtype of every module whose spec leaves `dtype` unset:
+  `bfloat16` gives mixed precision, with parameters kept in float32 and logits and losses computed
+  in float32 (the heads cast their outputs)."""
+  compute_dtype = model_config.get("dtype") or "float32"
+
+  def build(registry_, spec, kind):
+    spec = dict(spec)
+    if spec.get("dtype") is None:
+      spec["dtype"] = compute_dtype
+    return registry.build(registry_, spec, kind)
+
+  encoders = {m: build(ENCODERS, spec, "encoder") for m, spec in model_config["encoders"].items()}
+  heads = {t: build(HEADS, spec, "head") for t, spec in model_config["heads"].items()}
+  fusion = build(FUSIONS, model_config["fusion"], "fusion")
   return MultimodalModel(encoders=encoders, fusion=fusion, heads=heads)

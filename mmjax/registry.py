@@ -33,11 +33,12 @@ def _check_fields(constructor, given, kind: str, name: str) -> None:
                      f"{', '.join(valid)}")
 
 
-def _config_value(field: dataclasses.Field, value: Any) -> Any:
-  """`value` as a config field: dtypes by name, and None as a typed placeholder (so that the
-  command line can set it)."""
+def _config_value(field: dataclasses.Field, value: Any, given: bool) -> Any:
+  """`value` as a config field: None as a typed placeholder (so that the command line can set
+  it), and dtypes by name, None unless given (the module then computes in the model's dtype,
+  `config.model.dtype`)."""
   if field.name == "dtype":
-    return jnp.dtype(value).name
+    return jnp.dtype(value).name if given else ml_collections.config_dict.placeholder(str)
   if value is None:
     options = [t for t in typing.get_args(field.type) if t is not type(None)]
     return ml_collections.config_dict.placeholder(options[0] if len(options) == 1 else object)
@@ -61,7 +62,7 @@ def spec(registry: Mapping[str, Callable[..., Any]], name: str, kind: str,
       value = field.default_factory()
     else:
       raise ValueError(f"{kind} {name!r} needs a value for {field_name!r}")
-    config[field_name] = _config_value(field, value)
+    config[field_name] = _config_value(field, value, field_name in values)
   return config
 
 
@@ -74,7 +75,9 @@ def build(registry: Mapping[str, Callable[..., Any]], spec_: Mapping[str, Any], 
   name = spec_.pop("name")
   constructor = lookup(registry, name, kind)
   _check_fields(constructor, spec_, kind, name)
-  if isinstance(spec_.get("dtype"), str):
+  if spec_.get("dtype", "") is None:
+    del spec_["dtype"]
+  elif isinstance(spec_.get("dtype"), str):
     spec_["dtype"] = jnp.dtype(spec_["dtype"])
   try:
     return constructor(**spec_)

@@ -17,6 +17,7 @@ from mmjax.data.pipeline import train_batch_indices
 from mmjax.model import encoder_config, head_config
 from mmjax.train import checkpoint, loop
 from mmjax.train.defaults import load_config
+from mmjax.train.state import make_optimizer
 from mmjax.train.step import eval_step, evaluate, train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,7 @@ def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path)
 
 
 def _final_params(workdir, config):
-  readers, tasks, schedule, state, _ = loop._setup(config)
+  readers, tasks, _, state, _ = loop._setup(config)
   manager = checkpoint.checkpoint_manager(workdir, 2, "label/accuracy", "max", read_only=True)
   return checkpoint.restore(manager, state)
 
@@ -173,7 +174,8 @@ def test_dropout_masks_differ_between_steps_and_repeat_for_the_same_step(data_di
   """The step's dropout key is the run's key folded with the step number: the same parameters
   and batch give another loss at another step, the same loss at the same step."""
   config = tiny_config(data_dir)
-  readers, tasks, schedule, state, step_rng = loop._setup(config)
+  readers, tasks, _, state, step_rng = loop._setup(config)
+  _, schedule = make_optimizer(config.optimizer, config.total_steps)
   batch = next(data.eval_batches(readers["train"], config.batch_size))
   step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule))
   loss_at = lambda s, rng=step_rng: float(step(state.replace(step=s), batch, rng)[1]["loss"])

@@ -25,7 +25,6 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
     encoder = lambda: encoder_config("feature_tokens", num_tokens=4, model_dim=16)
   else:
     encoder = lambda: encoder_config("mlp", hidden_dims=(32,), dim=16)
-  config.model = ml_collections.ConfigDict()
   config.model.encoders = ml_collections.ConfigDict({"a": encoder(), "b": encoder()})
   config.model.fusion = fusion_config(fusion, **FUSION_OPTIONS.get(fusion, {}))
   config.model.heads = ml_collections.ConfigDict()

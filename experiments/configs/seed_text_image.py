@@ -15,7 +15,6 @@ from mmjax.train.defaults import trainer_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = trainer_config("mm_shapes")
-  config.model = ml_collections.ConfigDict()
   config.model.encoders = ml_collections.ConfigDict()
   config.model.encoders.text = encoder_config("lstm", vocab_size=25_000, embed_dim=100,
                                               hidden_dim=256, num_layers=2)

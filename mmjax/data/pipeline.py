@@ -3,6 +3,8 @@
 No TensorFlow: builders write array_record files; reading is random access, so the batch at train
 step s is a pure function of (seed, s). Resuming at step s therefore needs no iterator state
 beyond the step itself, and a resumed run sees exactly the batches an uninterrupted run would.
+With several processes (hosts), process p of P reads only its rows of every global batch, the
+p-th of P equal blocks, and the driver assembles the global array from them.
 """
 import dataclasses
 from typing import Callable, Dict, Iterator, Optional
@@ -98,9 +100,20 @@ def train_batch_indices(seed: int, step: int, batch_size: int, size: int) -> np.
   return indices
 
 
+def process_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+  """The rows of a global batch that process `process_index` of `process_count` reads."""
+  if batch_size % process_count:
+    raise ValueError(f"batch size {batch_size} does not split over {process_count} processes; "
+                     "use a multiple of the process count")
+  local = batch_size // process_count
+  return slice(process_index * local, (process_index + 1) * local)
+
+
 def train_batches(reader: ExampleReader, batch_size: int, seed: int, start_step: int = 0,
-                  num_threads: int = 2) -> Iterator[Batch]:
-  """Endless shuffled batches (reshuffled every epoch), starting at the batch of `start_step`.
+                  num_threads: int = 2, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[Batch]:
+  """Endless shuffled batches (reshuffled every epoch), starting at the batch of `start_step`:
+  this process's rows of each global batch of `batch_size`.
 
   grain maps step numbers to batches (read in background threads, prefetched); which examples
   form a batch is computed for the whole batch at once, so per-example Python work is avoided.
@@ -109,19 +122,24 @@ def train_batches(reader: ExampleReader, batch_size: int, seed: int, start_step:
   if size < batch_size:
     raise ValueError(f"the training split has {size} examples, fewer than batch_size="
                      f"{batch_size}; lower config.batch_size")
+  rows = process_rows(batch_size, process_index, process_count)
   dataset = grain.MapDataset.range(start_step, _ENDLESS).map(
-      lambda step: reader.read(train_batch_indices(seed, step, batch_size, size)))
+      lambda step: reader.read(train_batch_indices(seed, step, batch_size, size)[rows]))
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
   return iter(dataset.to_iter_dataset(read_options))
 
 
-def eval_batches(reader: ExampleReader, batch_size: int, num_threads: int = 2) -> Iterator[Batch]:
+def eval_batches(reader: ExampleReader, batch_size: int, num_threads: int = 2,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
   """Every example once, in order, in batches of `batch_size`; the last batch is padded with
-  copies of its first example whose `weight` is 0, so metrics count each example once."""
+  copies of its first example whose `weight` is 0, so metrics count each example once. Yields
+  this process's rows of each global batch."""
+  rows = process_rows(batch_size, process_index, process_count)
 
   def read_padded(indices: np.ndarray) -> Batch:
-    batch = reader.read(np.concatenate([indices, np.repeat(indices[:1], batch_size - len(indices))]))
-    batch["weight"] = (np.arange(batch_size) < len(indices)).astype(np.float32)
+    padded = np.concatenate([indices, np.repeat(indices[:1], batch_size - len(indices))])
+    batch = reader.read(padded[rows])
+    batch["weight"] = (np.arange(batch_size) < len(indices)).astype(np.float32)[rows]
     return batch
 
   dataset = grain.MapDataset.range(len(reader)).batch(batch_size).map(read_padded)

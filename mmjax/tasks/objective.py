@@ -39,19 +39,19 @@ def multitask_objective(outputs: Mapping[str, Array], batch: Mapping[str, Array]
   weights: Optional[Array] = batch.get("weight")
   count = (jnp.asarray(next(iter(outputs.values())).shape[0], jnp.float32)
            if weights is None else weights.sum())
-  total = jnp.zeros((), jnp.float32)
+  weighted_sum = jnp.zeros((), jnp.float32)
   sums = {"count": count}
   for name, task in tasks.items():
     logits, labels = outputs[name], batch[task.label_key]
     loss_sum = task.loss(logits, labels, weights, reduction="sum")
-    total = total + task.weight * loss_sum / jnp.maximum(count, 1)
+    weighted_sum = weighted_sum + task.weight * loss_sum
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     if weights is not None:
       correct = correct * weights
     sums[f"{name}/loss"] = loss_sum
     sums[f"{name}/accuracy"] = correct.sum()
-  sums["loss"] = total * count
-  return total, sums
+  sums["loss"] = weighted_sum
+  return weighted_sum / jnp.maximum(count, 1), sums
 
 
 def means_from_sums(sums: Mapping[str, Any]) -> Dict[str, float]:

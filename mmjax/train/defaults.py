@@ -17,9 +17,11 @@ def load_config(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDi
 
 
 def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
-  """Every field `mmjax.train.loop` reads, except `model` and `tasks`."""
+  """Every field `mmjax.train.loop` reads, except the model's modules and `tasks`."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.model = ml_collections.ConfigDict()
+  config.model.dtype = "float32"        # compute dtype of every module: bfloat16 = mixed precision
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = dataset_name
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
@@ -27,9 +29,17 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.dataset.cache_in_memory = True
   config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection
 
-  config.batch_size = 64
+  config.batch_size = 64                 # the global batch, over every device and process
   config.eval_batch_size = 500
   config.total_steps = 1000
+  config.grad_accum_steps = 1            # micro-batches per step: the update of one k× batch
+  config.ema_decay = 0.0                 # > 0: evaluate and checkpoint an EMA of the parameters
+
+  config.parallel = ml_collections.ConfigDict()
+  config.parallel.driver = "jit"         # 'jit' (named shardings) or 'pmap' (shard_map per device)
+  config.parallel.num_devices = 0        # 0: every device of every process
+  config.parallel.fsdp = 1               # jit: size of the mesh axis that splits parameters
+  config.parallel.fsdp_rules = (".*",)   # jit: regexes of the state paths split along 'fsdp'
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-3
   config.optimizer.warmup_steps = 100

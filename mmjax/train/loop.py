@@ -1,7 +1,9 @@
-"""The trainer: config -> data -> model -> state -> resume -> steps -> evals -> results.json.
+"""The trainer: config -> data -> model -> devices -> state -> resume -> steps -> evals ->
+results.json.
 
 One linear function a reader follows top to bottom. Every problem in the config is reported in one
-line before anything is compiled.
+line before anything is compiled. On many hosts every process runs it: each reads its own rows of
+every batch, all save and restore checkpoints together, and only process 0 writes logs and results.
 """
 import functools
 import json
@@ -17,10 +19,10 @@ from tqdm import tqdm
 from mmjax import data
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import means_from_sums, tasks_from_config
-from mmjax.train import checkpoint
+from mmjax.train import checkpoint, parallel
 from mmjax.train.metrics_writer import MetricsWriter
-from mmjax.train.state import create_train_state, make_optimizer, parameter_count
-from mmjax.train.step import eval_step, evaluate, train_step
+from mmjax.train.state import init_state, make_optimizer, parameter_count
+from mmjax.train.step import evaluate
 
 
 class ConfigError(ValueError):
@@ -28,12 +30,33 @@ class ConfigError(ValueError):
 
 
 def check_step_counts(config: Any) -> None:
-  """Raises ConfigError for a batch size or step interval that is not positive."""
+  """Raises ConfigError for a batch size or step interval that is not positive, or that does not
+  split over the devices and micro-batches."""
   positive = ("batch_size", "eval_batch_size", "total_steps", "log_every_steps",
-              "eval_every_steps", "checkpoint_every_steps")
+              "eval_every_steps", "checkpoint_every_steps", "grad_accum_steps")
   for field in positive:
     if config[field] <= 0:
       raise ConfigError(f"config.{field}={config[field]} must be positive")
+  if config.parallel.driver not in parallel.DRIVERS:
+    raise ConfigError(f"config.parallel.driver={config.parallel.driver!r}; use one of "
+                      f"{', '.join(parallel.DRIVERS)}")
+  if not 0 <= config.ema_decay < 1:
+    raise ConfigError(f"config.ema_decay={config.ema_decay} must lie in [0, 1); 0 keeps no EMA")
+  devices = parallel.device_count(config.parallel)
+  if devices > jax.device_count() or (jax.process_count() > 1 and devices != jax.device_count()):
+    raise ConfigError(f"config.parallel.num_devices={config.parallel.num_devices} but "
+                      f"{jax.device_count()} devices are available (over {jax.process_count()} "
+                      "processes); use 0 for all of them")
+  if devices % config.parallel.fsdp:
+    raise ConfigError(f"config.parallel.fsdp={config.parallel.fsdp} does not divide the "
+                      f"{devices} devices; pick a divisor")
+  if config.batch_size % (devices * config.grad_accum_steps):
+    raise ConfigError(f"config.batch_size={config.batch_size} does not split into "
+                      f"{config.grad_accum_steps} micro-batch(es) over {devices} devices; use a "
+                      f"multiple of {devices * config.grad_accum_steps}")
+  if config.eval_batch_size % devices:
+    raise ConfigError(f"config.eval_batch_size={config.eval_batch_size} does not split over "
+                      f"{devices} devices; use a multiple of {devices}")
 
 
 def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray]) -> None:
@@ -66,7 +89,8 @@ def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray]) -> 
 
 
 def _setup(config: Any):
-  """Data readers, the model, its tasks and an initial train state (shared by train and eval)."""
+  """Data readers, the model's tasks, the driver and an initial train state placed on its devices
+  (shared by train and eval)."""
   check_step_counts(config)
   builder = data.prepare(config.dataset.name, config.dataset.data_dir)
   splits = {config.dataset.train_split, *config.eval_splits}
@@ -82,14 +106,27 @@ def _setup(config: Any):
   model = model_from_config(config.model)
   tasks = tasks_from_config(config.tasks)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = create_train_state(model, tx, example_batch, init_rng)
-  return readers, tasks, schedule, state, step_rng
+  init = functools.partial(init_state, model, tx, ema=config.ema_decay > 0)
+  abstract_state = jax.eval_shape(init, jax.random.key(0), example_batch)
+  driver = parallel.make_driver(config.parallel, abstract_state, tasks=tasks, schedule=schedule,
+                                grad_accum_steps=config.grad_accum_steps,
+                                ema_decay=config.ema_decay)
+  # Every process computes the same keys and state, directly in their shardings.
+  init_rng, step_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                               out_shardings=driver.replicated)()
+  state = jax.jit(init, out_shardings=driver.state_sharding)(init_rng, example_batch)
+  return readers, tasks, driver, state, step_rng
 
 
-def _evaluate_splits(config, eval_fn, state, readers, splits) -> Dict[str, Dict[str, float]]:
-  return {split: evaluate(eval_fn, state, data.eval_batches(readers[split],
-                                                            config.eval_batch_size))
+def _local_batches(driver, batches):
+  """This process's rows of each batch, as global arrays."""
+  return (driver.put_batch(batch) for batch in batches)
+
+
+def _evaluate_splits(config, driver, state, readers, splits) -> Dict[str, Dict[str, float]]:
+  return {split: evaluate(driver.evaluate, state, _local_batches(driver, data.eval_batches(
+      readers[split], config.eval_batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count())))
           for split in splits}
 
 
@@ -116,9 +153,12 @@ def train_and_evaluate(config: Any, workdir: str, *,
   when stopped early).
   """
   os.makedirs(workdir, exist_ok=True)
-  readers, tasks, schedule, state, step_rng = _setup(config)
-  print(f"mmjax: {parameter_count(state.params):,} parameters; dataset {config.dataset.name}; "
-        f"workdir {workdir}")
+  readers, tasks, driver, state, step_rng = _setup(config)
+  lead = jax.process_index() == 0
+  report = print if lead else (lambda *args, **kwargs: None)
+  report(f"mmjax: {parameter_count(state.params):,} parameters; dataset {config.dataset.name}; "
+         f"{config.parallel.driver} driver on {driver.mesh.devices.size} device(s), "
+         f"{jax.process_count()} process(es); workdir {workdir}")
 
   # Checkpoints: resume from the latest one.
   manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep_best,
@@ -126,23 +166,23 @@ def train_and_evaluate(config: Any, workdir: str, *,
   restored = checkpoint.restore(manager, state)
   if restored is not None:
     state = restored
-    print(f"mmjax: resumed from step {int(state.step)}")
+    report(f"mmjax: resumed from step {int(state.step)}")
   start_step = int(state.step)
 
-  # Steps: one pure function, jit-compiled with the state's buffers donated.
-  train_fn = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule),
-                     donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
-  batches = data.train_batches(readers[config.dataset.train_split], config.batch_size,
-                               seed=config.seed, start_step=start_step)
-  writer = MetricsWriter(workdir)
+  # Steps: one pure function, compiled by the driver with the state's buffers donated.
+  batches = _local_batches(driver, data.train_batches(
+      readers[config.dataset.train_split], config.batch_size, seed=config.seed,
+      start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count()))
+  writer = MetricsWriter(workdir) if lead else None
   last_step = config.total_steps if stop_after_step is None else min(stop_after_step,
                                                                      config.total_steps)
   window, window_start = [], time.perf_counter()
+  quiet = {} if lead else {"disable": True}
   with tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step",
-            dynamic_ncols=True) as progress:
+            dynamic_ncols=True, **quiet) as progress:
     for step in range(start_step + 1, last_step + 1):
-      state, metrics = train_fn(state, next(batches), step_rng)
+      state, metrics = driver.train(state, next(batches), step_rng)
       window.append(metrics)
       progress.update(1)
       if step % config.log_every_steps == 0 or step == last_step:
@@ -157,17 +197,20 @@ def train_and_evaluate(config: Any, workdir: str, *,
         if not math.isfinite(logged["loss"]):
           raise FloatingPointError(f"non-finite training loss {logged['loss']} at step {step}; "
                                    "lower config.optimizer.learning_rate or check the data")
-        writer.write(step, "train", logged)
+        if writer:
+          writer.write(step, "train", logged)
         progress.set_postfix(loss=f"{logged['loss']:.4f}",
                              samples_per_s=f"{logged['samples_per_second']:.0f}")
         window, window_start = [], time.perf_counter()
       validation = None
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        validation = _evaluate_splits(config, eval_fn, state, readers,
+        validation = _evaluate_splits(config, driver, state, readers,
                                       config.eval_splits[:1])[config.eval_splits[0]]
-        writer.write(step, config.eval_splits[0], validation)
-        progress.write(f"step {step}: {config.eval_splits[0]} "
-                       + ", ".join(f"{k}={v:.4f}" for k, v in validation.items()))
+        if writer:
+          writer.write(step, config.eval_splits[0], validation)
+        if lead:
+          progress.write(f"step {step}: {config.eval_splits[0]} "
+                         + ", ".join(f"{k}={v:.4f}" for k, v in validation.items()))
       if (validation is not None or step % config.checkpoint_every_steps == 0
           or step == last_step):
         checkpoint.save(manager, state, validation)
@@ -175,11 +218,14 @@ def train_and_evaluate(config: Any, workdir: str, *,
   manager.close()
 
   if int(state.step) < config.total_steps:
-    writer.close()
+    if writer:
+      writer.close()
     return {}
   results = {split: _flatten_single_task(metrics, tasks)
-             for split, metrics in _evaluate_splits(config, eval_fn, state, readers,
+             for split, metrics in _evaluate_splits(config, driver, state, readers,
                                                     config.eval_splits).items()}
+  if not lead:
+    return results
   for split, metrics in results.items():
     writer.write(int(state.step), f"final_{split}", metrics)
   writer.close()
@@ -193,7 +239,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
 def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
   """Evaluates the checkpoint at `step` (the latest when None) on `config.eval_splits` and writes
   `eval_results.json` beside it."""
-  readers, tasks, _, state, _ = _setup(config)
+  readers, tasks, driver, state, _ = _setup(config)
   manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep_best,
                                           config.checkpoint.best_metric,
                                           config.checkpoint.best_mode, read_only=True)
@@ -201,8 +247,8 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; "
                             "run `mmjax train` with this --workdir first")
-  eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
   results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
-             _evaluate_splits(config, eval_fn, restored, readers, config.eval_splits).items()}
-  _write_results(os.path.join(workdir, "eval_results.json"), int(restored.step), results)
+             _evaluate_splits(config, driver, restored, readers, config.eval_splits).items()}
+  if jax.process_index() == 0:
+    _write_results(os.path.join(workdir, "eval_results.json"), int(restored.step), results)
   return {"step": int(restored.step), **results}

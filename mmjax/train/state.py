@@ -6,7 +6,11 @@ import jax
 import optax
 from flax.training import train_state
 
-TrainState = train_state.TrainState
+
+class TrainState(train_state.TrainState):
+  """flax's TrainState plus `ema_params`: an exponential moving average of the parameters when
+  `config.ema_decay` > 0 (used for evaluation and saved in checkpoints), else None."""
+  ema_params: Any = None
 
 
 def make_optimizer(optimizer_config: Mapping[str, Any],
@@ -28,18 +32,24 @@ def make_optimizer(optimizer_config: Mapping[str, Any],
   return tx, schedule
 
 
-def state_initializer(model: nn.Module, tx: optax.GradientTransformation):
+def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+               example_batch: Mapping[str, Any], ema: bool = False) -> TrainState:
+  """Parameters from one example batch, wrapped with the optimizer state (and the EMA's copy)."""
+  params = model.init(rng, example_batch)["params"]
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           ema_params=params if ema else None)
+
+
+def state_initializer(model: nn.Module, tx: optax.GradientTransformation, ema: bool = False):
   """A jit-compiled `(rng, example_batch) -> TrainState`: build it once, call it once per seed."""
-  def init(rng: jax.Array, example_batch: Mapping[str, Any]) -> TrainState:
-    return TrainState.create(apply_fn=model.apply, params=model.init(rng, example_batch)["params"],
-                             tx=tx)
-  return jax.jit(init)
+  return jax.jit(lambda rng, example_batch: init_state(model, tx, rng, example_batch, ema))
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                       example_batch: Mapping[str, Any], rng: jax.Array) -> TrainState:
+                       example_batch: Mapping[str, Any], rng: jax.Array,
+                       ema: bool = False) -> TrainState:
   """Initialises parameters from one example batch and wraps them with the optimizer state."""
-  return state_initializer(model, tx)(rng, example_batch)
+  return state_initializer(model, tx, ema)(rng, example_batch)
 
 
 def parameter_count(params: Any) -> int:

@@ -1,8 +1,10 @@
-"""The one pure train step and eval step. Drivers (jit on one device, sharded jit, pmap, multi-host)
+"""The one pure train step and eval step. Drivers (`mmjax/train/parallel.py`: jit with named
+shardings on one or many devices and hosts, or the explicit per-device form under `shard_map`)
 wrap these with `functools.partial(..., tasks=..., schedule=...)` and never fork them."""
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from mmjax.tasks.objective import Task, means_from_sums, multitask_objective
@@ -12,29 +14,70 @@ Array = jax.Array
 Batch = Mapping[str, Array]
 
 
+def _micro_batches(batch: Batch, count: int) -> Batch:
+  """`(B, ...)` -> `(count, B / count, ...)` for every array of the batch."""
+  return jax.tree.map(lambda x: x.reshape(count, x.shape[0] // count, *x.shape[1:]), batch)
+
+
 def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[str, Task],
-               schedule: optax.Schedule) -> Tuple[TrainState, Dict[str, Array]]:
-  """One optimizer step. `rng` is the run's base key: the step folds in its own step number, so
-  a resumed run draws the same dropout masks as an uninterrupted one.
+               schedule: optax.Schedule, axis_name: Optional[str] = None,
+               grad_accum_steps: int = 1, ema_decay: float = 0.0
+               ) -> Tuple[TrainState, Dict[str, Array]]:
+  """One optimizer step on the mean loss over the batch's real examples.
+
+  `rng` is the run's base key: the step folds in its own step number, so a resumed run draws the
+  same dropout masks as an uninterrupted one. The gradient is that of the batch's summed loss
+  divided by its example count, accumulated over `grad_accum_steps` equal micro-batches (a
+  `lax.scan`; the same update as one step on the whole batch, each micro-batch drawing its own
+  dropout masks) and, under a per-device driver, summed over `axis_name` with `lax.psum` before
+  the division, so the update is the global batch's whatever its split. `ema_decay` > 0 keeps
+  ema ← d·ema + (1 − d)·params in `state.ema_params`.
 
   Returns the new state and metric sums over the batch (see `multitask_objective`) plus the
   gradient's global norm and the learning rate used.
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
+  if axis_name is not None:   # per-device slices draw independent masks
+    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
 
-  def loss_fn(params):
-    outputs = state.apply_fn({"params": params}, batch, train=True, rngs={"dropout": dropout_rng})
-    return multitask_objective(outputs, batch, tasks)
+  def summed_loss(params, micro_batch, key):
+    outputs = state.apply_fn({"params": params}, micro_batch, train=True, rngs={"dropout": key})
+    sums = multitask_objective(outputs, micro_batch, tasks)[1]
+    return sums["loss"], sums
 
-  (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.grad(summed_loss, has_aux=True)
+  if grad_accum_steps == 1:
+    grads, sums = grad_fn(state.params, batch, dropout_rng)
+  else:
+    def accumulate(carry, inputs):
+      index, micro_batch = inputs
+      grads, sums = grad_fn(state.params, micro_batch, jax.random.fold_in(dropout_rng, index))
+      return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+    micro = _micro_batches(batch, grad_accum_steps)
+    first = grad_fn(state.params, jax.tree.map(lambda x: x[0], micro),
+                    jax.random.fold_in(dropout_rng, 0))
+    (grads, sums), _ = jax.lax.scan(accumulate, first, (jnp.arange(1, grad_accum_steps),
+                                                        jax.tree.map(lambda x: x[1:], micro)))
+  if axis_name is not None:
+    grads, sums = jax.lax.psum((grads, sums), axis_name)
+  grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1).astype(g.dtype), grads)
   metrics = {**sums, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
-  return state.apply_gradients(grads=grads), metrics
+  new_state = state.apply_gradients(grads=grads)
+  if ema_decay > 0:
+    new_state = new_state.replace(ema_params=jax.tree.map(
+        lambda ema, p: ema_decay * ema + (1 - ema_decay) * p, state.ema_params, new_state.params))
+  return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: Batch, *, tasks: Mapping[str, Task]) -> Dict[str, Array]:
-  """Metric sums over the batch; examples with `batch['weight'] == 0` are padding and count nowhere."""
-  outputs = state.apply_fn({"params": state.params}, batch, train=False)
-  return multitask_objective(outputs, batch, tasks)[1]
+def eval_step(state: TrainState, batch: Batch, *, tasks: Mapping[str, Task],
+              axis_name: Optional[str] = None) -> Dict[str, Array]:
+  """Metric sums over the batch (over all devices of `axis_name`); examples with
+  `batch['weight'] == 0` are padding and count nowhere. Uses the EMA parameters when kept."""
+  params = state.params if state.ema_params is None else state.ema_params
+  outputs = state.apply_fn({"params": params}, batch, train=False)
+  sums = multitask_objective(outputs, batch, tasks)[1]
+  return sums if axis_name is None else jax.lax.psum(sums, axis_name)
 
 
 def evaluate(eval_fn: Any, state: TrainState, batches) -> Dict[str, float]:

@@ -1,0 +1,61 @@
+"""Trains a small seed model on this host's devices under several drivers and prints, as one JSON
+line, the largest parameter difference of each run from the one-device run.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python train_on_devices.py DATA_DIR WORKDIR
+
+Run by tests/test_parallel.py in a subprocess, because the device count is fixed before JAX
+starts."""
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from mmjax.model import encoder_config
+from mmjax.train import checkpoint, loop
+from mmjax.train.defaults import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CASES = {"jit_1": ("jit", 1, 1), "jit_8": ("jit", 8, 1), "pmap_8": ("pmap", 8, 1),
+         "jit_8_fsdp_2": ("jit", 8, 2), "pmap_2": ("pmap", 2, 1)}
+
+
+def config_for(data_dir, driver, devices, fsdp, steps):
+  config = load_config(os.path.join(REPO, "experiments", "configs", "seed_text_image.py"))
+  config.dataset.data_dir = data_dir
+  config.model.encoders.text = encoder_config("lstm", vocab_size=64, embed_dim=8, hidden_dim=16,
+                                              num_layers=2)
+  config.model.encoders.image = encoder_config("conv_pool", channels=8)
+  config.batch_size, config.eval_batch_size = 32, 400
+  config.total_steps, config.optimizer.warmup_steps = steps, 2
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
+  config.parallel.driver, config.parallel.num_devices, config.parallel.fsdp = driver, devices, fsdp
+  return config
+
+
+def final_params(config, workdir):
+  _, _, _, state, _ = loop._setup(config)
+  manager = checkpoint.checkpoint_manager(workdir, 2, "label/accuracy", "max", read_only=True)
+  return jax.device_get(checkpoint.restore(manager, state).params)
+
+
+def main(data_dir, workdir, steps=20):
+  params, results = {}, {}
+  for name, (driver, devices, fsdp) in CASES.items():
+    config = config_for(data_dir, driver, devices, fsdp, steps)
+    results[name] = loop.train_and_evaluate(config, os.path.join(workdir, name))
+    params[name] = final_params(config, os.path.join(workdir, name))
+  reference = jax.tree.leaves(params["jit_1"])
+  report = {"devices": jax.device_count()}
+  for name in CASES:
+    leaves = jax.tree.leaves(params[name])
+    report[name] = {
+        "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(leaves, reference)),
+        "max_abs_param": max(float(np.max(np.abs(b))) for b in reference),
+        "validation": results[name]["validation"], "test": results[name]["test"]}
+  print(json.dumps(report))
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:3])
