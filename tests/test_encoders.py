@@ -196,3 +196,20 @@ def test_absent_example_encodes_to_zeros_whatever_its_padded_values(name):
   np.testing.assert_array_equal(apply(params, scrambled, mask), reference)
   np.testing.assert_array_equal(reference[0], 0.0)
   assert np.all(np.isfinite(reference)) and np.any(reference[1:] != 0)
+
+
+def test_conv_pool_implementations_compute_the_same_function_and_gradient():
+  """"fused" (custom VJP, the CPU default) and "xla" (XLA's gradient, the accelerator default)."""
+  images = RNG.normal(size=(4, 8, 8, 3)).astype(np.float32)
+  fused, xla = (ConvPoolImageEncoder(channels=6, chunk_size=2, implementation=name)
+                for name in ("fused", "xla"))
+  params = fused.init(jax.random.key(0), images)
+  loss = lambda module: jax.jit(jax.value_and_grad(
+      lambda p, x: (module.apply(p, x) ** 2).sum(), argnums=(0, 1)))(params, images)
+  (value_f, grads_f), (value_x, grads_x) = loss(fused), loss(xla)
+  np.testing.assert_allclose(value_f, value_x, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads_f), jax.tree.leaves(grads_x)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  traced = lambda module: str(jax.make_jaxpr(lambda p: module.apply(p, images))(params))
+  assert "custom_vjp" in traced(ConvPoolImageEncoder(channels=6))      # auto on this CPU: fused
+  assert "custom_vjp" not in traced(xla)

@@ -1,0 +1,106 @@
+"""The pure train step's options: gradient accumulation is the update of one k× batch, the EMA
+follows its recurrence and is what evaluation and checkpoints use, and bfloat16 compute keeps
+float32 parameters, logits and losses."""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax import data
+from mmjax.model import encoder_config, model_from_config
+from mmjax.tasks.objective import tasks_from_config
+from mmjax.train import checkpoint, loop
+from mmjax.train.defaults import load_config
+from mmjax.train.state import create_train_state, make_optimizer
+from mmjax.train.step import eval_step, train_step
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(data_dir, dtype="float32"):
+  config = load_config(os.path.join(REPO, "experiments", "configs", "seed_text_image.py"))
+  config.dataset.data_dir = data_dir
+  config.model.encoders.text = encoder_config("lstm", vocab_size=64, embed_dim=8, hidden_dim=16)
+  config.model.encoders.image = encoder_config("conv_pool", channels=8)
+  config.model.dtype = dtype
+  config.batch_size, config.total_steps, config.optimizer.warmup_steps = 16, 4, 0
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  config.eval_batch_size = 1000
+  return config
+
+
+def setup(config, data_dir, ema=False):
+  builder = data.prepare("mm_shapes", data_dir)
+  reader = data.ExampleReader(builder, "train", cache_in_memory=True)
+  batch = reader.read(np.arange(config.batch_size))
+  model = model_from_config(config.model)
+  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  state = create_train_state(model, tx, batch, jax.random.key(0), ema=ema)
+  return state, batch, functools.partial(train_step, tasks=tasks_from_config(config.tasks),
+                                         schedule=schedule)
+
+
+@pytest.mark.parametrize("micro_batches", [2, 4])
+def test_gradient_accumulation_gives_the_update_of_the_whole_batch(data_dir, micro_batches):
+  """The seed model has no dropout, so k micro-batches of B/k must reproduce one step on B."""
+  state, batch, step = setup(small_config(data_dir), data_dir)
+  whole, whole_metrics = jax.jit(step)(state, batch, jax.random.key(1))
+  assert float(whole_metrics["learning_rate"]) > 0       # the step moves the parameters
+  accumulated, metrics = jax.jit(functools.partial(step, grad_accum_steps=micro_batches))(
+      state, batch, jax.random.key(1))
+  for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for key in ("count", "loss", "label/accuracy", "grad_norm"):
+    assert float(metrics[key]) == pytest.approx(float(whole_metrics[key]), rel=1e-5), key
+
+
+def test_ema_follows_its_recurrence_and_is_what_evaluation_uses(data_dir):
+  config = small_config(data_dir)
+  state, batch, step = setup(config, data_dir, ema=True)
+  decay = 0.9
+  new, _ = jax.jit(functools.partial(step, ema_decay=decay))(state, batch, jax.random.key(1))
+  for ema, before, after in zip(*(jax.tree.leaves(t) for t in
+                                  (new.ema_params, state.params, new.params))):
+    np.testing.assert_allclose(ema, decay * before + (1 - decay) * after, rtol=1e-6, atol=1e-7)
+  assert any(np.any(np.asarray(a) != np.asarray(b))
+             for a, b in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(new.params)))
+  tasks = tasks_from_config(config.tasks)
+  with_ema = eval_step(new, batch, tasks=tasks)
+  plain = eval_step(new.replace(params=new.ema_params, ema_params=None), batch, tasks=tasks)
+  assert float(with_ema["loss"]) == float(plain["loss"])
+
+
+def test_ema_is_saved_in_checkpoints_and_resumes_exactly(data_dir, tmp_path):
+  config = small_config(data_dir)
+  config.ema_decay = 0.5
+  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+  loop.train_and_evaluate(config, straight)
+  loop.train_and_evaluate(config, split, stop_after_step=2)
+  loop.train_and_evaluate(config, split)
+  restored = []
+  for workdir in (straight, split):
+    _, _, _, state, _ = loop._setup(config)
+    manager = checkpoint.checkpoint_manager(workdir, 2, "label/accuracy", "max", read_only=True)
+    restored.append(checkpoint.restore(manager, state))
+  assert restored[0].ema_params is not None
+  for a, b in zip(jax.tree.leaves(restored[0].ema_params), jax.tree.leaves(restored[1].ema_params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters_logits_and_loss(data_dir):
+  state, batch, step = setup(small_config(data_dir, "bfloat16"), data_dir)
+  reference, _, _ = setup(small_config(data_dir, "float32"), data_dir)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+  outputs, intermediates = state.apply_fn({"params": state.params}, batch,
+                                          capture_intermediates=True,
+                                          mutable=["intermediates"])
+  fused = intermediates["intermediates"]["fusion"]["__call__"][0]
+  assert fused.dtype == jnp.bfloat16 and outputs["label"].dtype == jnp.float32
+  new, metrics = jax.jit(step)(state, batch, jax.random.key(1))
+  _, reference_metrics = jax.jit(step)(reference, batch, jax.random.key(1))
+  assert metrics["loss"].dtype == jnp.float32
+  assert float(metrics["loss"]) == pytest.approx(float(reference_metrics["loss"]), rel=2e-2)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params))
