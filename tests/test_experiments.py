@@ -34,3 +34,12 @@ def test_bench_fusion_writes_csv_markdown_and_plot(tmp_path):
   table = open(out + ".md").read()
   assert "| concat |" in table and "| 32/32/64 |" in table
   assert os.path.getsize(out + ".png") > 0
+
+
+def test_bench_scaling_runs_both_drivers_and_compiles_the_step_once():
+  output = run_script("bench_scaling.py", "--host-devices=2", "--devices=1,2", "--steps=2",
+                      "--warmup=1", "--batch=4", "--channels=4", "--hidden=8")
+  rows = [json.loads(line) for line in output.strip().splitlines()]
+  assert [(r["driver"], r["devices"]) for r in rows] == [("jit", 1), ("jit", 2), ("pmap", 1),
+                                                         ("pmap", 2)]
+  assert all(r["first_step_compiles"] >= 1 and r["recompiles"] == 0 for r in rows)

@@ -136,6 +136,10 @@ def _write_results(path: str, step: int, results: Mapping[str, Mapping[str, floa
     json.dump({"step": step, **results}, file, indent=2, sort_keys=True)
 
 
+def _format(metrics: Mapping[str, float]) -> str:
+  return ", ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4f}" for k, v in metrics.items())
+
+
 def _flatten_single_task(metrics: Dict[str, float], tasks) -> Dict[str, float]:
   """With one task, its accuracy is also reported as plain `accuracy` (`loss` is the total)."""
   if len(tasks) != 1:
@@ -209,8 +213,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
         if writer:
           writer.write(step, config.eval_splits[0], validation)
         if lead:
-          progress.write(f"step {step}: {config.eval_splits[0]} "
-                         + ", ".join(f"{k}={v:.4f}" for k, v in validation.items()))
+          progress.write(f"step {step}: {config.eval_splits[0]} {_format(validation)}")
       if (validation is not None or step % config.checkpoint_every_steps == 0
           or step == last_step):
         checkpoint.save(manager, state, validation)
@@ -230,9 +233,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
     writer.write(int(state.step), f"final_{split}", metrics)
   writer.close()
   _write_results(os.path.join(workdir, "results.json"), int(state.step), results)
-  print("mmjax: final " + "; ".join(
-      f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-      for split, metrics in results.items()))
+  print("mmjax: final " + "; ".join(f"{split}: {_format(metrics)}"
+                                     for split, metrics in results.items()))
   return results
 
 
