@@ -65,11 +65,14 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _DISTRIBUTED.value or _COORDINATOR.value:
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if argv[1] == "train":
-    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  else:
-    results = loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value)
-    print(results)
+  try:
+    if argv[1] == "train":
+      loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value))
+  except loop.ConfigError as error:
+    print(f"mmjax: error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run():

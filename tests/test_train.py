@@ -224,3 +224,18 @@ def test_metrics_do_not_depend_on_the_eval_batch_size_or_its_padding(data_dir):
   assert padded["examples"] == whole["examples"] == size
   for key, value in whole.items():
     assert padded[key] == pytest.approx(value, rel=1e-5), key
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.batch_size=0", "mmjax: error: config.batch_size=0 must be positive"),
+    ("--config.model.fusion.rankk=8", "mmjax: error: --config.model.fusion.rankk: "
+     "config.model.fusion has no field 'rankk'; its fields are: dtype, name"),
+])
+def test_cli_reports_a_bad_config_in_one_line_with_exit_code_2(data_dir, tmp_path, override,
+                                                                message):
+  result = subprocess.run([sys.executable, "-m", "mmjax.cli", "train", f"--config={SEED_CONFIG}",
+                           f"--workdir={tmp_path}", f"--config.dataset.data_dir={data_dir}",
+                           override], capture_output=True, text=True,
+                          env={**os.environ, "TQDM_DISABLE": "1"})
+  assert result.returncode == 2
+  assert result.stderr.strip() == message

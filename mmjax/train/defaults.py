@@ -30,7 +30,7 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection
 
   config.batch_size = 64                 # the global batch, over every device and process
-  config.eval_batch_size = 500
+  config.eval_batch_size = 512
   config.total_steps = 1000
   config.grad_accum_steps = 1            # micro-batches per step: the update of one k× batch
   config.ema_decay = 0.0                 # > 0: evaluate and checkpoint an EMA of the parameters
