@@ -77,9 +77,6 @@ class Driver:
         self.batch_sharding, value, (value.shape[0] * processes, *value.shape[1:]))
             for key, value in local_batch.items()}
 
-  def put_state(self, state: Any) -> Any:
-    return jax.device_put(state, self.state_sharding)
-
 
 def make_driver(parallel_config: Mapping[str, Any], abstract_state: Any, *, tasks, schedule,
                 grad_accum_steps: int = 1, ema_decay: float = 0.0) -> Driver:

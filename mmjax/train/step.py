@@ -15,8 +15,10 @@ Batch = Mapping[str, Array]
 
 
 def _micro_batches(batch: Batch, count: int) -> Batch:
-  """`(B, ...)` -> `(count, B / count, ...)` for every array of the batch."""
-  return jax.tree.map(lambda x: x.reshape(count, x.shape[0] // count, *x.shape[1:]), batch)
+  """`(B, ...)` -> `(count, B / count, ...)`: micro-batch j holds rows j, j + count, ..., so when
+  the batch is split over devices in contiguous blocks, every micro-batch stays split evenly."""
+  return jax.tree.map(
+      lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
 def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[str, Task],
