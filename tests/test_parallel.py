@@ -1,5 +1,6 @@
 """Drivers and hosts: the one train step on 8 devices (jit with named shardings, FSDP-split
-parameters, and the per-device shard_map form) and on 2 processes with a resume in the middle
+parameters, and the per-device shard_map form, with and without gradient accumulation) and on
+2 processes with a resume in the middle
 ends with the parameters of one device, on the same global batches.
 
 Tolerance: parameters agree within 1e-5 absolute. Only float32 summation order differs between
@@ -40,14 +41,17 @@ def eight_device_report(data_dir, tmp_path_factory):
   return json.loads(output.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("run", ["jit_8", "pmap_8", "jit_8_fsdp_2", "pmap_2"])
+MANY = ["jit_8", "pmap_8", "jit_8_fsdp_2", "pmap_2", "jit_8_accum_2", "pmap_8_accum_2"]
+
+
+@pytest.mark.parametrize("run", MANY)
 def test_driver_on_many_devices_ends_with_the_parameters_of_one_device(eight_device_report, run):
   report = eight_device_report
   assert report["devices"] == 8
   assert report[run]["max_abs_diff"] < TOLERANCE, report[run]
 
 
-@pytest.mark.parametrize("run", ["jit_8", "pmap_8", "jit_8_fsdp_2", "pmap_2"])
+@pytest.mark.parametrize("run", MANY)
 def test_metric_sums_over_padded_eval_batches_are_exact_on_many_devices(eight_device_report, run):
   """400-example eval batches over 1,000 and 2,000 examples: the last validation batch is half
   padding, split over the 8 devices."""

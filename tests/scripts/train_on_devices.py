@@ -17,11 +17,13 @@ from mmjax.train import checkpoint, loop
 from mmjax.train.defaults import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CASES = {"jit_1": ("jit", 1, 1), "jit_8": ("jit", 8, 1), "pmap_8": ("pmap", 8, 1),
-         "jit_8_fsdp_2": ("jit", 8, 2), "pmap_2": ("pmap", 2, 1)}
+# name: (driver, devices, fsdp, micro-batches)
+CASES = {"jit_1": ("jit", 1, 1, 1), "jit_8": ("jit", 8, 1, 1), "pmap_8": ("pmap", 8, 1, 1),
+         "jit_8_fsdp_2": ("jit", 8, 2, 1), "pmap_2": ("pmap", 2, 1, 1),
+         "jit_8_accum_2": ("jit", 8, 1, 2), "pmap_8_accum_2": ("pmap", 8, 1, 2)}
 
 
-def config_for(data_dir, driver, devices, fsdp, steps):
+def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1):
   config = load_config(os.path.join(REPO, "experiments", "configs", "seed_text_image.py"))
   config.dataset.data_dir = data_dir
   config.model.encoders.text = encoder_config("lstm", vocab_size=64, embed_dim=8, hidden_dim=16,
@@ -31,6 +33,7 @@ def config_for(data_dir, driver, devices, fsdp, steps):
   config.total_steps, config.optimizer.warmup_steps = steps, 2
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
   config.parallel.driver, config.parallel.num_devices, config.parallel.fsdp = driver, devices, fsdp
+  config.grad_accum_steps = grad_accum_steps
   return config
 
 
@@ -42,8 +45,8 @@ def final_params(config, workdir):
 
 def main(data_dir, workdir, steps=20):
   params, results = {}, {}
-  for name, (driver, devices, fsdp) in CASES.items():
-    config = config_for(data_dir, driver, devices, fsdp, steps)
+  for name, (driver, devices, fsdp, micro_batches) in CASES.items():
+    config = config_for(data_dir, driver, devices, fsdp, steps, micro_batches)
     results[name] = loop.train_and_evaluate(config, os.path.join(workdir, name))
     params[name] = final_params(config, os.path.join(workdir, name))
   reference = jax.tree.leaves(params["jit_1"])
