@@ -33,12 +33,19 @@ def tasks_from_config(tasks_config: Mapping[str, Mapping[str, Any]]) -> Dict[str
   return tasks
 
 
+def example_count(batch: Mapping[str, Array]) -> Array:
+  """How many real examples the batch holds: Σ weight, or its size when it has no weights."""
+  weights: Optional[Array] = batch.get("weight")
+  if weights is not None:
+    return weights.sum()
+  return jnp.asarray(jax.tree.leaves(batch)[0].shape[0], jnp.float32)
+
+
 def multitask_objective(outputs: Mapping[str, Array], batch: Mapping[str, Array],
                         tasks: Mapping[str, Task]) -> Tuple[Array, Dict[str, Array]]:
   """Returns (weighted mean loss, metric sums). Examples with `batch['weight'] == 0` count nowhere."""
   weights: Optional[Array] = batch.get("weight")
-  count = (jnp.asarray(next(iter(outputs.values())).shape[0], jnp.float32)
-           if weights is None else weights.sum())
+  count = example_count(batch)
   weighted_sum = jnp.zeros((), jnp.float32)
   sums = {"count": count}
   for name, task in tasks.items():

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmjax.tasks.objective import Task, means_from_sums, multitask_objective
+from mmjax.tasks.objective import Task, example_count, means_from_sums, multitask_objective
 from mmjax.train.state import TrainState
 
 Array = jax.Array
@@ -28,12 +28,12 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   """One optimizer step on the mean loss over the batch's real examples.
 
   `rng` is the run's base key: the step folds in its own step number, so a resumed run draws the
-  same dropout masks as an uninterrupted one. The gradient is that of the batch's summed loss
-  divided by its example count, accumulated over `grad_accum_steps` equal micro-batches (a
-  `lax.scan`; the same update as one step on the whole batch, each micro-batch drawing its own
-  dropout masks) and, under a per-device driver, summed over `axis_name` with `lax.psum` before
-  the division, so the update is the global batch's whatever its split. `ema_decay` > 0 keeps
-  ema ← d·ema + (1 − d)·params in `state.ema_params`.
+  same dropout masks as an uninterrupted one. The loss differentiated is the batch's summed loss
+  divided by the global example count (known before the forward pass), accumulated over
+  `grad_accum_steps` equal micro-batches (a `lax.scan`; the same update as one step on the whole
+  batch, each micro-batch drawing its own dropout masks) and, under a per-device driver, summed
+  over `axis_name` with `lax.psum`: the update is the global batch's whatever its split.
+  `ema_decay` > 0 keeps ema ← d·ema + (1 − d)·params in `state.ema_params`.
 
   Returns the new state and metric sums over the batch (see `multitask_objective`) plus the
   gradient's global norm and the learning rate used.
@@ -42,12 +42,16 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   if axis_name is not None:   # per-device slices draw independent masks
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
 
-  def summed_loss(params, micro_batch, key):
+  count = example_count(batch)
+  if axis_name is not None:
+    count = jax.lax.psum(count, axis_name)
+
+  def mean_loss_share(params, micro_batch, key):
     outputs = state.apply_fn({"params": params}, micro_batch, train=True, rngs={"dropout": key})
     sums = multitask_objective(outputs, micro_batch, tasks)[1]
-    return sums["loss"], sums
+    return sums["loss"] / jnp.maximum(count, 1), sums
 
-  grad_fn = jax.grad(summed_loss, has_aux=True)
+  grad_fn = jax.grad(mean_loss_share, has_aux=True)
   if grad_accum_steps == 1:
     grads, sums = grad_fn(state.params, batch, dropout_rng)
   else:
@@ -63,7 +67,6 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
                                                         jax.tree.map(lambda x: x[1:], micro)))
   if axis_name is not None:
     grads, sums = jax.lax.psum((grads, sums), axis_name)
-  grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1).astype(g.dtype), grads)
   metrics = {**sums, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
   new_state = state.apply_gradients(grads=grads)
   if ema_decay > 0:
