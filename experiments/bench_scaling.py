@@ -4,8 +4,9 @@
     python experiments/bench_scaling.py --devices 1,2,4,8 --mfu       # on a GPU host
 
 For each driver (`jit`, `pmap`) and device count, the seed model (`seed_text_image.py` at this
-run's sizes) trains on a fixed global batch: one JSON line with the median step time, samples/s
-and the number of compilations after the first step, which must be 0 (the script exits non-zero
+run's sizes) trains on a fixed global batch; the cases run in turn, `--repeats` rounds, and each
+prints one JSON line with the median over rounds of the median step time, samples/s, and the
+number of compilations after the first step, which must be 0 (the script exits non-zero
 otherwise: a step that recompiles is a bug, not a slowdown). With `--mfu` on a GPU it also reports
 the model FLOP utilisation of `transformer_resnet.py` in bfloat16 on one device: FLOPs of the
 compiled step from XLA's cost analysis, ÷ the median step time, ÷ the device's peak.
@@ -29,6 +30,8 @@ def parse_args(argv=None):
   parser.add_argument("--hidden", type=int, default=256, help="LSTM width")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case (compile)")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="rounds over all cases, alternating them (the machine's speed drifts)")
   parser.add_argument("--mfu", action="store_true",
                       help="on a GPU: MFU of transformer_resnet.py in bfloat16 on one device")
   parser.add_argument("--mfu-batch", type=int, default=256, help="batch size of the MFU run")
@@ -111,16 +114,23 @@ def seed_config(args, driver: str, devices: int):
 
 
 def main(args) -> int:
+  cases = [(driver, devices) for driver in args.drivers.split(",")
+           for devices in map(int, args.devices.split(",")) if devices <= jax.device_count()]
+  runs = {case: [] for case in cases}
+  for _ in range(args.repeats):
+    for driver, devices in cases:
+      runs[driver, devices].append(
+          run_case(seed_config(args, driver, devices), args.batch, args.steps, args.warmup))
   rows = []
-  for driver in args.drivers.split(","):
-    for devices in map(int, args.devices.split(",")):
-      if devices > jax.device_count():
-        continue
-      row = {"driver": driver, "devices": devices, "batch": args.batch,
-             "backend": jax.default_backend(),
-             **run_case(seed_config(args, driver, devices), args.batch, args.steps, args.warmup)}
-      rows.append(row)
-      print(json.dumps(row), flush=True)
+  for (driver, devices), results in runs.items():
+    median = lambda key: statistics.median(r[key] for r in results)
+    rows.append({"driver": driver, "devices": devices, "batch": args.batch,
+                 "backend": jax.default_backend(), "repeats": args.repeats,
+                 "step_ms": median("step_ms"), "samples_per_s": median("samples_per_s"),
+                 "first_step_compiles": min(r["first_step_compiles"] for r in results),
+                 "recompiles": max(r["recompiles"] for r in results),
+                 "flops_per_device_step": results[0]["flops_per_device_step"]})
+    print(json.dumps(rows[-1]), flush=True)
   if args.mfu and jax.default_backend() == "gpu":
     config = load_config(os.path.join(CONFIGS, "transformer_resnet.py"))
     config.model.dtype, config.parallel.num_devices = "bfloat16", 1

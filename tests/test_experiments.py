@@ -38,7 +38,7 @@ def test_bench_fusion_writes_csv_markdown_and_plot(tmp_path):
 
 def test_bench_scaling_runs_both_drivers_and_compiles_the_step_once():
   output = run_script("bench_scaling.py", "--host-devices=2", "--devices=1,2", "--steps=2",
-                      "--warmup=1", "--batch=4", "--channels=4", "--hidden=8")
+                      "--warmup=1", "--batch=4", "--channels=4", "--hidden=8", "--repeats=1")
   rows = [json.loads(line) for line in output.strip().splitlines()]
   assert [(r["driver"], r["devices"]) for r in rows] == [("jit", 1), ("jit", 2), ("pmap", 1),
                                                          ("pmap", 2)]
