@@ -368,9 +368,9 @@ def test_additive_fusion_then_linear_map_has_zero_mixed_second_derivative(name):
 @pytest.mark.parametrize("name", INTERACTING)
 def test_interaction_fusion_has_a_nonzero_mixed_difference(name):
   """f(a, t) − f(a', t) − f(a, t') + f(a', t') ≠ 0: the effect of one modality depends on the
-  other (an additive fusion gives exactly 0; so does no smooth test for the piecewise-linear max,
-  hence a difference, not a derivative). Parameters ×3 make the transformers' attention sharp
-  enough for the interaction to stand far above float32 rounding (~1e-6)."""
+  other (an additive fusion gives exactly 0). A difference, not a derivative: max is not additive,
+  yet its mixed second derivative is 0 almost everywhere. Parameters ×3 make the transformers'
+  attention sharp enough for the interaction to stand far above float32 rounding (~1e-6)."""
   module = small(name)
   features, masks = make_inputs(name, batch=1, modalities=["audio", "text"])
   variables = jax.tree.map(lambda x: 3 * x, random_variables(module, features, masks))
