@@ -51,6 +51,12 @@ def test_driver_on_many_devices_ends_with_the_parameters_of_one_device(eight_dev
   assert report[run]["max_abs_diff"] < TOLERANCE, report[run]
 
 
+def test_fsdp_splits_each_parameter_along_its_largest_divisible_dimension(eight_device_report):
+  """With fsdp = 2 the (64, 8) embedding lives as (32, 8) halves: the parameters are split, not
+  silently replicated (which would pass the equality test above)."""
+  assert eight_device_report["fsdp_2_embedding"] == {"shape": [64, 8], "shard_shape": [32, 8]}
+
+
 @pytest.mark.parametrize("run", MANY)
 def test_metric_sums_over_padded_eval_batches_are_exact_on_many_devices(eight_device_report, run):
   """400-example eval batches over 1,000 and 2,000 examples: the last validation batch is half

@@ -50,7 +50,11 @@ def main(data_dir, workdir, steps=20):
     results[name] = loop.train_and_evaluate(config, os.path.join(workdir, name))
     params[name] = final_params(config, os.path.join(workdir, name))
   reference = jax.tree.leaves(params["jit_1"])
-  report = {"devices": jax.device_count()}
+  _, _, _, state, _ = loop._setup(config_for(data_dir, "jit", 8, 2, steps))
+  embedding = state.params["encoders_text"]["embedding"]["embedding"]
+  report = {"devices": jax.device_count(),
+            "fsdp_2_embedding": {"shape": list(embedding.shape),
+                                 "shard_shape": list(embedding.addressable_shards[0].data.shape)}}
   for name in CASES:
     leaves = jax.tree.leaves(params[name])
     report[name] = {
