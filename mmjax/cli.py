@@ -20,6 +20,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 (implies --distributed).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes the job has.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. N − 1.")
+_LOCAL_DEVICES = flags.DEFINE_list(
+    "local_device_ids", None, "Accelerators this process drives, e.g. 0,1,2,3,4,5,6,7 for one "
+    "process per node (default: JAX's choice; under SLURM, the task's local rank).")
 COMMANDS = ("train", "eval")
 
 
@@ -28,6 +31,7 @@ def unknown_override(argv: List[str]) -> Optional[str]:
   a one-line message naming it and the valid fields at that level; None if every field exists."""
   paths = [arg.split("=", 1)[0][len("--config."):] for arg in argv if arg.startswith("--config.")]
   files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+  files += [value for flag, value in zip(argv, argv[1:]) if flag == "--config"]
   if not paths or not files:
     return None
   path, _, arg = files[-1].partition(":")
@@ -64,7 +68,9 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _DISTRIBUTED.value or _COORDINATOR.value:
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    parallel.initialize_distributed(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+        [int(i) for i in _LOCAL_DEVICES.value] if _LOCAL_DEVICES.value else None)
   try:
     if argv[1] == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -38,7 +38,8 @@ def _config_value(field: dataclasses.Field, value: Any, given: bool) -> Any:
   it), and dtypes by name, None unless given (the module then computes in the model's dtype,
   `config.model.dtype`)."""
   if field.name == "dtype":
-    return jnp.dtype(value).name if given else ml_collections.config_dict.placeholder(str)
+    return (jnp.dtype(value).name if given and value is not None
+            else ml_collections.config_dict.placeholder(str))
   if value is None:
     options = [t for t in typing.get_args(field.type) if t is not type(None)]
     return ml_collections.config_dict.placeholder(options[0] if len(options) == 1 else object)

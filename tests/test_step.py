@@ -60,11 +60,14 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(data_dir, mic
 def test_ema_follows_its_recurrence_and_is_what_evaluation_uses(data_dir):
   config = small_config(data_dir)
   state, batch, step = setup(config, data_dir, ema=True)
-  decay = 0.9
-  new, _ = jax.jit(functools.partial(step, ema_decay=decay))(state, batch, jax.random.key(1))
-  for ema, before, after in zip(*(jax.tree.leaves(t) for t in
-                                  (new.ema_params, state.params, new.params))):
-    np.testing.assert_allclose(ema, decay * before + (1 - decay) * after, rtol=1e-6, atol=1e-7)
+  steps = jax.jit(functools.partial(step, ema_decay=0.9))
+  for t in (0, 50):   # warm-up: d_t = min(0.9, (1 + t) / (10 + t)) = 0.1, then 0.9
+    decay = min(0.9, (1 + t) / (10 + t))
+    start = state.replace(step=t)
+    new, _ = steps(start, batch, jax.random.key(1))
+    for ema, before, after in zip(*(jax.tree.leaves(x) for x in
+                                    (new.ema_params, start.ema_params, new.params))):
+      np.testing.assert_allclose(ema, decay * before + (1 - decay) * after, rtol=1e-5, atol=1e-7)
   assert any(np.any(np.asarray(a) != np.asarray(b))
              for a, b in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(new.params)))
   tasks = tasks_from_config(config.tasks)

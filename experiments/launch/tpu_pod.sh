@@ -13,5 +13,7 @@ ZONE=${2:?usage: tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR [--config.FIELD=VALUE .
 CONFIG=${3:?usage: tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR [--config.FIELD=VALUE ...]}
 WORKDIR=${4:?usage: tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR [--config.FIELD=VALUE ...]}
 shift 4
+# Quoted for the remote shell, so overrides with spaces or quotes (tuples) arrive intact.
+ARGS=$(printf '%q ' --config "$CONFIG" --workdir "$WORKDIR" "$@")
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command \
-  "cd ~/mmjax && mmjax train --distributed --config $CONFIG --workdir $WORKDIR $*"
+  "cd ~/mmjax && mmjax train --distributed $ARGS"

@@ -75,6 +75,7 @@ class CrossModalBlock(nn.Module):
                                name="attention")(norm(y), norm(source), mask, train=train)
     y = y + nn.Dropout(self.dropout_rate, deterministic=not train)(attended)
     return y + FeedForward(4 * y.shape[-1], self.dropout_rate, nn.relu, self.dtype,
+                           hidden_dropout_rate=self.dropout_rate,
                            name="feed_forward")(y, train=train)
 
 

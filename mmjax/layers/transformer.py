@@ -37,17 +37,20 @@ class MaskedAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-  """The position-wise MLP branch of a pre-LN block: dropout(W_2 act(W_1 LN(x) + b_1) + b_2)."""
+  """The position-wise MLP branch of a pre-LN block:
+  dropout(W_2 dropout_h(act(W_1 LN(x) + b_1)) + b_2), `hidden_dropout_rate` for dropout_h."""
   mlp_dim: int
   dropout_rate: float = 0.0
   activation: Callable[[Array], Array] = nn.gelu
   dtype: Any = jnp.float32
+  hidden_dropout_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
     y = nn.LayerNorm(dtype=self.dtype)(x)
-    y = nn.Dense(self.mlp_dim, dtype=self.dtype)(y)
-    y = nn.Dense(x.shape[-1], dtype=self.dtype)(self.activation(y))
+    y = self.activation(nn.Dense(self.mlp_dim, dtype=self.dtype)(y))
+    y = nn.Dropout(self.hidden_dropout_rate, deterministic=not train)(y)
+    y = nn.Dense(x.shape[-1], dtype=self.dtype)(y)
     return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
 
 

@@ -34,6 +34,7 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.total_steps = 1000
   config.grad_accum_steps = 1            # micro-batches per step: the update of one k× batch
   config.ema_decay = 0.0                 # > 0: evaluate and checkpoint an EMA of the parameters
+                                         #   (decay warmed up as min(d, (1 + t) / (10 + t)))
 
   config.parallel = ml_collections.ConfigDict()
   config.parallel.driver = "jit"         # 'jit' (named shardings) or 'pmap' (shard_map per device)

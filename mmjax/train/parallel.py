@@ -35,13 +35,15 @@ DRIVERS = ("jit", "pmap")
 
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
+                           process_id: Optional[int] = None,
+                           local_device_ids: Optional[Sequence[int]] = None) -> None:
   """`jax.distributed.initialize` from explicit values, or with none of them where JAX detects the
   cluster itself (SLURM, Open MPI, a TPU pod). CPU collectives go through gloo (the setting
   touches only the CPU backend; it must be made before any backend starts, so it is made always)."""
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+                             num_processes=num_processes, process_id=process_id,
+                             local_device_ids=local_device_ids)
 
 
 def device_count(parallel_config: Mapping[str, Any]) -> int:

@@ -33,7 +33,9 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   `grad_accum_steps` equal micro-batches (a `lax.scan`; the same update as one step on the whole
   batch, each micro-batch drawing its own dropout masks) and, under a per-device driver, summed
   over `axis_name` with `lax.psum`: the update is the global batch's whatever its split.
-  `ema_decay` > 0 keeps ema ← d·ema + (1 − d)·params in `state.ema_params`.
+  `ema_decay` > 0 keeps ema ← d_t·ema + (1 − d_t)·params in `state.ema_params`, with the usual
+  warm-up d_t = min(ema_decay, (1 + t) / (10 + t)) at step t, so that the initial parameters do
+  not linger in the average (with d = 0.999, 0.999^1000 ≈ 37% of them would after 1,000 steps).
 
   Returns the new state and metric sums over the batch (see `multitask_objective`) plus the
   gradient's global norm and the learning rate used.
@@ -70,8 +72,9 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   metrics = {**sums, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
   new_state = state.apply_gradients(grads=grads)
   if ema_decay > 0:
+    decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     new_state = new_state.replace(ema_params=jax.tree.map(
-        lambda ema, p: ema_decay * ema + (1 - ema_decay) * p, state.ema_params, new_state.params))
+        lambda ema, p: decay * ema + (1 - decay) * p, state.ema_params, new_state.params))
   return new_state, metrics
 
 
