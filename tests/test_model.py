@@ -122,3 +122,12 @@ def test_unknown_field_is_one_line_naming_the_valid_fields():
                               "rank_weights, dtype")
   with pytest.raises(ValueError, match="fusion 'low_rank' has no field rankk; its fields are"):
     registry.build(FUSIONS, {"name": "low_rank", "rankk": 8}, "fusion")
+
+
+def test_modules_compute_in_the_model_dtype_unless_their_spec_sets_one():
+  config = {**SMALL, "dtype": "bfloat16",
+            "fusion": fusion_config("concat", dtype=None),
+            "heads": {"label": {"name": "linear", "num_classes": 3, "dtype": "float32"}}}
+  model = model_from_config(config)
+  assert model.fusion.dtype == jnp.bfloat16 and model.encoders["text"].dtype == jnp.bfloat16
+  assert model.heads["label"].dtype == jnp.float32
