@@ -12,7 +12,7 @@ import pytest
 from mmjax import data
 from mmjax.model import encoder_config, model_from_config
 from mmjax.tasks.objective import tasks_from_config
-from mmjax.train import checkpoint, loop
+from mmjax.train import loop
 from mmjax.train.defaults import load_config
 from mmjax.train.state import create_train_state, make_optimizer
 from mmjax.train.step import eval_step, train_step
@@ -83,11 +83,7 @@ def test_ema_is_saved_in_checkpoints_and_resumes_exactly(data_dir, tmp_path):
   loop.train_and_evaluate(config, straight)
   loop.train_and_evaluate(config, split, stop_after_step=2)
   loop.train_and_evaluate(config, split)
-  restored = []
-  for workdir in (straight, split):
-    _, _, _, state, _ = loop._setup(config)
-    manager = checkpoint.checkpoint_manager(workdir, 2, "label/accuracy", "max", read_only=True)
-    restored.append(checkpoint.restore(manager, state))
+  restored = [loop.restore_checkpoint(config, workdir)[-1] for workdir in (straight, split)]
   assert restored[0].ema_params is not None
   for a, b in zip(jax.tree.leaves(restored[0].ema_params), jax.tree.leaves(restored[1].ema_params)):
     np.testing.assert_array_equal(a, b)

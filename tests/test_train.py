@@ -15,7 +15,7 @@ from mmjax import data
 from mmjax.data import mm_shapes
 from mmjax.data.pipeline import train_batch_indices
 from mmjax.model import encoder_config, head_config
-from mmjax.train import checkpoint, loop
+from mmjax.train import loop
 from mmjax.train.defaults import load_config
 from mmjax.train.state import make_optimizer
 from mmjax.train.step import eval_step, evaluate, train_step
@@ -63,19 +63,13 @@ def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path)
   assert os.listdir(tmp_path / "checkpoints")
 
 
-def _final_params(workdir, config):
-  readers, tasks, _, state, _ = loop._setup(config)
-  manager = checkpoint.checkpoint_manager(workdir, 2, "label/accuracy", "max", read_only=True)
-  return checkpoint.restore(manager, state)
-
-
 def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_path):
   config = tiny_config(data_dir)
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
   loop.train_and_evaluate(config, straight)
   assert loop.train_and_evaluate(config, split, stop_after_step=5) == {}
   loop.train_and_evaluate(config, split)
-  a, b = _final_params(straight, config), _final_params(split, config)
+  a, b = (loop.restore_checkpoint(config, workdir)[-1] for workdir in (straight, split))
   assert int(a.step) == int(b.step) == 8
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.opt_state)),
                           jax.tree.leaves((b.params, b.opt_state))):
@@ -197,10 +191,7 @@ def test_results_report_each_split_evaluated_on_its_own_examples(data_dir, tmp_p
   config = tiny_config(data_dir, total_steps=2)
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["validation"]["examples"] == 1000 and results["test"]["examples"] == 2000
-  readers, tasks, _, state, _ = loop._setup(config)
-  manager = checkpoint.checkpoint_manager(str(tmp_path), 2, "label/accuracy", "max",
-                                          read_only=True)
-  final = checkpoint.restore(manager, state)
+  readers, tasks, _, final = loop.restore_checkpoint(config, str(tmp_path))
   eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
   test = evaluate(eval_fn, final, data.eval_batches(readers["test"], 2000))
   for key, value in test.items():

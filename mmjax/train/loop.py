@@ -238,9 +238,9 @@ def train_and_evaluate(config: Any, workdir: str, *,
   return results
 
 
-def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
-  """Evaluates the checkpoint at `step` (the latest when None) on `config.eval_splits` and writes
-  `eval_results.json` beside it."""
+def restore_checkpoint(config: Any, workdir: str, step: Optional[int] = None):
+  """`(readers, tasks, driver, state)` of `config`, the state being the one saved at `step` (the
+  latest when None) in `workdir`, placed on the driver's devices."""
   readers, tasks, driver, state, _ = _setup(config)
   manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep_best,
                                           config.checkpoint.best_metric,
@@ -249,6 +249,13 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; "
                             "run `mmjax train` with this --workdir first")
+  return readers, tasks, driver, restored
+
+
+def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
+  """Evaluates the checkpoint at `step` (the latest when None) on `config.eval_splits` and writes
+  `eval_results.json` beside it."""
+  readers, tasks, driver, restored = restore_checkpoint(config, workdir, step)
   results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
              _evaluate_splits(config, driver, restored, readers, config.eval_splits).items()}
   if jax.process_index() == 0:

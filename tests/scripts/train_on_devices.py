@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from mmjax.model import encoder_config
-from mmjax.train import checkpoint, loop
+from mmjax.train import loop
 from mmjax.train.defaults import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,9 +38,7 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1):
 
 
 def final_params(config, workdir):
-  _, _, _, state, _ = loop._setup(config)
-  manager = checkpoint.checkpoint_manager(workdir, 2, "label/accuracy", "max", read_only=True)
-  return jax.device_get(checkpoint.restore(manager, state).params)
+  return jax.device_get(loop.restore_checkpoint(config, workdir)[-1].params)
 
 
 def main(data_dir, workdir, steps=20):
