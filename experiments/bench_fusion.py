@@ -75,7 +75,8 @@ def train_seeds(config, readers, seeds) -> list:
       state, metrics = step(state, next(batches), step_rng)
     jax.block_until_ready(metrics)
     samples_per_s = (config.total_steps - 1) * config.batch_size / (time.perf_counter() - start)
-    test = evaluate(eval_fn, state, data.eval_batches(readers["test"], config.eval_batch_size))
+    test = evaluate(eval_fn, state, data.eval_batches(readers["test"], config.eval_batch_size),
+                    tasks)
     results.append({"seed": seed, "accuracy": test["label/accuracy"],
                     "params": parameter_count(state.params), "samples_per_s": samples_per_s})
   return results

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.model import model_from_config
-from mmjax.tasks.objective import tasks_from_config
+from mmjax.tasks import task_config, tasks_from_config
 from mmjax.train.defaults import trainer_config
 from mmjax.train.state import create_train_state, make_optimizer
 from mmjax.train.step import train_step
@@ -76,8 +76,8 @@ def bench_mmjax(args) -> dict:
   optimizer.update(learning_rate=1e-3, warmup_steps=0, final_lr_fraction=1.0, grad_clip_norm=0.0)
   tx, schedule = make_optimizer(optimizer, total_steps=args.steps + args.warmup)
   state = create_train_state(model, tx, batch, jax.random.key(0))
-  step = jax.jit(functools.partial(train_step, tasks=tasks_from_config({"label": {}}),
-                                   schedule=schedule), donate_argnums=0)
+  tasks = tasks_from_config({"label": task_config("classification")})
+  step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule), donate_argnums=0)
   key = jax.random.key(1)
   for _ in range(args.warmup):
     state, metrics = step(state, batch, key)
@@ -88,7 +88,7 @@ def bench_mmjax(args) -> dict:
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
   return {"impl": "mmjax", "samples_per_s": args.batch * args.steps / seconds,
-          "step_ms": 1000 * seconds / args.steps, "loss": float(metrics["loss"]) / args.batch,
+          "step_ms": 1000 * seconds / args.steps, "loss": float(metrics["values"]["loss"]),
           "backend": jax.default_backend(), "devices": jax.device_count()}
 
 

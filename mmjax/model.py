@@ -20,7 +20,9 @@ Array = jax.Array
 
 
 class MultimodalModel(nn.Module):
-  """`{task: output}` = heads(fusion({m: encoders[m](batch[m], batch.get(m + '_mask'))}))."""
+  """`{task: output}` = heads(fusion({m: encoders[m](batch[m], batch.get(m + '_mask'))})); a head
+  that `reads_modalities` (a contrastive head) gets the per-modality features instead, and the
+  fusion runs only when some head reads it."""
   encoders: Mapping[str, nn.Module]
   fusion: nn.Module
   heads: Mapping[str, nn.Module]
@@ -32,8 +34,12 @@ class MultimodalModel(nn.Module):
 
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
     masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
-    fused = self.fusion(self.encode(batch, train=train), masks, train=train)
-    return {task: head(fused, train=train) for task, head in self.heads.items()}
+    features = self.encode(batch, train=train)
+    reads = lambda head: getattr(head, "reads_modalities", False)
+    fused = (self.fusion(features, masks, train=train)
+             if not all(reads(head) for head in self.heads.values()) else None)
+    return {task: head(features if reads(head) else fused, train=train)
+            for task, head in self.heads.items()}
 
 
 def encoder_config(name: str, **fields: Any) -> ml_collections.ConfigDict:

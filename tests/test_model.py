@@ -9,7 +9,6 @@ from mmjax.encoders import ENCODERS
 from mmjax.fusion import FUSIONS
 from mmjax.model import fusion_config, model_from_config
 from mmjax.tasks.heads import HEADS
-from mmjax.tasks.objective import means_from_sums, multitask_objective, tasks_from_config
 
 SMALL = {
     "encoders": {"text": {"name": "lstm", "vocab_size": 20, "embed_dim": 4, "hidden_dim": 8,
@@ -66,24 +65,6 @@ def test_bad_constructor_argument_names_the_module():
   with pytest.raises(ValueError, match="head 'linear' has no field width; its fields are: "
                                        "num_classes, dtype"):
     model_from_config(config)
-
-
-def test_objective_sums_skip_zero_weight_examples_and_weights_tasks():
-  """The zero-weight example is classified correctly with a large loss: counting it anywhere
-  would change both accuracy and loss."""
-  logits = {"a": jnp.array([[2.0, 0.0], [0.0, 3.0], [0.0, 5.0]]),
-            "b": jnp.array([[0.0, 1.0], [1.0, 0.0], [9.0, 0.0]])}
-  batch_ = {"a": jnp.array([0, 0, 1]), "b": jnp.array([1, 1, 0]),
-            "weight": jnp.array([1.0, 1.0, 0.0])}
-  tasks = tasks_from_config({"a": {"weight": 1.0}, "b": {"weight": 0.5}})
-  total, sums = multitask_objective(logits, batch_, tasks)
-  ce = lambda z, y: float(jax.nn.logsumexp(z) - z[y])
-  loss_a = (ce(logits["a"][0], 0) + ce(logits["a"][1], 0)) / 2
-  loss_b = (ce(logits["b"][0], 1) + ce(logits["b"][1], 1)) / 2
-  assert float(total) == pytest.approx(loss_a + 0.5 * loss_b, rel=1e-6)
-  means = means_from_sums(jax.device_get(sums))
-  assert means["a/accuracy"] == 0.5 and means["b/accuracy"] == 0.5
-  assert means["loss"] == pytest.approx(loss_a + 0.5 * loss_b, rel=1e-6)
 
 
 def _registered():

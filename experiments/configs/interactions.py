@@ -10,6 +10,7 @@ import ml_collections
 
 from mmjax.data import interactions
 from mmjax.model import encoder_config, fusion_config, head_config
+from mmjax.tasks import task_config
 from mmjax.train.defaults import trainer_config
 
 SEQUENCE_FUSIONS = ("mult", "mbt")
@@ -31,7 +32,7 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   config.model.heads.label = head_config("linear",
                                          num_classes=interactions.NUM_CLASSES[data_config])
   config.tasks = ml_collections.ConfigDict()
-  config.tasks.label = dict(loss="softmax_cross_entropy", weight=1.0)
+  config.tasks.label = task_config("classification")
 
   config.batch_size = 128
   config.eval_batch_size = 1000

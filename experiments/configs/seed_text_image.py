@@ -10,6 +10,7 @@ Every field of every module is in the config and can be overridden, e.g.
 import ml_collections
 
 from mmjax.model import encoder_config, fusion_config, head_config
+from mmjax.tasks import task_config
 from mmjax.train.defaults import trainer_config
 
 
@@ -23,6 +24,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.heads = ml_collections.ConfigDict()
   config.model.heads.label = head_config("linear", num_classes=9)
   config.tasks = ml_collections.ConfigDict()
-  config.tasks.label = dict(loss="softmax_cross_entropy", weight=1.0)
+  config.tasks.label = task_config("classification")
   config.optimizer.learning_rate = 2e-3
   return config

@@ -1,7 +1,8 @@
-"""Task heads, losses and the multi-task objective."""
-from mmjax.tasks.heads import HEADS, LinearHead, MLPHead
-from mmjax.tasks.losses import LOSSES, softmax_cross_entropy
-from mmjax.tasks.objective import Task, multitask_objective, tasks_from_config
+"""Task heads, task kinds, the multi-task objective and task weighting."""
+from mmjax.tasks.heads import HEADS, ContrastiveHead, LinearHead, MLPHead
+from mmjax.tasks.kinds import TASK_KINDS
+from mmjax.tasks.objective import objective_sums, task_config, tasks_from_config
+from mmjax.tasks.weighting import WEIGHTINGS, weighting_config
 
-__all__ = ["HEADS", "LOSSES", "LinearHead", "MLPHead", "Task", "multitask_objective",
-           "softmax_cross_entropy", "tasks_from_config"]
+__all__ = ["HEADS", "TASK_KINDS", "WEIGHTINGS", "ContrastiveHead", "LinearHead", "MLPHead",
+           "objective_sums", "task_config", "tasks_from_config", "weighting_config"]

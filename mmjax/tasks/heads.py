@@ -1,9 +1,12 @@
-"""Task heads: fused features `(B, D)` -> task outputs (e.g. logits `(B, K)`)."""
-from typing import Any, Sequence
+"""Task heads: fused features `(B, D)` -> task outputs (logits `(B, K)`, or regression values
+`(B, K)` with `num_classes` = K outputs); a contrastive head reads the per-modality features."""
+from typing import Any, ClassVar, Dict, Mapping, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.tasks import contrastive
 
 Array = jax.Array
 
@@ -35,7 +38,35 @@ class MLPHead(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
+class ContrastiveHead(nn.Module):
+  """Projects two modalities' encoder features into a shared space for a contrastive task:
+  e_m = normalise(W_m h_m) (bias-free, as CLIP's projections), plus the loss's learned log-scale
+  (inverse temperature: CLIP starts at log(1/0.07), SigLIP at log 10) and bias (SigLIP's, starting
+  at −10; unused by InfoNCE). It reads `{modality: (B, D_m)}`, not the fused features."""
+  modalities: Tuple[str, str] = ("text", "image")
+  embed_dim: int = 128
+  log_scale_init: float = contrastive.CLIP_LOG_SCALE_INIT
+  bias_init: float = contrastive.SIGLIP_BIAS_INIT
+  dtype: Any = jnp.float32
+
+  reads_modalities: ClassVar[bool] = True
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
+    del train
+    embeddings = {}
+    for key, modality in zip(("a", "b"), self.modalities):
+      projected = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                           name=f"project_{modality}")(features[modality]).astype(jnp.float32)
+      embeddings[key] = projected / jnp.maximum(
+          jnp.linalg.norm(projected, axis=-1, keepdims=True), 1e-6)
+    constant = lambda value: lambda key: jnp.asarray(value, jnp.float32)
+    return {**embeddings, "log_scale": self.param("log_scale", constant(self.log_scale_init)),
+            "bias": self.param("bias", constant(self.bias_init))}
+
+
 HEADS = {
     "linear": LinearHead,
     "mlp": MLPHead,
+    "contrastive": ContrastiveHead,
 }

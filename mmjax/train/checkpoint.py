@@ -42,3 +42,11 @@ def restore(manager: ocp.CheckpointManager, state: TrainState,
     raise ValueError(f"no checkpoint at step {step}; saved steps are {sorted(manager.all_steps())}")
   return manager.restore(step, args=ocp.args.StandardRestore(state))
 
+
+
+def restore_raw(manager: ocp.CheckpointManager) -> Optional[dict]:
+  """The latest checkpoint's saved tree as host arrays, whatever model wrote it; None if none."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  return manager.restore(step, args=ocp.args.StandardRestore())

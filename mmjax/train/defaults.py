@@ -6,6 +6,8 @@ from typing import Optional
 
 import ml_collections
 
+from mmjax.tasks.weighting import weighting_config
+
 
 def load_config(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` (or `get_config()`) of the config file at `path`, as `--config=path:arg`
@@ -17,7 +19,8 @@ def load_config(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDi
 
 
 def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
-  """Every field `mmjax.train.loop` reads, except the model's modules and `tasks`."""
+  """Every field `mmjax.train.loop` reads, except the model's modules and `config.tasks`
+  (`{name: task_config(kind, ...)}`, one per head)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.model = ml_collections.ConfigDict()
@@ -36,6 +39,10 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.ema_decay = 0.0                 # > 0: evaluate and checkpoint an EMA of the parameters
                                          #   (decay warmed up as min(d, (1 + t) / (10 + t)))
 
+  config.task_weighting = weighting_config("fixed")   # or uncertainty, gradnorm, pcgrad, dwa
+  config.shared_weight_decay = 0.0       # reg/shared: ½λ‖θ‖² on the encoders and the fusion
+  config.init_from = ml_collections.config_dict.placeholder(str)  # a workdir: copy its params
+
   config.parallel = ml_collections.ConfigDict()
   config.parallel.driver = "jit"         # 'jit' (named shardings) or 'pmap' (shard_map per device)
   config.parallel.num_devices = 0        # 0: every device of every process
@@ -49,7 +56,8 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.999
   config.optimizer.eps = 1e-8
-  config.optimizer.weight_decay = 0.0
+  config.optimizer.weight_decay = 0.0     # AdamW's decoupled decay (not a term of the loss)
+  config.optimizer.frozen = ""           # regex of parameter paths never updated, e.g. "encoders_"
 
   config.log_every_steps = 50
   config.eval_every_steps = 250

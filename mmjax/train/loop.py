@@ -18,11 +18,13 @@ from tqdm import tqdm
 
 from mmjax import data
 from mmjax.model import model_from_config
-from mmjax.tasks.objective import means_from_sums, tasks_from_config
+from mmjax.tasks import kinds
+from mmjax.tasks.objective import task_metrics, tasks_from_config
+from mmjax.tasks.weighting import weighting_from_config
 from mmjax.train import checkpoint, parallel
 from mmjax.train.metrics_writer import MetricsWriter
 from mmjax.train.state import init_state, make_optimizer, parameter_count
-from mmjax.train.step import evaluate
+from mmjax.train.step import evaluate, task_weight_vectors
 
 
 class ConfigError(ValueError):
@@ -59,7 +61,38 @@ def check_step_counts(config: Any) -> None:
                       f"{devices} devices; use a multiple of {devices}")
 
 
-def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray]) -> None:
+def _check_task_labels(name: str, task: Any, head: Any, builder: Any,
+                       batch: Mapping[str, np.ndarray]) -> None:
+  """Raises ConfigError when task `name`'s labels do not fit its kind or its head."""
+  label_key = task.label_key
+  if label_key not in batch:
+    raise ConfigError(f"task {name!r} reads labels {label_key!r}, which dataset "
+                      f"{builder.name!r} lacks; its keys are {sorted(batch)}")
+  feature = builder.info.features[label_key] if label_key in builder.info.features else None
+  labels, outputs = batch[label_key], head.get("num_classes")
+  if isinstance(task, kinds.Classification):
+    classes = getattr(feature, "num_classes", None)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+      raise ConfigError(f"task {name!r} is a classification task but {label_key!r} holds "
+                        f"{labels.dtype} labels of shape {labels.shape[1:]}; use integer class "
+                        "ids, or the 'multilabel' or 'regression' kind")
+    if classes is not None and outputs != classes:
+      raise ConfigError(f"config.model.heads.{name}.num_classes={outputs} but {label_key!r} "
+                        f"has {classes} classes; set it to {classes}")
+  elif isinstance(task, kinds.MultiLabel):
+    if labels.ndim != 2 or outputs != labels.shape[1]:
+      raise ConfigError(f"config.model.heads.{name}.num_classes={outputs} but the multi-hot "
+                        f"labels {label_key!r} have shape {labels.shape[1:]}; set it to the "
+                        "number of labels")
+  elif isinstance(task, kinds.Regression):
+    dims = int(np.prod(labels.shape[1:]))
+    if outputs != dims:
+      raise ConfigError(f"config.model.heads.{name}.num_classes={outputs} but the regression "
+                        f"targets {label_key!r} have {dims} value(s) per example; set it to {dims}")
+
+
+def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray],
+                 tasks: Mapping[str, Any]) -> None:
   """Raises ConfigError naming the first field that cannot work with this dataset."""
   for modality, spec in config.model.encoders.items():
     if modality not in batch:
@@ -69,23 +102,62 @@ def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray]) -> 
     if "vocab_size" in spec and vocab_size and spec["vocab_size"] < vocab_size:
       raise ConfigError(f"config.model.encoders.{modality}.vocab_size={spec['vocab_size']} is "
                         f"smaller than the dataset's vocabulary ({vocab_size}); raise it")
-  for task, spec in config.tasks.items():
-    label_key = spec.get("label_key", task)
-    if task not in config.model.heads:
-      raise ConfigError(f"config.tasks has {task!r} but config.model.heads does not; add a head "
-                        f"named {task!r}")
-    if label_key not in batch:
-      raise ConfigError(f"task {task!r} reads labels {label_key!r}, which dataset "
-                        f"{builder.name!r} lacks; its keys are {sorted(batch)}")
-    feature = builder.info.features[label_key]
-    head_classes = config.model.heads[task].get("num_classes")
-    if hasattr(feature, "num_classes") and head_classes != feature.num_classes:
-      raise ConfigError(f"config.model.heads.{task}.num_classes={head_classes} but {label_key!r} "
-                        f"has {feature.num_classes} classes; set it to {feature.num_classes}")
+  for name, task in tasks.items():
+    if name not in config.model.heads:
+      raise ConfigError(f"config.tasks has {name!r} but config.model.heads does not; add a head "
+                        f"named {name!r}")
+    head = config.model.heads[name]
+    if (head.get("name") == "contrastive") != isinstance(task, kinds.Contrastive):
+      raise ConfigError(f"task {name!r} is a {type(task).__name__.lower()} task but its head is "
+                        f"{head.get('name')!r}; contrastive tasks take a 'contrastive' head, and "
+                        "only they do")
+    if isinstance(task, kinds.Contrastive):
+      missing = [m for m in head["modalities"] if m not in config.model.encoders]
+      if missing or len(head["modalities"]) != 2:
+        raise ConfigError(f"config.model.heads.{name}.modalities={tuple(head['modalities'])} "
+                          f"must name two of the encoders {sorted(config.model.encoders)}")
+    else:
+      _check_task_labels(name, task, head, builder, batch)
   best_metric = config.checkpoint.best_metric
-  if best_metric != "loss" and best_metric.split("/")[0] not in config.tasks:
+  if best_metric != "loss" and best_metric.split("/")[0] not in tasks:
     raise ConfigError(f"config.checkpoint.best_metric={best_metric!r} names no task; use 'loss' "
-                      f"or '<task>/accuracy' or '<task>/loss' with a task from {sorted(config.tasks)}")
+                      f"or '<task>/<metric>' (e.g. '<task>/accuracy' or '<task>/loss') with a "
+                      f"task from {sorted(tasks)}")
+
+
+def _objective_from_config(config: Any):
+  """The model, tasks and task weighting of `config`; a bad name or field is a ConfigError."""
+  try:
+    return (model_from_config(config.model), tasks_from_config(config.tasks),
+            weighting_from_config(config.task_weighting))
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
+
+
+def _initialize_from(config: Any, state: Any) -> Any:
+  """`state` with the parameters of `config.init_from`'s latest checkpoint copied into every
+  top-level parameter collection (an encoder, the fusion, a head) that both models have with the
+  same shapes: a pre-trained model's encoders for a linear probe or fine-tuning."""
+  source = checkpoint.checkpoint_manager(config.init_from, 1, "loss", "min", read_only=True)
+  saved = checkpoint.restore_raw(source)
+  source.close()
+  if saved is None:
+    raise ConfigError(f"config.init_from={config.init_from!r} holds no checkpoint; train there "
+                      "first or fix the path")
+  saved_params = saved["params"]
+  shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)
+  copied = {name: saved_params[name] for name in state.params
+            if name in saved_params and shapes(saved_params[name]) == shapes(state.params[name])}
+  if not copied:
+    raise ConfigError(f"config.init_from={config.init_from!r}: no parameter collection of its "
+                      f"model ({sorted(saved_params)}) matches this model's "
+                      f"({sorted(state.params)}) in names and shapes")
+  params = {name: jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype),
+                                                                old.sharding),
+                               copied[name], value) if name in copied else value
+            for name, value in state.params.items()}
+  print(f"mmjax: initialised {', '.join(sorted(copied))} from {config.init_from}")
+  return state.replace(params=params)
 
 
 def _setup(config: Any):
@@ -102,19 +174,25 @@ def _setup(config: Any):
              for split in splits}
   example_batch = next(data.eval_batches(readers[config.dataset.train_split],
                                          config.batch_size))
-  check_config(config, builder, example_batch)
-  model = model_from_config(config.model)
-  tasks = tasks_from_config(config.tasks)
+  model, tasks, weighting = _objective_from_config(config)
+  check_config(config, builder, example_batch, tasks)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-  init = functools.partial(init_state, model, tx, ema=config.ema_decay > 0)
+  static = task_weight_vectors(tasks)[0]
+  init = functools.partial(init_state, model, tx, ema=config.ema_decay > 0,
+                           weighting_params=weighting.init_params(static),
+                           weighting_state=weighting.init_state(static))
   abstract_state = jax.eval_shape(init, jax.random.key(0), example_batch)
   driver = parallel.make_driver(config.parallel, abstract_state, tasks=tasks, schedule=schedule,
+                                weighting=weighting,
+                                shared_weight_decay=config.shared_weight_decay,
                                 grad_accum_steps=config.grad_accum_steps,
                                 ema_decay=config.ema_decay)
   # Every process computes the same keys and state, directly in their shardings.
   init_rng, step_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
                                out_shardings=driver.replicated)()
   state = jax.jit(init, out_shardings=driver.state_sharding)(init_rng, example_batch)
+  if config.init_from:
+    state = _initialize_from(config, state)
   return readers, tasks, driver, state, step_rng
 
 
@@ -123,10 +201,10 @@ def _local_batches(driver, batches):
   return (driver.put_batch(batch) for batch in batches)
 
 
-def _evaluate_splits(config, driver, state, readers, splits) -> Dict[str, Dict[str, float]]:
+def _evaluate_splits(config, driver, tasks, state, readers, splits) -> Dict[str, Dict[str, float]]:
   return {split: evaluate(driver.evaluate, state, _local_batches(driver, data.eval_batches(
       readers[split], config.eval_batch_size, process_index=jax.process_index(),
-      process_count=jax.process_count())))
+      process_count=jax.process_count())), tasks=tasks)
           for split in splits}
 
 
@@ -141,11 +219,11 @@ def _format(metrics: Mapping[str, float]) -> str:
 
 
 def _flatten_single_task(metrics: Dict[str, float], tasks) -> Dict[str, float]:
-  """With one task, its accuracy is also reported as plain `accuracy` (`loss` is the total)."""
-  if len(tasks) != 1:
+  """With one classification task, its accuracy is also reported as plain `accuracy` (`loss` is
+  the total)."""
+  if len(tasks) != 1 or f"{next(iter(tasks))}/accuracy" not in metrics:
     return metrics
-  (task,) = tasks
-  return {**metrics, "accuracy": metrics[f"{task}/accuracy"]}
+  return {**metrics, "accuracy": metrics[f"{next(iter(tasks))}/accuracy"]}
 
 
 def train_and_evaluate(config: Any, workdir: str, *,
@@ -192,12 +270,12 @@ def train_and_evaluate(config: Any, workdir: str, *,
       if step % config.log_every_steps == 0 or step == last_step:
         summed = jax.device_get(functools.reduce(
             lambda a, b: jax.tree.map(np.add, a, b), window))
-        logged = means_from_sums({k: v for k, v in summed.items()
-                                  if k not in ("grad_norm", "learning_rate")})
-        elapsed = time.perf_counter() - window_start
-        logged.update(grad_norm=float(summed["grad_norm"]) / len(window),
-                      learning_rate=float(jax.device_get(metrics["learning_rate"])),
-                      samples_per_second=len(window) * config.batch_size / elapsed)
+        # The objective's terms: means over the line's steps; metrics: from the summed statistics.
+        logged = {k: float(v) / len(window) for k, v in summed["values"].items()}
+        logged.update(task_metrics(summed["sums"], tasks))
+        logged.update(learning_rate=float(jax.device_get(metrics["values"]["learning_rate"])),
+                      samples_per_second=len(window) * config.batch_size
+                      / (time.perf_counter() - window_start))
         if not math.isfinite(logged["loss"]):
           raise FloatingPointError(f"non-finite training loss {logged['loss']} at step {step}; "
                                    "lower config.optimizer.learning_rate or check the data")
@@ -208,7 +286,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
         window, window_start = [], time.perf_counter()
       validation = None
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        validation = _evaluate_splits(config, driver, state, readers,
+        validation = _evaluate_splits(config, driver, tasks, state, readers,
                                       config.eval_splits[:1])[config.eval_splits[0]]
         if writer:
           writer.write(step, config.eval_splits[0], validation)
@@ -225,7 +303,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
       writer.close()
     return {}
   results = {split: _flatten_single_task(metrics, tasks)
-             for split, metrics in _evaluate_splits(config, driver, state, readers,
+             for split, metrics in _evaluate_splits(config, driver, tasks, state, readers,
                                                     config.eval_splits).items()}
   if not lead:
     return results
@@ -257,7 +335,7 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -
   `eval_results.json` beside it."""
   readers, tasks, driver, restored = restore_checkpoint(config, workdir, step)
   results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
-             _evaluate_splits(config, driver, restored, readers, config.eval_splits).items()}
+             _evaluate_splits(config, driver, tasks, restored, readers, config.eval_splits).items()}
   if jax.process_index() == 0:
     _write_results(os.path.join(workdir, "eval_results.json"), int(restored.step), results)
   return {"step": int(restored.step), **results}

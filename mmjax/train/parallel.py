@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from mmjax.tasks.weighting import Fixed
 from mmjax.train.step import eval_step, train_step
 
 DRIVERS = ("jit", "pmap")
@@ -69,8 +70,8 @@ class Driver:
   state_sharding: Any
   batch_sharding: NamedSharding
   replicated: NamedSharding
-  train: Callable[..., Any]           # (state, global batch, rng) -> (state, metric sums)
-  evaluate: Callable[..., Any]        # (state, global batch) -> metric sums
+  train: Callable[..., Any]           # (state, global batch, rng) -> (state, metrics)
+  evaluate: Callable[..., Any]        # (state, global batch) -> metric sums and values
 
   def put_batch(self, local_batch: Mapping[str, np.ndarray]) -> Mapping[str, jax.Array]:
     """This process's rows -> global arrays split over the mesh."""
@@ -81,13 +82,15 @@ class Driver:
 
 
 def make_driver(parallel_config: Mapping[str, Any], abstract_state: Any, *, tasks, schedule,
+                weighting: Any = Fixed(), shared_weight_decay: float = 0.0,
                 grad_accum_steps: int = 1, ema_decay: float = 0.0) -> Driver:
   """The driver named by `parallel_config.driver` over the run's devices, for states shaped like
   `abstract_state`."""
   devices = np.asarray(jax.devices()[:device_count(parallel_config)])
-  step = functools.partial(train_step, tasks=tasks, schedule=schedule,
-                           grad_accum_steps=grad_accum_steps, ema_decay=ema_decay)
-  evaluate = functools.partial(eval_step, tasks=tasks)
+  objective = dict(tasks=tasks, weighting=weighting, shared_weight_decay=shared_weight_decay)
+  step = functools.partial(train_step, schedule=schedule, grad_accum_steps=grad_accum_steps,
+                           ema_decay=ema_decay, **objective)
+  evaluate = functools.partial(eval_step, **objective)
   if parallel_config["driver"] == "jit":
     fsdp = parallel_config["fsdp"]
     mesh = jax.make_mesh((len(devices) // fsdp, fsdp), ("data", "fsdp"),

@@ -1,4 +1,5 @@
 """Train state and optimizer from config."""
+import re
 from typing import Any, Mapping, Tuple
 
 import flax.linen as nn
@@ -9,14 +10,36 @@ from flax.training import train_state
 
 class TrainState(train_state.TrainState):
   """flax's TrainState plus `ema_params`: an exponential moving average of the parameters when
-  `config.ema_decay` > 0 (used for evaluation and saved in checkpoints), else None."""
+  `config.ema_decay` > 0 (used for evaluation and saved in checkpoints), else None; and
+  `weighting_state`: the task weighting's non-learned state (`mmjax/tasks/weighting.py`), if any.
+  The weighting's learned parameters are `params['task_weighting']`."""
   ema_params: Any = None
+  weighting_state: Any = None
+
+
+def _top_level(path) -> str:
+  return str(getattr(path[0], "key", path[0]))
+
+
+def parameter_labels(params: Any, frozen: str = "") -> Any:
+  """Each parameter's optimizer: 'task_weighting' for the weighting's own parameters, 'frozen'
+  for those whose path ('encoders_text/lstm_0/...') matches the regex `frozen` (never 'heads_'
+  ones unless named), 'model' for the rest."""
+  def label(path, _):
+    if _top_level(path) == "task_weighting":
+      return "task_weighting"
+    name = "/".join(str(getattr(key, "key", key)) for key in path)
+    return "frozen" if frozen and re.search(frozen, name) else "model"
+  return jax.tree_util.tree_map_with_path(label, params)
 
 
 def make_optimizer(optimizer_config: Mapping[str, Any],
                    total_steps: int) -> Tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam(W) with linear warm-up then cosine decay to `final_lr_fraction`·lr, after clipping the
-  global gradient norm to `grad_clip_norm` (no clipping when it is 0)."""
+  global gradient norm to `grad_clip_norm` (no clipping when it is 0), for the model's
+  parameters; parameters matching the regex `frozen` are never updated (a linear probe); the
+  task weighting's learned parameters get plain Adam on the same schedule, outside the clipping
+  and the weight decay."""
   learning_rate = optimizer_config["learning_rate"]
   warmup = min(optimizer_config["warmup_steps"], total_steps)
   schedule = optax.warmup_cosine_decay_schedule(
@@ -24,20 +47,29 @@ def make_optimizer(optimizer_config: Mapping[str, Any],
       decay_steps=max(total_steps, warmup + 1),
       end_value=learning_rate * optimizer_config["final_lr_fraction"])
   clip = optimizer_config["grad_clip_norm"]
-  tx = optax.chain(
+  model = optax.chain(
       optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
       optax.adamw(schedule, b1=optimizer_config["b1"], b2=optimizer_config["b2"],
                   eps=optimizer_config["eps"], weight_decay=optimizer_config["weight_decay"]),
   )
+  transforms = {"model": model, "frozen": optax.set_to_zero(),
+                "task_weighting": optax.adam(schedule, b1=optimizer_config["b1"],
+                                             b2=optimizer_config["b2"], eps=optimizer_config["eps"])}
+  frozen = optimizer_config.get("frozen") or ""
+  tx = optax.multi_transform(transforms, lambda params: parameter_labels(params, frozen))
   return tx, schedule
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-               example_batch: Mapping[str, Any], ema: bool = False) -> TrainState:
-  """Parameters from one example batch, wrapped with the optimizer state (and the EMA's copy)."""
-  params = model.init(rng, example_batch)["params"]
+               example_batch: Mapping[str, Any], ema: bool = False,
+               weighting_params: Any = None, weighting_state: Any = None) -> TrainState:
+  """Parameters from one example batch (plus the task weighting's learned parameters, if any),
+  wrapped with the optimizer state (and the EMA's copy)."""
+  params = dict(model.init(rng, example_batch)["params"])
+  if weighting_params is not None:
+    params["task_weighting"] = weighting_params
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           ema_params=params if ema else None)
+                           ema_params=params if ema else None, weighting_state=weighting_state)
 
 
 def state_initializer(model: nn.Module, tx: optax.GradientTransformation, ema: bool = False):

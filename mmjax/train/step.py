@@ -7,7 +7,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmjax.tasks.objective import Task, example_count, means_from_sums, multitask_objective
+from mmjax.tasks.kinds import TaskKind
+from mmjax.tasks.objective import (data_terms, label_counts, objective_sums,
+                                   parameter_regularizers, task_metrics, total_loss)
+from mmjax.tasks.weighting import Fixed, gradient_metrics, shared_matrix
 from mmjax.train.state import TrainState
 
 Array = jax.Array
@@ -21,79 +24,175 @@ def _micro_batches(batch: Batch, count: int) -> Batch:
       lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[str, Task],
-               schedule: optax.Schedule, axis_name: Optional[str] = None,
+def task_weight_vectors(tasks: Mapping[str, TaskKind]) -> Tuple[Array, Array]:
+  """The static weights w_t and the uncertainty likelihood factors c_t, in task order."""
+  return (jnp.asarray([task.weight for task in tasks.values()], jnp.float32),
+          jnp.asarray([task.uncertainty_factor for task in tasks.values()], jnp.float32))
+
+
+def _parameter_terms(params, tasks, weighting, shared_weight_decay):
+  """(Σ of the parameter terms of the objective, `{name: term}`): the regularisers on parameters
+  and the weighting's own penalty."""
+  terms = parameter_regularizers(params, tasks, shared_weight_decay)
+  penalty = weighting.penalty(params.get("task_weighting"))
+  if penalty is not None:
+    terms["weighting/penalty"] = penalty
+  return sum(terms.values(), jnp.zeros((), jnp.float32)), terms
+
+
+def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[str, TaskKind],
+               schedule: optax.Schedule, weighting: Any = Fixed(),
+               shared_weight_decay: float = 0.0, axis_name: Optional[str] = None,
                grad_accum_steps: int = 1, ema_decay: float = 0.0
-               ) -> Tuple[TrainState, Dict[str, Array]]:
-  """One optimizer step on the mean loss over the batch's real examples.
+               ) -> Tuple[TrainState, Dict[str, Any]]:
+  """One optimizer step on L = Σ_t w_t L_t + regularisers (`mmjax/tasks/objective.py`).
 
   `rng` is the run's base key: the step folds in its own step number, so a resumed run draws the
-  same dropout masks as an uninterrupted one. The loss differentiated is the batch's summed loss
-  divided by the global example count (known before the forward pass), accumulated over
-  `grad_accum_steps` equal micro-batches (a `lax.scan`; the same update as one step on the whole
-  batch, each micro-batch drawing its own dropout masks) and, under a per-device driver, summed
-  over `axis_name` with `lax.psum`: the update is the global batch's whatever its split.
+  same dropout masks (and PCGrad orders) as an uninterrupted one. Each task loss L_t is the
+  global batch's summed loss divided by the global count of the task's labelled examples (known
+  before the forward pass), accumulated over `grad_accum_steps` equal micro-batches (a
+  `lax.scan`; the same update as one step on the whole batch, each micro-batch drawing its own
+  dropout masks) and, under a per-device driver, summed over `axis_name` with `lax.psum`: the
+  update is the global batch's whatever its split. The data terms' gradient is one VJP with the
+  cotangent (w_t) on the task losses, or, when the weighting needs each task's gradient, T + 1
+  VJPs (one per task, one for the output regularisers) from the same forward pass; `weighting`
+  (`mmjax/tasks/weighting.py`) turns them into the update. Regularisers on parameters are
+  differentiated once, outside the data sum.
   `ema_decay` > 0 keeps ema ← d_t·ema + (1 − d_t)·params in `state.ema_params`, with the usual
   warm-up d_t = min(ema_decay, (1 + t) / (10 + t)) at step t, so that the initial parameters do
   not linger in the average (with d = 0.999, 0.999^1000 ≈ 37% of them would after 1,000 steps).
 
-  Returns the new state and metric sums over the batch (see `multitask_objective`) plus the
-  gradient's global norm and the learning rate used.
+  Returns the new state and `{"values": this step's terms of the objective (global means, adding
+  up to `loss`, the value differentiated), the task weights, gradient norms and the learning
+  rate; "sums": the metric sums over the batch (see `objective_sums`)}`.
   """
-  dropout_rng = jax.random.fold_in(rng, state.step)
+  names = tuple(tasks)
+  static, factors = task_weight_vectors(tasks)
+  step_key = jax.random.fold_in(rng, state.step)
+  dropout_rng = step_key
   if axis_name is not None:   # per-device slices draw independent masks
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
 
-  count = example_count(batch)
+  counts = label_counts(batch, tasks)
   if axis_name is not None:
-    count = jax.lax.psum(count, axis_name)
+    counts = jax.lax.psum(counts, axis_name)
+  weighting_params = state.params.get("task_weighting")
+  weights = weighting.weights(weighting_params, state.weighting_state, static, factors)
+  # Cotangents of (task losses (T,), Σ output regularisers): one weighted row, or one per task
+  # plus one for the regularisers.
+  num_tasks = len(names)
+  if weighting.per_task_gradients:
+    task_cotangents = jnp.concatenate([jnp.eye(num_tasks), jnp.zeros((1, num_tasks))])
+    reg_cotangents = jnp.concatenate([jnp.zeros(num_tasks), jnp.ones(1)])
+  else:
+    task_cotangents, reg_cotangents = weights[None], jnp.ones(1)
 
-  def mean_loss_share(params, micro_batch, key):
+  def data_objective(params, micro_batch, key):
     outputs = state.apply_fn({"params": params}, micro_batch, train=True, rngs={"dropout": key})
-    sums = multitask_objective(outputs, micro_batch, tasks)[1]
-    return sums["loss"] / jnp.maximum(count, 1), sums
+    sums = objective_sums(outputs, micro_batch, tasks, axis_name)
+    shares = [jax.tree.map(lambda x: x / jnp.maximum(counts[t], 1), sums[t]) for t in names]
+    task_losses = jnp.stack([share["loss"] for share in shares])
+    output_regs = sum((sum(share["reg"].values(), 0.0) for share in shares), 0.0)
+    return (task_losses, jnp.asarray(output_regs, jnp.float32)), sums
 
-  grad_fn = jax.grad(mean_loss_share, has_aux=True)
+  def grad_rows(params, micro_batch, key):
+    _, vjp_fn, sums = jax.vjp(lambda p: data_objective(p, micro_batch, key), params,
+                              has_aux=True)
+    rows = jax.vmap(lambda task_cotangent, reg_cotangent: vjp_fn(
+        (task_cotangent, reg_cotangent))[0])(task_cotangents, reg_cotangents)
+    return rows, sums
+
   if grad_accum_steps == 1:
-    grads, sums = grad_fn(state.params, batch, dropout_rng)
+    rows, sums = grad_rows(state.params, batch, dropout_rng)
   else:
     def accumulate(carry, inputs):
       index, micro_batch = inputs
-      grads, sums = grad_fn(state.params, micro_batch, jax.random.fold_in(dropout_rng, index))
-      return jax.tree.map(jnp.add, carry, (grads, sums)), None
+      found = grad_rows(state.params, micro_batch, jax.random.fold_in(dropout_rng, index))
+      return jax.tree.map(jnp.add, carry, found), None
 
     micro = _micro_batches(batch, grad_accum_steps)
-    first = grad_fn(state.params, jax.tree.map(lambda x: x[0], micro),
-                    jax.random.fold_in(dropout_rng, 0))
-    (grads, sums), _ = jax.lax.scan(accumulate, first, (jnp.arange(1, grad_accum_steps),
-                                                        jax.tree.map(lambda x: x[1:], micro)))
+    first = grad_rows(state.params, jax.tree.map(lambda x: x[0], micro),
+                      jax.random.fold_in(dropout_rng, 0))
+    (rows, sums), _ = jax.lax.scan(accumulate, first, (jnp.arange(1, grad_accum_steps),
+                                                       jax.tree.map(lambda x: x[1:], micro)))
   if axis_name is not None:
-    grads, sums = jax.lax.psum((grads, sums), axis_name)
-  metrics = {**sums, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
+    rows, sums = jax.lax.psum((rows, sums), axis_name)
+
+  losses = jnp.stack([sums[t]["loss"] / jnp.maximum(counts[t], 1) for t in names])
+  if weighting.per_task_gradients:
+    task_grads = jax.tree.map(lambda g: g[:num_tasks], rows)
+    reg_grads = jax.tree.map(lambda g: g[num_tasks], rows)
+  else:
+    task_grads, reg_grads = jax.tree.map(lambda g: g[0], rows), None
+  update = weighting.update(weighting_params, state.weighting_state, losses, task_grads, weights,
+                            state.step, jax.random.fold_in(step_key, 2 ** 30))
+  (_, param_terms), param_grads = jax.value_and_grad(_parameter_terms, has_aux=True)(
+      state.params, tasks, weighting, shared_weight_decay)
+  grads = jax.tree.map(jnp.add, update.model_grads, param_grads)
+  if reg_grads is not None:
+    grads = jax.tree.map(jnp.add, grads, reg_grads)
+  if update.weighting_grads is not None:
+    grads = {**grads, "task_weighting": update.weighting_grads}
+
+  values = {f"{t}/loss": losses[i] for i, t in enumerate(names)}
+  values.update({f"{t}/reg/{k}": v / jnp.maximum(counts[t], 1)
+                 for t in names for k, v in sums[t]["reg"].items()})
+  values.update(param_terms)
+  values.update({f"{t}/weight": weights[i] for i, t in enumerate(names)})
+  values["loss"] = jnp.dot(weights, losses) + sum(
+      (v for k, v in values.items() if "/reg/" in k or k.startswith("reg/")
+       or k == "weighting/penalty"), jnp.zeros((), jnp.float32))
+  if weighting.per_task_gradients:
+    values.update(gradient_metrics(shared_matrix(task_grads), names))
+  values.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+
   new_state = state.apply_gradients(grads=grads)
+  if weighting_params is not None:
+    new_state = new_state.replace(params={**new_state.params, "task_weighting": weighting.normalize(
+        new_state.params["task_weighting"], static)})
+  new_state = new_state.replace(weighting_state=update.state)
   if ema_decay > 0:
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     new_state = new_state.replace(ema_params=jax.tree.map(
         lambda ema, p: decay * ema + (1 - decay) * p, state.ema_params, new_state.params))
-  return new_state, metrics
+  return new_state, {"values": values, "sums": sums}
 
 
-def eval_step(state: TrainState, batch: Batch, *, tasks: Mapping[str, Task],
-              axis_name: Optional[str] = None) -> Dict[str, Array]:
-  """Metric sums over the batch (over all devices of `axis_name`); examples with
-  `batch['weight'] == 0` are padding and count nowhere. Uses the EMA parameters when kept."""
+def eval_step(state: TrainState, batch: Batch, *, tasks: Mapping[str, TaskKind],
+              weighting: Any = Fixed(), shared_weight_decay: float = 0.0,
+              axis_name: Optional[str] = None) -> Dict[str, Any]:
+  """`{"sums": metric sums over the batch (over all devices of `axis_name`), "values": the
+  parameter terms of the objective and the task weights}`; examples with `batch['weight'] == 0`
+  are padding and count nowhere. Uses the EMA parameters when kept."""
   params = state.params if state.ema_params is None else state.ema_params
   outputs = state.apply_fn({"params": params}, batch, train=False)
-  sums = multitask_objective(outputs, batch, tasks)[1]
-  return sums if axis_name is None else jax.lax.psum(sums, axis_name)
+  sums = objective_sums(outputs, batch, tasks, axis_name)
+  if axis_name is not None:
+    sums = jax.lax.psum(sums, axis_name)
+  static, factors = task_weight_vectors(tasks)
+  weights = weighting.weights(params.get("task_weighting"), state.weighting_state, static, factors)
+  values = _parameter_terms(params, tasks, weighting, shared_weight_decay)[1]
+  values.update({f"{t}/weight": weights[i] for i, t in enumerate(tasks)})
+  return {"sums": sums, "values": values}
 
 
-def evaluate(eval_fn: Any, state: TrainState, batches) -> Dict[str, float]:
-  """Runs `eval_fn(state, batch)` over `batches` and returns exact means over all real examples,
-  and their number as `examples`."""
-  totals = None
+def summarize(sums: Mapping[str, Any], values: Mapping[str, Any],
+              tasks: Mapping[str, TaskKind]) -> Dict[str, float]:
+  """Metrics of summed statistics and the objective's terms: every task's metrics and loss
+  terms, the parameter terms and weights in `values`, and `loss`, their weighted total."""
+  terms = {**data_terms(sums, tasks), **{k: float(v) for k, v in values.items()}}
+  return {**terms, **task_metrics(sums, tasks), "loss": total_loss(terms, tasks)}
+
+
+
+def evaluate(eval_fn: Any, state: TrainState, batches,
+             tasks: Mapping[str, TaskKind]) -> Dict[str, float]:
+  """Runs `eval_fn(state, batch)` over `batches` and returns the metrics and terms of the
+  objective over all real examples (`summarize`), and their number as `examples`."""
+  totals = values = None
   for batch in batches:
-    sums = eval_fn(state, batch)
-    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-  totals = jax.device_get(totals)
-  return {**means_from_sums(totals), "examples": int(round(float(totals["count"])))}
+    found = eval_fn(state, batch)
+    values = found["values"]
+    totals = found["sums"] if totals is None else jax.tree.map(jnp.add, totals, found["sums"])
+  totals, values = jax.device_get((totals, values))
+  return {**summarize(totals, values, tasks), "examples": int(round(float(totals["count"])))}

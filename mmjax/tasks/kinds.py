@@ -1,0 +1,268 @@
+"""Task kinds: what a task's head predicts, its per-example loss, its output regularisers and the
+sufficient statistics that make its metrics exact over any number of (padded) batches.
+
+A task is one entry of `config.tasks` (`task_config(kind, **fields)`); its head is the entry of the
+same name in `config.model.heads`. Fields every kind has:
+
+- `label_key`: the batch key of its labels (default: the task's name). `batch[label_key + '_mask']`
+  (bool `(B,)`), when present, marks which examples carry a label: an unlabelled example adds
+  nothing to the task's loss, regularisers, metric sums or gradients (its label value is never
+  read, so it may be anything, even NaN);
+- `weight`: w_t in L = Σ_t w_t L_t (a fixed weight, or the initial/static factor of a learned
+  weighting: `mmjax/tasks/weighting.py`);
+- per-task regularisers R_t, each with its own coefficient (0 = off), on the task's function f_t:
+  `head_l2` λ·½‖θ_t‖² and `head_l1` λ·‖θ_t‖₁ on the head's parameters θ_t, `output_l2`
+  λ·mean_i ‖f_t(x_i)‖² on its outputs, and `confidence_penalty` β·mean_i −H(p_t(·|x_i)), the
+  negative entropy of the predicted distribution (Pereyra et al. 2017, "Regularizing neural
+  networks by penalizing confident output distributions"); the output terms average over the
+  task's labelled examples, like its loss.
+
+Every function here takes this device's rows; sums are psum-reduced by the step.
+"""
+import dataclasses
+from typing import Any, ClassVar, Dict, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mmjax.tasks import contrastive
+
+Array = jax.Array
+# Average precision is computed from per-class histograms of the predicted probability: exact for
+# scores quantised to this many equal bins (ties within a bin form one threshold, as tied scores
+# do in scikit-learn's average_precision_score), and additive over batches.
+AP_BINS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+  """The fields every task has (see the module docstring)."""
+  label_key: Optional[str] = None
+  weight: float = 1.0
+  head_l2: float = 0.0
+  head_l1: float = 0.0
+  output_l2: float = 0.0
+  confidence_penalty: float = 0.0
+
+  uses_labels: ClassVar[bool] = True
+  # Kendall et al.'s likelihood factor: 1/σ² for a softmax likelihood, 1/(2σ²) for a Gaussian.
+  uncertainty_factor: ClassVar[float] = 1.0
+
+  def output_regularizers(self, outputs: Array) -> Dict[str, Array]:
+    """Per-example values `(B,)` of the output regularisers that are on, coefficient included."""
+    terms = {}
+    if self.output_l2:
+      terms["output_l2"] = self.output_l2 * jnp.sum(jnp.square(outputs), axis=-1)
+    if self.confidence_penalty:
+      terms["confidence_penalty"] = -self.confidence_penalty * self.entropy(outputs)
+    return terms
+
+  def entropy(self, outputs: Array) -> Array:
+    raise ValueError(f"{type(self).__name__} tasks predict no distribution; set "
+                     "confidence_penalty=0")
+
+
+def _safe_labels(labels: Array, labelled: Array) -> Array:
+  """Labels with unlabelled rows replaced by 0, so that no NaN in them reaches a gradient."""
+  mask = labelled.reshape(labelled.shape + (1,) * (labels.ndim - 1))
+  return jnp.where(mask, labels, jnp.zeros_like(labels))
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification(TaskKind):
+  """Single-label classification: logits `(B, K)`, integer labels `(B,)`.
+
+  loss_i = −Σ_k q_ik log softmax(z_i)_k with q_i = (1 − ε)·onehot(y_i) + ε/K (label smoothing ε,
+  Szegedy et al. 2016; ε = 0 is plain cross-entropy). Metric: accuracy.
+  """
+  label_smoothing: float = 0.0
+
+  def example_losses(self, logits: Array, labels: Array) -> Array:
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), self.label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+  def entropy(self, logits: Array) -> Array:
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+  def metric_sums(self, logits: Array, labels: Array, weights: Array) -> Dict[str, Array]:
+    correct = jnp.argmax(logits, axis=-1) == labels
+    return {"correct": jnp.sum(jnp.where(correct, weights, 0.0))}
+
+  def metrics(self, sums: Mapping[str, Any], count: float) -> Dict[str, float]:
+    return {"accuracy": float(sums["correct"]) / max(count, 1.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiLabel(TaskKind):
+  """Multi-label classification: logits `(B, K)`, multi-hot labels `(B, K)` in {0, 1}.
+
+  loss_i = (1/K) Σ_k BCE(σ(z_ik), y_ik), the mean over classes as in torch's BCEWithLogitsLoss,
+  which MultiBench and MMF train MM-IMDb with. Metrics (a class is predicted when σ(z) ≥
+  `threshold`, 0.5 by default): micro F1 = 2ΣTP / (2ΣTP + ΣFP + ΣFN) over all classes; macro F1 =
+  the mean over classes of 2TP_k / (2TP_k + FP_k + FN_k), a class with no positive and no
+  prediction scoring 0 as in scikit-learn's default; mean average precision over the classes that
+  have a positive, from `AP_BINS`-bin score histograms (exact for scores quantised to the bins).
+  The entropy of the confidence penalty is the mean over classes of the Bernoulli entropies.
+  """
+  threshold: float = 0.5
+
+  def example_losses(self, logits: Array, labels: Array) -> Array:
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32)), -1)
+
+  def entropy(self, logits: Array) -> Array:
+    p, log_p, log_q = jax.nn.sigmoid(logits), jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+    return -jnp.mean(p * log_p + (1 - p) * log_q, axis=-1)
+
+  def metric_sums(self, logits: Array, labels: Array, weights: Array) -> Dict[str, Array]:
+    probabilities = jax.nn.sigmoid(logits)
+    predicted = (probabilities >= self.threshold).astype(jnp.float32)
+    truth = labels.astype(jnp.float32)
+    w = weights[:, None]
+    bins = jnp.clip((probabilities * AP_BINS).astype(jnp.int32), 0, AP_BINS - 1)
+    classes = jnp.broadcast_to(jnp.arange(logits.shape[-1]), bins.shape)
+    histogram = lambda values: jnp.zeros((logits.shape[-1], AP_BINS)).at[classes, bins].add(values)
+    return {"true_positives": jnp.sum(w * predicted * truth, 0),
+            "false_positives": jnp.sum(w * predicted * (1 - truth), 0),
+            "false_negatives": jnp.sum(w * (1 - predicted) * truth, 0),
+            "positive_scores": histogram(w * truth),
+            "negative_scores": histogram(w * (1 - truth))}
+
+  def metrics(self, sums: Mapping[str, Any], count: float) -> Dict[str, float]:
+    del count
+    tp, fp, fn = (np.asarray(sums[k], np.float64)
+                  for k in ("true_positives", "false_positives", "false_negatives"))
+    micro = 2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1e-12)
+    per_class = 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12)
+    return {"micro_f1": float(micro), "macro_f1": float(per_class.mean()),
+            "mean_average_precision": mean_average_precision(sums["positive_scores"],
+                                                             sums["negative_scores"])}
+
+
+def mean_average_precision(positive_scores: Any, negative_scores: Any) -> float:
+  """AP_k = Σ_thresholds (R_k(τ) − R_k(τ_prev)) · P_k(τ) over the bins from the highest score
+  down, averaged over the classes with at least one positive."""
+  positives = np.cumsum(np.asarray(positive_scores, np.float64)[:, ::-1], axis=1)
+  negatives = np.cumsum(np.asarray(negative_scores, np.float64)[:, ::-1], axis=1)
+  total = positives[:, -1]
+  precision = positives / np.maximum(positives + negatives, 1e-12)
+  recall_gain = np.diff(positives, axis=1, prepend=0.0) / np.maximum(total[:, None], 1e-12)
+  average_precision = np.sum(recall_gain * precision, axis=1)
+  has_positive = total > 0
+  return float(average_precision[has_positive].mean()) if has_positive.any() else 0.0
+
+
+REGRESSION_LOSSES = ("mse", "l1", "huber")
+
+
+@dataclasses.dataclass(frozen=True)
+class Regression(TaskKind):
+  """Regression: predictions `(B, D)` (a head with `num_classes=D`), targets `(B,)` (D = 1) or
+  `(B, D)`.
+
+  loss_i = Σ_d ℓ(ŷ_id − y_id) with ℓ(e) = e² (`mse`), |e| (`l1`) or Huber with `huber_delta`.
+  Metrics from exact sums (Σe², Σ|e|, Σy, Σŷ, Σy², Σŷ², Σyŷ per output): MSE and MAE per output
+  value, and Pearson's r = (nΣyŷ − ΣyΣŷ) / √((nΣy² − (Σy)²)(nΣŷ² − (Σŷ)²)), averaged over outputs.
+  Under uncertainty weighting its likelihood factor is Kendall et al.'s 1/(2σ²).
+  """
+  loss: str = "mse"
+  huber_delta: float = 1.0
+
+  uncertainty_factor: ClassVar[float] = 0.5
+
+  def _targets(self, predictions: Array, labels: Array) -> Array:
+    return labels.astype(jnp.float32).reshape(predictions.shape)
+
+  def example_losses(self, predictions: Array, labels: Array) -> Array:
+    errors = predictions - self._targets(predictions, labels)
+    if self.loss == "mse":
+      values = jnp.square(errors)
+    elif self.loss == "l1":
+      values = jnp.abs(errors)
+    elif self.loss == "huber":
+      values = optax.huber_loss(errors, delta=self.huber_delta)
+    else:
+      raise ValueError(f"regression loss {self.loss!r}; use one of {', '.join(REGRESSION_LOSSES)}")
+    return jnp.sum(values, axis=-1)
+
+  def metric_sums(self, predictions: Array, labels: Array, weights: Array) -> Dict[str, Array]:
+    targets = self._targets(predictions, labels)
+    w = weights[:, None]
+    errors = predictions - targets
+    return {"squared_error": jnp.sum(w * jnp.square(errors), 0),
+            "absolute_error": jnp.sum(w * jnp.abs(errors), 0),
+            "target": jnp.sum(w * targets, 0), "prediction": jnp.sum(w * predictions, 0),
+            "target_squared": jnp.sum(w * jnp.square(targets), 0),
+            "prediction_squared": jnp.sum(w * jnp.square(predictions), 0),
+            "product": jnp.sum(w * targets * predictions, 0)}
+
+  def metrics(self, sums: Mapping[str, Any], count: float) -> Dict[str, float]:
+    n = max(count, 1.0)
+    s = {k: np.asarray(v, np.float64) for k, v in sums.items()}
+    covariance = n * s["product"] - s["target"] * s["prediction"]
+    variances = ((n * s["target_squared"] - s["target"] ** 2)
+                 * (n * s["prediction_squared"] - s["prediction"] ** 2))
+    pearson = covariance / np.sqrt(np.maximum(variances, 1e-30))
+    return {"mse": float(s["squared_error"].mean() / n), "mae": float(s["absolute_error"].mean() / n),
+            "pearson": float(pearson.mean())}
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrastive(TaskKind):
+  """Cross-modal contrastive learning between the two modalities of a `contrastive` head (which
+  outputs their normalised embeddings, its learned log-scale and bias): `loss` is `infonce`
+  (symmetric InfoNCE / CLIP) or `siglip` (the sigmoid loss); see `mmjax/tasks/contrastive.py`.
+  Negatives are every other example of the global batch (gathered over the devices). It reads no
+  labels; its count is the batch's real examples. Metrics: retrieval R@1/5/10 in both directions,
+  among the examples of each evaluation batch (`config.eval_batch_size` candidates, padding
+  excluded).
+  """
+  loss: str = "infonce"
+
+  uses_labels: ClassVar[bool] = False
+
+  def loss_sum(self, outputs: Mapping[str, Array], weights: Array,
+               axis_name: Optional[str]) -> Array:
+    return contrastive.contrastive_loss(self.loss, outputs["a"], outputs["b"],
+                                        outputs["log_scale"], outputs["bias"], weights, axis_name)
+
+  def retrieval_sums(self, outputs: Mapping[str, Array], weights: Array,
+                     axis_name: Optional[str]) -> Dict[str, Array]:
+    return contrastive.retrieval_sums(outputs["a"], outputs["b"], weights, axis_name)
+
+  def metrics(self, sums: Mapping[str, Any], count: float) -> Dict[str, float]:
+    return {key: float(value) / max(count, 1.0) for key, value in sums.items()}
+
+
+TASK_KINDS = {
+    "classification": Classification,
+    "multilabel": MultiLabel,
+    "regression": Regression,
+    "contrastive": Contrastive,
+}
+
+
+def check_task(name: str, task: TaskKind) -> None:
+  """Raises ValueError naming the field of task `name` that cannot work."""
+  if isinstance(task, Regression) and task.loss not in REGRESSION_LOSSES:
+    raise ValueError(f"config.tasks.{name}.loss={task.loss!r}; use one of "
+                     f"{', '.join(REGRESSION_LOSSES)}")
+  if isinstance(task, Contrastive) and task.loss not in contrastive.CONTRASTIVE_LOSSES:
+    raise ValueError(f"config.tasks.{name}.loss={task.loss!r}; use one of "
+                     f"{', '.join(contrastive.CONTRASTIVE_LOSSES)}")
+  if isinstance(task, (Regression, Contrastive)) and task.confidence_penalty:
+    raise ValueError(f"config.tasks.{name}.confidence_penalty={task.confidence_penalty} but a "
+                     f"{type(task).__name__.lower()} task predicts no distribution; set it to 0")
+  if isinstance(task, Contrastive) and task.output_l2:
+    raise ValueError(f"config.tasks.{name}.output_l2={task.output_l2} but contrastive embeddings "
+                     "are normalised; set it to 0")
+  if isinstance(task, Classification) and not 0 <= task.label_smoothing < 1:
+    raise ValueError(f"config.tasks.{name}.label_smoothing={task.label_smoothing} must lie in "
+                     "[0, 1)")
+  for field in ("head_l2", "head_l1", "output_l2", "confidence_penalty"):
+    if getattr(task, field) < 0:
+      raise ValueError(f"config.tasks.{name}.{field}={getattr(task, field)} must be >= 0")
+

@@ -1,0 +1,277 @@
+"""Task weighting strategies (`config.task_weighting`, built with `weighting_config(name, ...)`):
+how the task losses L_t are combined into the gradient of one train step.
+
+All run inside the one jit-compiled `train_step` (`mmjax/train/step.py`), which gives them the
+global mean task losses L (T,) (constants) and, when `per_task_gradients`, each task's gradient
+g_t = ∇_θ L_t over the global batch (a vmapped VJP: one forward pass, T backward passes; T
+gradient-sized buffers). Learned weighting parameters live in `params['task_weighting']` and are
+updated by their own Adam (see `mmjax/train/state.py`); non-learned state (GradNorm's initial
+losses, DWA's loss history) lives in `TrainState.weighting_state`, so it is checkpointed and a
+resumed run continues exactly. Each strategy logs `<task>/weight`; strategies that compute
+per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/grad_norm` and
+`grad_cosine/<a>/<b>` over the shared parameters.
+
+- `fixed`: w_t = `config.tasks.<t>.weight`.
+- `uncertainty` (Kendall, Gal, Cipolla 2018, "Multi-task learning using uncertainty to weigh
+  losses"): learned s_t = log σ_t², L = Σ_t c_t·w_t·exp(−s_t)·L_t + ½ s_t with c_t = 1 for a
+  softmax (classification, multi-label, contrastive) likelihood and ½ for a Gaussian
+  (regression), their eq. (7) with ½ s_t = log σ_t; s_t starts at 0. A noisy task's weight falls:
+  at the optimum c_t·exp(−s_t) = 1 / (2 L_t). The static w_t multiplies (1 by default).
+- `gradnorm` (Chen et al. 2018, "GradNorm: gradient normalization for adaptive loss balancing"):
+  learned weights w_t (starting at the static weights), G_t = ‖∇_W w_t L_t‖ on the shared
+  parameters W (`layer`, a regex over parameter paths; the paper picks the last shared layer; empty
+  = every shared parameter), r_t = L̃_t / mean(L̃) with L̃_t = L_t / L_t(0) (L_t(0): the first
+  step's losses), and the weights descend L_grad = Σ_t |G_t − Ḡ·r_t^α| with the target Ḡ·r_t^α held
+  constant; after each update they are renormalised to sum to Σ_t (static w_t) (T by default).
+  The network descends Σ_t w_t L_t. α = 1.5 as in most of the paper's experiments.
+- `pcgrad` (Yu et al. 2020, "Gradient surgery for multi-task learning"): with g_t = w_t ∇L_t on
+  the shared parameters, each g_t is projected, for the other tasks j in a random order, onto the
+  normal plane of g_j when they conflict (g_t·g_j < 0): g_t ← g_t − (g_t·g_j / ‖g_j‖²) g_j, with
+  the original g_j; the update is Σ_t g_t^PC. The orders are drawn from the run's key folded with
+  the step, so a resumed run draws the same ones. The heads' gradients are not projected (each
+  head has one task's gradient only): the paper projects the shared parameters' gradients.
+- `dwa` (Liu, Johns, Davison 2019, "End-to-end multi-task learning with attention"): w_t(k) =
+  T·exp(r_t / τ) / Σ_j exp(r_j / τ) with r_t = L̄_t(k−1) / L̄_t(k−2), the mean losses of the two
+  previous periods of `period_steps` steps (the paper's epochs), τ = 2; w_t = 1 for the first two
+  periods. The static w_t multiplies.
+"""
+import dataclasses
+import re
+from typing import Any, ClassVar, Dict, Mapping, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mmjax import registry
+from mmjax.tasks.objective import is_shared
+
+Array = jax.Array
+Grads = Any   # a parameter-shaped pytree; "stacked" ones have a leading task axis
+
+
+def _path(path) -> str:
+  return "/".join(str(getattr(key, "key", key)) for key in path)
+
+
+def shared_matrix(stacked: Grads, pattern: str = "") -> Array:
+  """`(T, P)`: each task's gradient over the shared parameters whose path matches `pattern`."""
+  leaves = [leaf.reshape(leaf.shape[0], -1)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(stacked)[0]
+            if is_shared(_path(path[:1])) and re.search(pattern, _path(path))]
+  return jnp.concatenate(leaves, axis=1)
+
+
+def gradient_metrics(matrix: Array, names: Sequence[str]) -> Dict[str, Array]:
+  """`<task>/grad_norm` and `grad_cosine/<a>/<b>` of per-task gradients `(T, P)`."""
+  norms = jnp.linalg.norm(matrix, axis=1)
+  cosines = (matrix @ matrix.T) / jnp.maximum(norms[:, None] * norms[None, :], 1e-12)
+  metrics = {f"{name}/grad_norm": norms[i] for i, name in enumerate(names)}
+  metrics.update({f"grad_cosine/{a}/{b}": cosines[i, j] for i, a in enumerate(names)
+                  for j, b in enumerate(names) if i < j})
+  return metrics
+
+
+class Update(NamedTuple):
+  """What a strategy returns to the step."""
+  model_grads: Grads               # the gradient of the tasks' part of the objective
+  weighting_grads: Optional[Any]   # gradient for params['task_weighting'] (None: no parameters)
+  state: Any                       # the new weighting state
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixed:
+  """L = Σ_t w_t L_t with the configured weights."""
+  log_task_gradients: bool = False
+
+  per_task_gradients_always: ClassVar[bool] = False
+
+  @property
+  def per_task_gradients(self) -> bool:
+    return self.per_task_gradients_always or self.log_task_gradients
+
+  def init_params(self, static: Array) -> Optional[Dict[str, Array]]:
+    del static
+    return None
+
+  def init_state(self, static: Array) -> Any:
+    del static
+    return None
+
+  def weights(self, params: Any, state: Any, static: Array, factors: Array) -> Array:
+    """The weights w_t of this step (known before the backward pass)."""
+    del params, state, factors
+    return static
+
+  def penalty(self, params: Any) -> Optional[Array]:
+    """The strategy's own term of the objective (`weighting/penalty`), None when it has none."""
+    del params
+    return None
+
+  def normalize(self, params: Any, static: Array) -> Any:
+    """The learned parameters after an optimizer update (a projection, for some strategies)."""
+    del static
+    return params
+
+  def update(self, params: Any, state: Any, losses: Array, grads: Grads, weights: Array,
+             step: Array, key: Array) -> Update:
+    """`grads`: Σ_t w_t g_t, or the stacked g_t when `per_task_gradients`."""
+    del params, losses, step, key
+    return Update(_weighted_sum(grads, weights) if self.per_task_gradients else grads, None,
+                  state)
+
+
+def _weighted_sum(stacked: Grads, weights: Array) -> Grads:
+  return jax.tree.map(lambda g: jnp.tensordot(weights.astype(g.dtype), g, axes=1), stacked)
+
+
+@dataclasses.dataclass(frozen=True)
+class Uncertainty(Fixed):
+  """Homoscedastic uncertainty weighting (Kendall et al. 2018): see the module docstring."""
+
+  def init_params(self, static: Array) -> Dict[str, Array]:
+    return {"log_variance": jnp.zeros_like(static)}
+
+  def weights(self, params, state, static, factors):
+    del state
+    return static * factors * jnp.exp(-params["log_variance"])
+
+  def penalty(self, params):
+    return 0.5 * jnp.sum(params["log_variance"])
+
+  def update(self, params, state, losses, grads, weights, step, key):
+    base = super().update(params, state, losses, grads, weights, step, key)
+    # d/ds_t [c_t w_t exp(-s_t) L_t + s_t / 2] with L_t constant.
+    return base._replace(weighting_grads={"log_variance": 0.5 - weights * losses})
+
+
+@dataclasses.dataclass(frozen=True)
+class GradNorm(Fixed):
+  """GradNorm (Chen et al. 2018): see the module docstring."""
+  alpha: float = 1.5
+  layer: str = ""
+
+  per_task_gradients_always: ClassVar[bool] = True
+
+  def init_params(self, static):
+    return {"weights": static}
+
+  def init_state(self, static):
+    return {"initial_losses": jnp.zeros_like(static)}
+
+  def weights(self, params, state, static, factors):
+    del state, static, factors
+    return params["weights"]
+
+  def update(self, params, state, losses, grads, weights, step, key):
+    initial = jnp.where(step == 0, losses, state["initial_losses"])
+    norms = jnp.linalg.norm(shared_matrix(grads, self.layer), axis=1)   # ‖∇_W L_t‖
+    weighted_norms = weights * norms                                      # G_t
+    relative = losses / jnp.maximum(initial, 1e-12)
+    target = jnp.mean(weighted_norms) * (relative / jnp.mean(relative)) ** self.alpha
+    return Update(_weighted_sum(grads, weights),
+                  {"weights": jnp.sign(weighted_norms - target) * norms},
+                  {"initial_losses": initial})
+
+  def normalize(self, params: Dict[str, Array], static: Array) -> Dict[str, Array]:
+    """Weights kept positive and renormalised to sum to Σ static weights."""
+    weights = jnp.maximum(params["weights"], 1e-6)
+    return {"weights": weights * jnp.sum(static) / jnp.sum(weights)}
+
+
+def project_conflicting(matrix: Array, key: Array) -> Array:
+  """PCGrad's surgery on per-task gradients `(T, P)`: each row is projected, for the other rows j
+  in a random order (one permutation per row, from `key`), onto the normal plane of the original
+  row j when they conflict."""
+  num_tasks = matrix.shape[0]
+  squared_norms = jnp.maximum(jnp.sum(jnp.square(matrix), axis=1), 1e-20)
+
+  def project_row(i, row_key):
+    order = jax.random.permutation(row_key, num_tasks)
+
+    def visit(position, g):
+      j = order[position]
+      dot = jnp.dot(g, matrix[j])
+      conflicting = (dot < 0) & (j != i)
+      return jnp.where(conflicting, g - dot / squared_norms[j] * matrix[j], g)
+
+    return jax.lax.fori_loop(0, num_tasks, visit, matrix[i])
+
+  return jax.vmap(project_row)(jnp.arange(num_tasks), jax.random.split(key, num_tasks))
+
+
+@dataclasses.dataclass(frozen=True)
+class PCGrad(Fixed):
+  """PCGrad (Yu et al. 2020): see the module docstring."""
+
+  per_task_gradients_always: ClassVar[bool] = True
+
+  def update(self, params, state, losses, grads, weights, step, key):
+    del params, losses, step
+    scaled = jax.tree.map(lambda g: weights.reshape((-1,) + (1,) * (g.ndim - 1)) * g, grads)
+    projected = project_conflicting(shared_matrix(scaled), key)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(scaled)
+    leaves, offset = [], 0
+    for path, leaf in flat:
+      summed = leaf.sum(axis=0)
+      if is_shared(_path(path[:1])):
+        size = summed.size
+        summed = projected[:, offset:offset + size].sum(axis=0).reshape(summed.shape)
+        offset += size
+      leaves.append(summed)
+    return Update(jax.tree_util.tree_unflatten(treedef, leaves), None, state)
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicWeightAveraging(Fixed):
+  """Dynamic weight averaging (Liu et al. 2019): see the module docstring."""
+  temperature: float = 2.0
+  period_steps: int = 100
+
+  def init_state(self, static):
+    zeros = jnp.zeros_like(static)
+    return {"period_sum": zeros, "previous": zeros, "before_previous": zeros,
+            "periods": jnp.zeros((), jnp.int32)}
+
+  def weights(self, params, state, static, factors):
+    del params, factors
+    ratios = state["previous"] / jnp.maximum(state["before_previous"], 1e-12)
+    adaptive = static.shape[0] * jax.nn.softmax(ratios / self.temperature)
+    return static * jnp.where(state["periods"] >= 2, adaptive, 1.0)
+
+  def update(self, params, state, losses, grads, weights, step, key):
+    base = super().update(params, state, losses, grads, weights, step, key)
+    period_sum = state["period_sum"] + losses
+    ends = (step + 1) % self.period_steps == 0
+    mean = period_sum / self.period_steps
+    new_state = {
+        "period_sum": jnp.where(ends, 0.0, period_sum),
+        "previous": jnp.where(ends, mean, state["previous"]),
+        "before_previous": jnp.where(ends, state["previous"], state["before_previous"]),
+        "periods": state["periods"] + ends.astype(jnp.int32),
+    }
+    return base._replace(state=new_state)
+
+
+WEIGHTINGS = {
+    "fixed": Fixed,
+    "uncertainty": Uncertainty,
+    "gradnorm": GradNorm,
+    "pcgrad": PCGrad,
+    "dwa": DynamicWeightAveraging,
+}
+
+
+def weighting_config(name: str = "fixed", **fields: Any) -> ml_collections.ConfigDict:
+  """The config spec of weighting strategy `name` with every field."""
+  return registry.spec(WEIGHTINGS, name, "task weighting", **fields)
+
+
+def weighting_from_config(spec: Mapping[str, Any]) -> Fixed:
+  strategy = registry.build(WEIGHTINGS, spec, "task weighting")
+  if isinstance(strategy, GradNorm) and strategy.alpha < 0:
+    raise ValueError(f"config.task_weighting.alpha={strategy.alpha} must be >= 0")
+  if isinstance(strategy, DynamicWeightAveraging) and strategy.period_steps <= 0:
+    raise ValueError(f"config.task_weighting.period_steps={strategy.period_steps} must be "
+                     "positive (the steps of one of the paper's epochs)")
+  return strategy

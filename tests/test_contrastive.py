@@ -1,0 +1,210 @@
+"""Contrastive losses and retrieval counts: values worked out by hand and by plain loops, padding
+that changes nothing, and the per-device form on 8 devices against one device.
+
+Tolerance of the 8-device comparison: 1e-5 absolute on the global mean losses (of order 1-5) and
+their gradients. Only float32 summation order differs (measured: at most 1.2e-6); a device that
+scores its rows against its own block only, or takes the wrong positive, moves them by ~0.1."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax.tasks import contrastive
+from mmjax.tasks.contrastive import contrastive_loss, infonce_loss, retrieval_sums, siglip_loss
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
+TOLERANCE = 1e-5
+
+# Three real pairs and, last, a padding pair (weight 0) with values that would matter if it counted.
+A = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]], np.float32)
+B = np.array([[0.8, 0.6], [0.6, -0.8], [0.0, 1.0], [1.0, 0.0]], np.float32)
+WEIGHTS = np.array([1.0, 1.0, 1.0, 0.0], np.float32)
+LOG_SCALE, BIAS = math.log(3.0), -1.5
+
+
+def dot(x, y) -> float:
+  return sum(float(u) * float(v) for u, v in zip(x, y))
+
+
+def infonce_by_loops(a, b, scale: float) -> float:
+  """Σ_i ½[−log(e^{z_ii} / Σ_j e^{z_ij}) − log(e^{z_ii} / Σ_j e^{z_ji})], z_ij = s·a_i·b_j."""
+  n, total = len(a), 0.0
+  for i in range(n):
+    a_to_b = sum(math.exp(scale * dot(a[i], b[j])) for j in range(n))
+    b_to_a = sum(math.exp(scale * dot(a[j], b[i])) for j in range(n))
+    positive = math.exp(scale * dot(a[i], b[i]))
+    total += 0.5 * (-math.log(positive / a_to_b) - math.log(positive / b_to_a))
+  return total
+
+
+def siglip_by_loops(a, b, scale: float, bias: float) -> float:
+  """Σ_i Σ_j log(1 + e^{−y_ij z_ij}), z_ij = s·a_i·b_j + bias, y_ij = ±1 on/off the diagonal."""
+  total = 0.0
+  for i in range(len(a)):
+    for j in range(len(b)):
+      label = 1.0 if i == j else -1.0
+      total += math.log1p(math.exp(-label * (scale * dot(a[i], b[j]) + bias)))
+  return total
+
+
+def test_infonce_by_hand():
+  """a = b = I, s = 1: z = I, each row's two cross-entropies are −log(e / (e + 1))."""
+  eye = jnp.eye(2)
+  assert infonce_loss(eye, eye, 0.0) == pytest.approx(2 * math.log1p(math.exp(-1)), rel=1e-6)
+
+
+def test_siglip_by_hand():
+  """a = b = I, s = 1, bias = 0: each row has −log σ(1) on the positive, −log σ(−0) = log 2 on
+  the negative."""
+  eye = jnp.eye(2)
+  expected = 2 * (math.log1p(math.exp(-1)) + math.log(2))
+  assert siglip_loss(eye, eye, 0.0, 0.0) == pytest.approx(expected, rel=1e-6)
+
+
+def test_infonce_matches_loops_and_ignores_the_padding_pair():
+  expected = infonce_by_loops(A[:3], B[:3], 3.0)
+  assert float(infonce_loss(A, B, LOG_SCALE, WEIGHTS)) == pytest.approx(expected, rel=1e-6)
+  assert float(infonce_loss(A[:3], B[:3], LOG_SCALE)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_siglip_matches_loops_and_ignores_the_padding_pair():
+  expected = siglip_by_loops(A[:3], B[:3], 3.0, BIAS)
+  assert float(siglip_loss(A, B, LOG_SCALE, BIAS, WEIGHTS)) == pytest.approx(expected, rel=1e-6)
+  assert float(siglip_loss(A[:3], B[:3], LOG_SCALE, BIAS)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_unweighted_losses_count_every_row():
+  assert float(infonce_loss(A, B, LOG_SCALE)) == pytest.approx(infonce_by_loops(A, B, 3.0),
+                                                                rel=1e-6)
+  assert float(siglip_loss(A, B, LOG_SCALE, BIAS)) == pytest.approx(
+      siglip_by_loops(A, B, 3.0, BIAS), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", contrastive.CONTRASTIVE_LOSSES)
+def test_padding_changes_neither_the_loss_nor_the_gradients_of_real_rows(name):
+  """Whatever the padding pair holds, the value and the real rows' gradients are those of the
+  three real pairs alone, and the padding rows get no gradient."""
+  grad_fn = jax.value_and_grad(
+      lambda a, b, log_scale, bias, weights: contrastive_loss(name, a, b, log_scale, bias,
+                                                              weights), argnums=(0, 1, 2, 3))
+  real_loss, (a_grad, b_grad, scale_grad, bias_grad) = grad_fn(A[:3], B[:3], LOG_SCALE, BIAS,
+                                                               WEIGHTS[:3])
+  for padding in ([[0.8, 0.6], [1.0, 0.0]], [[-5.0, 3.0], [40.0, 0.0]]):
+    a, b = A.copy(), B.copy()
+    a[3], b[3] = padding
+    loss, (a_pad, b_pad, scale_pad, bias_pad) = grad_fn(a, b, LOG_SCALE, BIAS, WEIGHTS)
+    np.testing.assert_allclose(loss, real_loss, rtol=1e-6)
+    np.testing.assert_allclose(a_pad[:3], a_grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(b_pad[:3], b_grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(a_pad[3], 0.0)
+    np.testing.assert_array_equal(b_pad[3], 0.0)
+    np.testing.assert_allclose([scale_pad, bias_pad], [scale_grad, bias_grad], rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_infonce_is_symmetric_in_the_two_modalities():
+  a, b = jax.random.normal(jax.random.key(0), (2, 6, 4))
+  weights = jnp.array([1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+  np.testing.assert_allclose(infonce_loss(a, b, 1.0, weights), infonce_loss(b, a, 1.0, weights),
+                             rtol=1e-6)
+
+
+def test_an_aligned_batch_has_near_zero_infonce_loss_and_a_shuffled_one_a_large_one():
+  """Orthonormal rows, b = a, at the largest scale: the positives win by a margin of 100."""
+  a = jnp.linalg.qr(jax.random.normal(jax.random.key(1), (16, 8)))[0].T
+  log_scale = math.log(100.0)
+  assert float(infonce_loss(a, a, log_scale)) < 1e-6
+  assert float(infonce_loss(a, jnp.roll(a, 1, axis=0), log_scale)) / 8 > 90.0
+
+
+def test_infonce_clips_the_scale_at_100_and_siglip_does_not():
+  a, b = jnp.asarray(A[:3]), jnp.asarray(B[:3])
+  clipped = infonce_loss(a, b, math.log(100.0))
+  assert infonce_loss(a, b, math.log(1000.0)) == clipped
+  assert float(clipped) == pytest.approx(infonce_by_loops(A[:3], B[:3], 100.0), rel=1e-5)
+  assert float(siglip_loss(a, b, math.log(200.0), BIAS)) == pytest.approx(
+      siglip_by_loops(A[:3], B[:3], 200.0, BIAS), rel=1e-5)
+
+
+def test_paper_initialisations():
+  assert math.exp(contrastive.CLIP_LOG_SCALE_INIT) == pytest.approx(1 / 0.07)
+  assert math.exp(contrastive.SIGLIP_LOG_SCALE_INIT) == pytest.approx(10.0)
+  assert contrastive.SIGLIP_BIAS_INIT == -10.0
+
+
+def test_contrastive_loss_dispatches_by_name():
+  assert contrastive_loss("infonce", A, B, LOG_SCALE, 123.0, WEIGHTS) == infonce_loss(
+      A, B, LOG_SCALE, WEIGHTS)
+  assert contrastive_loss("siglip", A, B, LOG_SCALE, BIAS, WEIGHTS) == siglip_loss(
+      A, B, LOG_SCALE, BIAS, WEIGHTS)
+
+
+def test_an_unknown_loss_name_is_one_line():
+  with pytest.raises(ValueError) as error:
+    contrastive_loss("triplet", A, B, LOG_SCALE, BIAS)
+  assert str(error.value) == ("unknown contrastive loss 'triplet'; valid contrastive loss names "
+                              "are: infonce, siglip")
+
+
+# Similarities S[i, j] = a_i·b_j of four real pairs and a padding pair (last row and column): with
+# a = I, b = Sᵀ, so a→b queries read the rows of S and b→a queries its columns.
+SIMILARITIES = np.array([[3, 3, 1, 0, 9],    # a→b: ties with a candidate; the 9 is padding
+                         [2, 1, 2, 0, 9],    # a→b: 2 candidates strictly higher
+                         [0, 0, 5, 0, 9],    # a→b: first
+                         [1, 1, 1, 0, 9],    # a→b: 3 higher; b→a (column 3): all tie at 0
+                         [7, 7, 7, 7, 7]],   # padding query
+                        np.float32)
+RETRIEVAL_WEIGHTS = np.array([1, 1, 1, 1, 0], np.float32)
+
+
+def test_retrieval_counts_by_hand_with_ties_and_padding():
+  """Ranks (candidates strictly higher than the positive, padding excluded): a→b [0, 2, 0, 3],
+  b→a [0, 1, 0, 0]."""
+  sums = retrieval_sums(np.eye(5, dtype=np.float32), SIMILARITIES.T, RETRIEVAL_WEIGHTS,
+                        ks=(1, 2, 3, 4))
+  assert {k: float(v) for k, v in sums.items()} == {
+      "a_to_b/R@1": 2.0, "a_to_b/R@2": 2.0, "a_to_b/R@3": 3.0, "a_to_b/R@4": 4.0,
+      "b_to_a/R@1": 3.0, "b_to_a/R@2": 4.0, "b_to_a/R@3": 4.0, "b_to_a/R@4": 4.0}
+
+
+def test_retrieval_keys_default_to_recall_at_1_5_10_in_both_directions():
+  sums = retrieval_sums(A, B)
+  assert sorted(sums) == sorted(f"{d}/R@{k}" for d in ("a_to_b", "b_to_a") for k in (1, 5, 10))
+  # Unweighted, every row counts: with 4 candidates R@5 and R@10 hold every query.
+  assert float(sums["a_to_b/R@5"]) == float(sums["b_to_a/R@10"]) == 4.0
+
+
+@pytest.fixture(scope="module")
+def eight_device_report():
+  result = subprocess.run(
+      [sys.executable, os.path.join(SCRIPTS, "contrastive_on_devices.py")], capture_output=True,
+      text=True, timeout=300,
+      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", contrastive.CONTRASTIVE_LOSSES)
+def test_per_device_loss_and_gradients_on_8_devices_equal_those_of_one_device(
+    eight_device_report, name):
+  """16 rows, 2 of them padding, 2 per device: the global mean loss and its gradients w.r.t. the
+  replicated log_scale, bias and embedding projection (psum'd) and w.r.t. each device's
+  embedding rows."""
+  report = eight_device_report
+  assert report["devices"] == 8
+  for key in ("loss", "params_grad", "a_grad", "b_grad"):
+    assert report[name][f"{key}_diff"] < TOLERANCE, report[name]
+  for key in ("params_grad", "a_grad", "b_grad"):
+    assert report[name][f"{key}_norm"] > 0.1, report[name]
+
+
+@pytest.mark.parametrize("case", ["retrieval", "retrieval_ties"])
+def test_retrieval_counts_summed_over_8_devices_equal_those_of_one_device(eight_device_report,
+                                                                          case):
+  assert eight_device_report[case]["many"] == eight_device_report[case]["one"]
