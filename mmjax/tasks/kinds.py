@@ -163,20 +163,30 @@ class Regression(TaskKind):
   """Regression: predictions `(B, D)` (a head with `num_classes=D`), targets `(B,)` (D = 1) or
   `(B, D)`.
 
-  loss_i = Σ_d ℓ(ŷ_id − y_id) with ℓ(e) = e² (`mse`), |e| (`l1`) or Huber with `huber_delta`.
+  The prediction is ŷ = `output_offset` + `output_scale`·f(x), f the head's output: set them to
+  the targets' training mean and standard deviation so that the head learns a standardised value
+  (Adam moves a bias by about one learning rate per step: a target far from 0 would take
+  thousands of steps to reach). loss_i = Σ_d ℓ(ŷ_id − y_id) with ℓ(e) = e² (`mse`), |e| (`l1`) or
+  Huber with `huber_delta`, in the targets' units.
   Metrics from exact sums (Σe², Σ|e|, Σy, Σŷ, Σy², Σŷ², Σyŷ per output): MSE and MAE per output
   value, and Pearson's r = (nΣyŷ − ΣyΣŷ) / √((nΣy² − (Σy)²)(nΣŷ² − (Σŷ)²)), averaged over outputs.
   Under uncertainty weighting its likelihood factor is Kendall et al.'s 1/(2σ²).
   """
   loss: str = "mse"
   huber_delta: float = 1.0
+  output_offset: float = 0.0
+  output_scale: float = 1.0
 
   uncertainty_factor: ClassVar[float] = 0.5
+
+  def _predictions(self, outputs: Array) -> Array:
+    return self.output_offset + self.output_scale * outputs
 
   def _targets(self, predictions: Array, labels: Array) -> Array:
     return labels.astype(jnp.float32).reshape(predictions.shape)
 
-  def example_losses(self, predictions: Array, labels: Array) -> Array:
+  def example_losses(self, outputs: Array, labels: Array) -> Array:
+    predictions = self._predictions(outputs)
     errors = predictions - self._targets(predictions, labels)
     if self.loss == "mse":
       values = jnp.square(errors)
@@ -188,7 +198,8 @@ class Regression(TaskKind):
       raise ValueError(f"regression loss {self.loss!r}; use one of {', '.join(REGRESSION_LOSSES)}")
     return jnp.sum(values, axis=-1)
 
-  def metric_sums(self, predictions: Array, labels: Array, weights: Array) -> Dict[str, Array]:
+  def metric_sums(self, outputs: Array, labels: Array, weights: Array) -> Dict[str, Array]:
+    predictions = self._predictions(outputs)
     targets = self._targets(predictions, labels)
     w = weights[:, None]
     errors = predictions - targets
