@@ -3,7 +3,8 @@ that changes nothing, and the per-device form on 8 devices against one device.
 
 Tolerance of the 8-device comparison: 1e-5 absolute on the global mean losses (of order 1-5) and
 their gradients. Only float32 summation order differs (measured: at most 1.2e-6); a device that
-scores its rows against its own block only, or takes the wrong positive, moves them by ~0.1."""
+scores its rows against its own block only, or takes the wrong positive, moves them by 0.1 or
+more (measured)."""
 import json
 import math
 import os

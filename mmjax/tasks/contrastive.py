@@ -17,9 +17,10 @@ With s = min(exp(log_scale), 100) for InfoNCE and s = exp(log_scale) for SigLIP:
   Supervision"): logits z_ij = s·a_i·b_j, row loss
       ℓ_i = ½[−log softmax_j(z_i·)_i − log softmax_j(z_·i)_i],
   the a→b and b→a cross-entropies. CLIP initialises the inverse temperature to 1/0.07
-  (`CLIP_LOG_SCALE_INIT`) and clips it "to prevent scaling the logits by more than 100"; CLIP's
-  code clamps the parameter in place after each step, here the value is clipped in the forward
-  pass: the same logits, but log_scale may drift above log 100 (with zero gradient there).
+  (`CLIP_LOG_SCALE_INIT`) and clips it "to prevent scaling the logits by more than 100";
+  open_clip clamps the parameter in place after each optimizer step, here the value is clipped in
+  the forward pass: the same logits, but log_scale may drift above log 100 (with zero gradient
+  there), so read the scale as min(exp(log_scale), 100), not exp(log_scale).
 - SigLIP (Zhai et al. 2023, "Sigmoid Loss for Language Image Pre-Training"): z_ij = s·a_i·b_j + t
   with the learned bias t, labels y_ij = +1 if i = j else −1, row loss
       ℓ_i = −Σ_j log σ(y_ij·z_ij)
