@@ -1,5 +1,6 @@
 """Drivers and hosts: the one train step on 8 devices (jit with named shardings, FSDP-split
-parameters, and the per-device shard_map form, with and without gradient accumulation) and on
+parameters, and the per-device shard_map form, with and without gradient accumulation, and with a
+contrastive task whose negatives are gathered across devices under PCGrad) and on
 2 processes with a resume in the middle
 ends with the parameters of one device, on the same global batches.
 
@@ -41,7 +42,8 @@ def eight_device_report(data_dir, tmp_path_factory):
   return json.loads(output.strip().splitlines()[-1])
 
 
-MANY = ["jit_8", "pmap_8", "jit_8_fsdp_2", "pmap_2", "jit_8_accum_2", "pmap_8_accum_2"]
+MANY = ["jit_8", "pmap_8", "jit_8_fsdp_2", "pmap_2", "jit_8_accum_2", "pmap_8_accum_2",
+        "contrastive_jit_8", "contrastive_pmap_8"]
 
 
 @pytest.mark.parametrize("run", MANY)
@@ -61,11 +63,14 @@ def test_fsdp_splits_each_parameter_along_its_largest_divisible_dimension(eight_
 def test_metric_sums_over_padded_eval_batches_are_exact_on_many_devices(eight_device_report, run):
   """400-example eval batches over 1,000 and 2,000 examples: the last validation batch is half
   padding, split over the 8 devices."""
-  one, many = eight_device_report["jit_1"], eight_device_report[run]
+  reference = "contrastive_jit_1" if run.startswith("contrastive") else "jit_1"
+  one, many = eight_device_report[reference], eight_device_report[run]
   for split in ("validation", "test"):
     assert many[split]["examples"] == one[split]["examples"]
     assert many[split]["label/accuracy"] == one[split]["label/accuracy"]
     assert many[split]["loss"] == pytest.approx(one[split]["loss"], rel=1e-6)
+    if run.startswith("contrastive"):   # retrieval among each eval batch's global candidates
+      assert many[split]["pair/a_to_b/R@5"] == one[split]["pair/a_to_b/R@5"]
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_one_line():

@@ -1,5 +1,7 @@
 """Trains a small seed model on this host's devices under several drivers and prints, as one JSON
-line, the largest parameter difference of each run from the one-device run.
+line, the largest parameter difference of each run from the one-device run. The `contrastive_`
+runs add a SigLIP task between text and image (negatives gathered from every device) and combine
+the two tasks with PCGrad (per-task gradients summed over the devices before the surgery).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python train_on_devices.py DATA_DIR WORKDIR
 
@@ -12,18 +14,23 @@ import sys
 import jax
 import numpy as np
 
-from mmjax.model import encoder_config
+from mmjax.model import encoder_config, head_config
+from mmjax.tasks import task_config, weighting_config
+from mmjax.tasks.contrastive import SIGLIP_LOG_SCALE_INIT
 from mmjax.train import loop
 from mmjax.train.defaults import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# name: (driver, devices, fsdp, micro-batches)
-CASES = {"jit_1": ("jit", 1, 1, 1), "jit_8": ("jit", 8, 1, 1), "pmap_8": ("pmap", 8, 1, 1),
-         "jit_8_fsdp_2": ("jit", 8, 2, 1), "pmap_2": ("pmap", 2, 1, 1),
-         "jit_8_accum_2": ("jit", 8, 1, 2), "pmap_8_accum_2": ("pmap", 8, 1, 2)}
+# name: (driver, devices, fsdp, micro-batches, with a contrastive task)
+CASES = {"jit_1": ("jit", 1, 1, 1, False), "jit_8": ("jit", 8, 1, 1, False),
+         "pmap_8": ("pmap", 8, 1, 1, False), "jit_8_fsdp_2": ("jit", 8, 2, 1, False),
+         "pmap_2": ("pmap", 2, 1, 1, False), "jit_8_accum_2": ("jit", 8, 1, 2, False),
+         "pmap_8_accum_2": ("pmap", 8, 1, 2, False),
+         "contrastive_jit_1": ("jit", 1, 1, 1, True), "contrastive_jit_8": ("jit", 8, 1, 1, True),
+         "contrastive_pmap_8": ("pmap", 8, 1, 1, True)}
 
 
-def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1):
+def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contrastive=False):
   config = load_config(os.path.join(REPO, "experiments", "configs", "seed_text_image.py"))
   config.dataset.data_dir = data_dir
   config.model.encoders.text = encoder_config("lstm", vocab_size=64, embed_dim=8, hidden_dim=16,
@@ -34,6 +41,11 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1):
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
   config.parallel.driver, config.parallel.num_devices, config.parallel.fsdp = driver, devices, fsdp
   config.grad_accum_steps = grad_accum_steps
+  if contrastive:
+    config.model.heads.pair = head_config("contrastive", modalities=("text", "image"),
+                                          embed_dim=8, log_scale_init=SIGLIP_LOG_SCALE_INIT)
+    config.tasks.pair = task_config("contrastive", loss="siglip")
+    config.task_weighting = weighting_config("pcgrad")
   return config
 
 
@@ -43,17 +55,17 @@ def final_params(config, workdir):
 
 def main(data_dir, workdir, steps=20):
   params, results = {}, {}
-  for name, (driver, devices, fsdp, micro_batches) in CASES.items():
-    config = config_for(data_dir, driver, devices, fsdp, steps, micro_batches)
+  for name, (driver, devices, fsdp, micro_batches, contrastive) in CASES.items():
+    config = config_for(data_dir, driver, devices, fsdp, steps, micro_batches, contrastive)
     results[name] = loop.train_and_evaluate(config, os.path.join(workdir, name))
     params[name] = final_params(config, os.path.join(workdir, name))
-  reference = jax.tree.leaves(params["jit_1"])
   _, _, _, state, _ = loop._setup(config_for(data_dir, "jit", 8, 2, steps))
   embedding = state.params["encoders_text"]["embedding"]["embedding"]
   report = {"devices": jax.device_count(),
             "fsdp_2_embedding": {"shape": list(embedding.shape),
                                  "shard_shape": list(embedding.addressable_shards[0].data.shape)}}
   for name in CASES:
+    reference = jax.tree.leaves(params["contrastive_jit_1" if CASES[name][4] else "jit_1"])
     leaves = jax.tree.leaves(params[name])
     report[name] = {
         "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(leaves, reference)),
