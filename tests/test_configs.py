@@ -16,6 +16,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "experiments", "configs")
 CASES = [(os.path.basename(path), None) for path in sorted(glob.glob(f"{CONFIG_DIR}/*.py"))
          if not path.endswith("interactions.py")]
+CASES += [("contrastive_probe.py", arg) for arg in ("pretrain,siglip", "probe")]
 CASES += [("interactions.py", f"{data_config},{fusion}") for fusion in FUSIONS
           for data_config in ("synergy", "mixed")]
 
@@ -39,4 +40,8 @@ def test_config_builds_a_model_with_one_output_per_task(name, arg):
   outputs = jax.eval_shape(model.apply, params, batch)
   assert set(outputs) == set(config.tasks)
   for task, output in outputs.items():
-    assert output.shape == (2, config.model.heads[task].num_classes)
+    head = config.model.heads[task]
+    if head.name == "contrastive":
+      assert output["a"].shape == output["b"].shape == (2, head.embed_dim)
+    else:
+      assert output.shape == (2, head.num_classes)
