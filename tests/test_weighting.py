@@ -69,10 +69,11 @@ def test_pcgrad_orders_depend_on_the_key():
   assert len(results) > 1
 
 
-def _features_setup(weighting, learning_rate=1e-2):
+def _features_setup(weighting, learning_rate=1e-2, frozen=""):
   """One modality of 8 features; task `clean` = sign of feature 0, task `noise` = a coin."""
   config = trainer_config("synthetic")
-  config.optimizer.update(learning_rate=learning_rate, warmup_steps=0, final_lr_fraction=1.0)
+  config.optimizer.update(learning_rate=learning_rate, warmup_steps=0, final_lr_fraction=1.0,
+                          frozen=frozen)
   model = model_from_config({"encoders": {"x": encoder_config("mlp", hidden_dims=(16,), dim=8)},
                              "fusion": fusion_config("concat"),
                              "heads": {t: head_config("linear", num_classes=2)
@@ -91,7 +92,8 @@ def _features_setup(weighting, learning_rate=1e-2):
   state = init_state(model, tx, jax.random.key(0), batch(0),
                      weighting_params=strategy.init_params(static),
                      weighting_state=strategy.init_state(static))
-  step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule, weighting=strategy))
+  step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule, weighting=strategy,
+                                   frozen=frozen))
   return state, step, batch
 
 
@@ -113,9 +115,10 @@ def test_gradnorm_weight_gradient_matches_its_loss_and_weights_are_renormalised(
   grads = {"encoders_x": {"kernel": jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)},
            "heads_a": {"kernel": jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)}}
   weights, losses = jnp.asarray([0.5, 1.5]), jnp.asarray([0.9, 0.3])
-  initial = jnp.asarray([1.0, 1.0])
-  update = strategy.update({"weights": weights}, {"initial_losses": initial}, losses, grads,
-                           weights, jnp.asarray(5), jax.random.key(0))
+  initial, counts = jnp.asarray([1.0, 1.0]), jnp.asarray([8.0, 8.0])
+  seen = {"initial_losses": initial, "seen": jnp.ones(2, bool)}
+  update = strategy.update({"weights": weights}, seen, losses, counts, grads, weights,
+                           jnp.asarray(5), jax.random.key(0))
   norms = jnp.linalg.norm(grads["encoders_x"]["kernel"].reshape(2, -1), axis=1)   # shared only
 
   def gradnorm_loss(w):
@@ -129,9 +132,15 @@ def test_gradnorm_weight_gradient_matches_its_loss_and_weights_are_renormalised(
   np.testing.assert_allclose(update.model_grads["heads_a"]["kernel"],
                              0.5 * grads["heads_a"]["kernel"][0]
                              + 1.5 * grads["heads_a"]["kernel"][1], rtol=1e-6)
-  first = strategy.update({"weights": weights}, {"initial_losses": initial}, losses, grads,
-                          weights, jnp.asarray(0), jax.random.key(0))
-  np.testing.assert_allclose(first.state["initial_losses"], losses)   # L(0): the first step's
+  # L_t(0) is the loss of the first step where task t has labels: here task 0 has none at first.
+  state = strategy.init_state(jnp.ones(2))
+  for count, expected in ((jnp.asarray([0.0, 8.0]), [0.0, 0.3]), (counts, [0.9, 0.3])):
+    state = strategy.update({"weights": weights}, state, losses, count, grads, weights,
+                            jnp.asarray(0), jax.random.key(0)).state
+    np.testing.assert_allclose(state["initial_losses"], expected)
+  later = strategy.update({"weights": weights}, state, 2 * losses, counts, grads, weights,
+                          jnp.asarray(1), jax.random.key(0)).state
+  np.testing.assert_allclose(later["initial_losses"], [0.9, 0.3])
   np.testing.assert_allclose(update.state["initial_losses"], initial)
   normalized = strategy.normalize({"weights": jnp.asarray([0.2, 0.6])}, jnp.ones(2))
   np.testing.assert_allclose(normalized["weights"], [0.5, 1.5])
@@ -143,14 +152,34 @@ def test_gradnorm_weight_gradient_matches_its_loss_and_weights_are_renormalised(
   assert "grad_cosine/clean/noise" in metrics["values"]
 
 
+def test_frozen_parameters_take_no_part_in_per_task_gradients():
+  """With the only shared parameters (the encoder) frozen, PCGrad has nothing to project: the
+  per-task gradients over shared parameters are zero, and the encoder does not move."""
+  state, step, batch = _features_setup("pcgrad", frozen="^encoders_")
+  new, metrics = step(state, batch(0), jax.random.key(1))
+  assert float(metrics["values"]["clean/grad_norm"]) == 0.0
+  for x, y in zip(jax.tree.leaves(state.params["encoders_x"]),
+                  jax.tree.leaves(new.params["encoders_x"])):
+    np.testing.assert_array_equal(x, y)
+  moving = _features_setup("pcgrad")[1](state, batch(0), jax.random.key(1))[1]
+  assert float(moving["values"]["clean/grad_norm"]) > 0
+
+
+def test_a_gradnorm_layer_that_matches_nothing_is_one_line(data_dir):
+  config = multitask_config(data_dir, "gradnorm")
+  config.task_weighting.layer = "^fusion/"
+  with pytest.raises(loop.ConfigError, match="layer='\\^fusion/' matches no shared parameter"):
+    loop._setup(config)
+
+
 def test_dwa_weights_follow_the_loss_ratios_of_the_two_previous_periods():
   strategy = DynamicWeightAveraging(temperature=2.0, period_steps=3)
   static = jnp.ones(2)
   state = strategy.init_state(static)
   np.testing.assert_allclose(strategy.weights(None, state, static, static), [1.0, 1.0])
   for step, losses in enumerate([[4.0, 2.0]] * 3 + [[2.0, 2.0]] * 3):
-    state = strategy.update(None, state, jnp.asarray(losses), {}, static, jnp.asarray(step),
-                            jax.random.key(0)).state
+    state = strategy.update(None, state, jnp.asarray(losses), static, {}, static,
+                            jnp.asarray(step), jax.random.key(0)).state
   ratios = np.array([2.0 / 4.0, 2.0 / 2.0])
   expected = 2 * np.exp(ratios / 2) / np.exp(ratios / 2).sum()
   np.testing.assert_allclose(strategy.weights(None, state, static, static), expected, rtol=1e-6)
@@ -197,8 +226,7 @@ def test_every_weighting_trains_the_multitask_config_and_logs_every_term(data_di
   for record in train + [results["test"], results["validation"]]:
     assert expected_terms <= set(record), expected_terms - set(record)
     assert all(np.isfinite(v) for v in record.values() if isinstance(v, float))
-    # Fixed weights: exact in every line; learned ones vary within a line's steps.
-    assert _identity_holds(record, 1e-6 if weighting == "fixed" else 1e-3)
+    assert _identity_holds(record, 1e-6)
   for metric in ("label/accuracy", "outline/accuracy", "size/mae", "size/pearson",
                  "shapes_present/micro_f1", "shapes_present/macro_f1",
                  "shapes_present/mean_average_precision"):

@@ -13,26 +13,23 @@ has its own head. `--config.task_weighting=...` accepts any strategy, e.g.
     mmjax train --config experiments/configs/mm_shapes_multitask.py --workdir runs/multitask \
         --config.task_weighting.name=pcgrad
 """
+import os
+
 import ml_collections
 
 from mmjax.data import mm_shapes
-from mmjax.model import encoder_config, fusion_config, head_config
+from mmjax.model import head_config
 from mmjax.tasks import task_config, weighting_config
-from mmjax.train.defaults import trainer_config
+from mmjax.train.defaults import load_config
 
 SIZE_MEAN = sum(mm_shapes.RADIUS_RANGE) / 2                           # 7.75: U(5.5, 10)'s mean
 SIZE_STD = (mm_shapes.RADIUS_RANGE[1] - mm_shapes.RADIUS_RANGE[0]) / 12 ** 0.5   # 1.30
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = trainer_config("mm_shapes")
-  config.model.encoders = ml_collections.ConfigDict()
-  config.model.encoders.text = encoder_config("lstm", vocab_size=25_000, embed_dim=100,
-                                              hidden_dim=256, num_layers=2)
-  config.model.encoders.image = encoder_config("conv_pool", channels=64)
-  config.model.fusion = fusion_config("concat")
-  config.model.heads = ml_collections.ConfigDict()
-  config.model.heads.label = head_config("linear", num_classes=mm_shapes.NUM_CLASSES)
+  # The seed model (its encoders, fusion, label head and optimizer), loaded by path as a sibling.
+  config = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "seed_text_image.py"))
   config.model.heads.outline = head_config("linear", num_classes=len(mm_shapes.SHAPES))
   config.model.heads.size = head_config("mlp", num_classes=1, hidden_dims=(64,))
   config.model.heads.shapes_present = head_config("linear", num_classes=len(mm_shapes.SHAPES))
@@ -46,7 +43,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.task_weighting = weighting_config("uncertainty")
   config.shared_weight_decay = 1e-5
 
-  config.optimizer.learning_rate = 2e-3
   config.total_steps = 1500
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500

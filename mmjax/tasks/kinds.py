@@ -64,12 +64,6 @@ class TaskKind:
                      "confidence_penalty=0")
 
 
-def _safe_labels(labels: Array, labelled: Array) -> Array:
-  """Labels with unlabelled rows replaced by 0, so that no NaN in them reaches a gradient."""
-  mask = labelled.reshape(labelled.shape + (1,) * (labels.ndim - 1))
-  return jnp.where(mask, labels, jnp.zeros_like(labels))
-
-
 @dataclasses.dataclass(frozen=True)
 class Classification(TaskKind):
   """Single-label classification: logits `(B, K)`, integer labels `(B,)`.

@@ -7,7 +7,9 @@ g_t = ∇_θ L_t over the global batch (a vmapped VJP: one forward pass, T backw
 gradient-sized buffers). Learned weighting parameters live in `params['task_weighting']` and are
 updated by their own Adam (see `mmjax/train/state.py`); non-learned state (GradNorm's initial
 losses, DWA's loss history) lives in `TrainState.weighting_state`, so it is checkpointed and a
-resumed run continues exactly. Each strategy logs `<task>/weight`; strategies that compute
+resumed run continues exactly. PCGrad and GradNorm act on the task losses' gradients only: the
+output regularisers' gradient is added unprojected, like the parameter regularisers'. Parameters
+frozen by `config.optimizer.frozen` are left out of every per-task gradient. Each strategy logs `<task>/weight`; strategies that compute
 per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/grad_norm` and
 `grad_cosine/<a>/<b>` over the shared parameters.
 
@@ -16,12 +18,14 @@ per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/gra
   losses"): learned s_t = log σ_t², L = Σ_t c_t·w_t·exp(−s_t)·L_t + ½ s_t with c_t = 1 for a
   softmax (classification, multi-label, contrastive) likelihood and ½ for a Gaussian
   (regression), their eq. (7) with ½ s_t = log σ_t; s_t starts at 0. A noisy task's weight falls:
-  at the optimum c_t·exp(−s_t) = 1 / (2 L_t). The static w_t multiplies (1 by default).
+  at the optimum c_t·w_t·exp(−s_t) = 1 / (2 L_t), whatever the static w_t (1 by default), which
+  only shifts s_t. The Gaussian factor ½ is kept for `l1` and `huber` regression too (derived for
+  squared error; Kendall et al. use it with an L1 loss as well).
 - `gradnorm` (Chen et al. 2018, "GradNorm: gradient normalization for adaptive loss balancing"):
   learned weights w_t (starting at the static weights), G_t = ‖∇_W w_t L_t‖ on the shared
   parameters W (`layer`, a regex over parameter paths; the paper picks the last shared layer; empty
   = every shared parameter), r_t = L̃_t / mean(L̃) with L̃_t = L_t / L_t(0) (L_t(0): the first
-  step's losses), and the weights descend L_grad = Σ_t |G_t − Ḡ·r_t^α| with the target Ḡ·r_t^α held
+  step where task t has labelled examples), and the weights descend L_grad = Σ_t |G_t − Ḡ·r_t^α| with the target Ḡ·r_t^α held
   constant; after each update they are renormalised to sum to Σ_t (static w_t) (T by default).
   The network descends Σ_t w_t L_t. α = 1.5 as in most of the paper's experiments.
 - `pcgrad` (Yu et al. 2020, "Gradient surgery for multi-task learning"): with g_t = w_t ∇L_t on
@@ -113,10 +117,11 @@ class Fixed:
     del static
     return params
 
-  def update(self, params: Any, state: Any, losses: Array, grads: Grads, weights: Array,
-             step: Array, key: Array) -> Update:
-    """`grads`: Σ_t w_t g_t, or the stacked g_t when `per_task_gradients`."""
-    del params, losses, step, key
+  def update(self, params: Any, state: Any, losses: Array, counts: Array, grads: Grads,
+             weights: Array, step: Array, key: Array) -> Update:
+    """`losses`, `counts`: each task's mean loss and labelled examples over the global batch;
+    `grads`: Σ_t w_t g_t, or the stacked g_t when `per_task_gradients`."""
+    del params, losses, counts, step, key
     return Update(_weighted_sum(grads, weights) if self.per_task_gradients else grads, None,
                   state)
 
@@ -139,10 +144,10 @@ class Uncertainty(Fixed):
   def penalty(self, params):
     return 0.5 * jnp.sum(params["log_variance"])
 
-  def update(self, params, state, losses, grads, weights, step, key):
-    base = super().update(params, state, losses, grads, weights, step, key)
-    # d/ds_t [c_t w_t exp(-s_t) L_t + s_t / 2] with L_t constant.
-    return base._replace(weighting_grads={"log_variance": 0.5 - weights * losses})
+  def update(self, params, state, losses, counts, grads, weights, step, key):
+    base = super().update(params, state, losses, counts, grads, weights, step, key)
+    # d/ds_t of c_t w_t exp(-s_t) L_t with L_t constant (the penalty's ½ is a parameter term).
+    return base._replace(weighting_grads={"log_variance": -weights * losses})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,21 +162,25 @@ class GradNorm(Fixed):
     return {"weights": static}
 
   def init_state(self, static):
-    return {"initial_losses": jnp.zeros_like(static)}
+    return {"initial_losses": jnp.zeros_like(static), "seen": jnp.zeros(static.shape, bool)}
 
   def weights(self, params, state, static, factors):
     del state, static, factors
     return params["weights"]
 
-  def update(self, params, state, losses, grads, weights, step, key):
-    initial = jnp.where(step == 0, losses, state["initial_losses"])
+  def update(self, params, state, losses, counts, grads, weights, step, key):
+    del step
+    # L_t(0): the loss at the first step where task t has labelled examples.
+    first = (counts > 0) & ~state["seen"]
+    initial = jnp.where(first, losses, state["initial_losses"])
+    seen = state["seen"] | (counts > 0)
     norms = jnp.linalg.norm(shared_matrix(grads, self.layer), axis=1)   # ‖∇_W L_t‖
     weighted_norms = weights * norms                                      # G_t
-    relative = losses / jnp.maximum(initial, 1e-12)
+    relative = jnp.where(seen, losses / jnp.maximum(initial, 1e-12), 1.0)
     target = jnp.mean(weighted_norms) * (relative / jnp.mean(relative)) ** self.alpha
     return Update(_weighted_sum(grads, weights),
                   {"weights": jnp.sign(weighted_norms - target) * norms},
-                  {"initial_losses": initial})
+                  {"initial_losses": initial, "seen": seen})
 
   def normalize(self, params: Dict[str, Array], static: Array) -> Dict[str, Array]:
     """Weights kept positive and renormalised to sum to Σ static weights."""
@@ -206,8 +215,8 @@ class PCGrad(Fixed):
 
   per_task_gradients_always: ClassVar[bool] = True
 
-  def update(self, params, state, losses, grads, weights, step, key):
-    del params, losses, step
+  def update(self, params, state, losses, counts, grads, weights, step, key):
+    del params, losses, counts, step
     scaled = jax.tree.map(lambda g: weights.reshape((-1,) + (1,) * (g.ndim - 1)) * g, grads)
     projected = project_conflicting(shared_matrix(scaled), key)
     flat, treedef = jax.tree_util.tree_flatten_with_path(scaled)
@@ -239,8 +248,8 @@ class DynamicWeightAveraging(Fixed):
     adaptive = static.shape[0] * jax.nn.softmax(ratios / self.temperature)
     return static * jnp.where(state["periods"] >= 2, adaptive, 1.0)
 
-  def update(self, params, state, losses, grads, weights, step, key):
-    base = super().update(params, state, losses, grads, weights, step, key)
+  def update(self, params, state, losses, counts, grads, weights, step, key):
+    base = super().update(params, state, losses, counts, grads, weights, step, key)
     period_sum = state["period_sum"] + losses
     ends = (step + 1) % self.period_steps == 0
     mean = period_sum / self.period_steps

@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import os
+import re
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -20,7 +21,8 @@ from mmjax import data
 from mmjax.model import model_from_config
 from mmjax.tasks import kinds
 from mmjax.tasks.objective import task_metrics, tasks_from_config
-from mmjax.tasks.weighting import weighting_from_config
+from mmjax.tasks.objective import is_shared
+from mmjax.tasks.weighting import GradNorm, weighting_from_config
 from mmjax.train import checkpoint, parallel
 from mmjax.train.metrics_writer import MetricsWriter
 from mmjax.train.state import init_state, make_optimizer, parameter_count
@@ -125,6 +127,17 @@ def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray],
                       f"task from {sorted(tasks)}")
 
 
+def check_weighting(weighting: Any, params: Any) -> None:
+  """Raises ConfigError when GradNorm's `layer` regex names no shared parameter."""
+  if isinstance(weighting, GradNorm):
+    paths = [jax.tree_util.keystr(path, simple=True, separator="/")
+             for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    shared = [p for p in paths if is_shared(p.split("/")[0])]
+    if not any(re.search(weighting.layer, p) for p in shared):
+      raise ConfigError(f"config.task_weighting.layer={weighting.layer!r} matches no shared "
+                        f"parameter; they are e.g. {', '.join(shared[:4])}")
+
+
 def _objective_from_config(config: Any):
   """The model, tasks and task weighting of `config`; a bad name or field is a ConfigError."""
   try:
@@ -182,9 +195,11 @@ def _setup(config: Any):
                            weighting_params=weighting.init_params(static),
                            weighting_state=weighting.init_state(static))
   abstract_state = jax.eval_shape(init, jax.random.key(0), example_batch)
+  check_weighting(weighting, abstract_state.params)
   driver = parallel.make_driver(config.parallel, abstract_state, tasks=tasks, schedule=schedule,
                                 weighting=weighting,
                                 shared_weight_decay=config.shared_weight_decay,
+                                frozen=config.optimizer.frozen,
                                 grad_accum_steps=config.grad_accum_steps,
                                 ema_decay=config.ema_decay)
   # Every process computes the same keys and state, directly in their shardings.
@@ -224,6 +239,19 @@ def _flatten_single_task(metrics: Dict[str, float], tasks) -> Dict[str, float]:
   if len(tasks) != 1 or f"{next(iter(tasks))}/accuracy" not in metrics:
     return metrics
   return {**metrics, "accuracy": metrics[f"{next(iter(tasks))}/accuracy"]}
+
+
+def _line_weights(window, tasks) -> Dict[str, float]:
+  """`<t>/weight` of a train line: Σ_s w_t,s·L_t,s / Σ_s L_t,s over its steps s, the loss-weighted
+  mean, so that Σ_t weight_t·<t>/loss adds up to the line's mean loss exactly when the weights
+  change from step to step (learned weights); fixed weights are unchanged by it."""
+  weights = {}
+  for task in tasks:
+    losses = np.array([float(m["values"][f"{task}/loss"]) for m in window])
+    steps = np.array([float(m["values"][f"{task}/weight"]) for m in window])
+    weights[f"{task}/weight"] = (float(steps @ losses / losses.sum()) if losses.sum() != 0
+                                 else float(steps.mean()))
+  return weights
 
 
 def train_and_evaluate(config: Any, workdir: str, *,
@@ -268,10 +296,11 @@ def train_and_evaluate(config: Any, workdir: str, *,
       window.append(metrics)
       progress.update(1)
       if step % config.log_every_steps == 0 or step == last_step:
-        summed = jax.device_get(functools.reduce(
-            lambda a, b: jax.tree.map(np.add, a, b), window))
+        window = jax.device_get(window)
+        summed = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), window)
         # The objective's terms: means over the line's steps; metrics: from the summed statistics.
         logged = {k: float(v) / len(window) for k, v in summed["values"].items()}
+        logged.update(_line_weights(window, tasks))
         logged.update(task_metrics(summed["sums"], tasks))
         logged.update(learning_rate=float(jax.device_get(metrics["values"]["learning_rate"])),
                       samples_per_second=len(window) * config.batch_size

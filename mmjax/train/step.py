@@ -11,7 +11,7 @@ from mmjax.tasks.kinds import TaskKind
 from mmjax.tasks.objective import (data_terms, label_counts, objective_sums,
                                    parameter_regularizers, task_metrics, total_loss)
 from mmjax.tasks.weighting import Fixed, gradient_metrics, shared_matrix
-from mmjax.train.state import TrainState
+from mmjax.train.state import TrainState, parameter_labels
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -42,7 +42,8 @@ def _parameter_terms(params, tasks, weighting, shared_weight_decay):
 
 def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[str, TaskKind],
                schedule: optax.Schedule, weighting: Any = Fixed(),
-               shared_weight_decay: float = 0.0, axis_name: Optional[str] = None,
+               shared_weight_decay: float = 0.0, frozen: str = "",
+               axis_name: Optional[str] = None,
                grad_accum_steps: int = 1, ema_decay: float = 0.0
                ) -> Tuple[TrainState, Dict[str, Any]]:
   """One optimizer step on L = Σ_t w_t L_t + regularisers (`mmjax/tasks/objective.py`).
@@ -56,15 +57,18 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   update is the global batch's whatever its split. The data terms' gradient is one VJP with the
   cotangent (w_t) on the task losses, or, when the weighting needs each task's gradient, T + 1
   VJPs (one per task, one for the output regularisers) from the same forward pass; `weighting`
-  (`mmjax/tasks/weighting.py`) turns them into the update. Regularisers on parameters are
-  differentiated once, outside the data sum.
+  (`mmjax/tasks/weighting.py`) turns them into the update, with the parameters matching the
+  regex `frozen` (`config.optimizer.frozen`) left out. Regularisers on parameters are
+  differentiated once, outside the data sum. A contrastive task's negatives are the examples of
+  each micro-batch (over every device): with accumulation its update is not the whole batch's.
   `ema_decay` > 0 keeps ema ← d_t·ema + (1 − d_t)·params in `state.ema_params`, with the usual
   warm-up d_t = min(ema_decay, (1 + t) / (10 + t)) at step t, so that the initial parameters do
   not linger in the average (with d = 0.999, 0.999^1000 ≈ 37% of them would after 1,000 steps).
 
   Returns the new state and `{"values": this step's terms of the objective (global means, adding
   up to `loss`, the value differentiated), the task weights, gradient norms and the learning
-  rate; "sums": the metric sums over the batch (see `objective_sums`)}`.
+  rate; "sums": the metric sums over the batch (see `objective_sums`)}`. `grad_norm` is the
+  model's gradient norm (the task weighting's parameters left out).
   """
   names = tuple(tasks)
   static, factors = task_weight_vectors(tasks)
@@ -124,15 +128,23 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
     reg_grads = jax.tree.map(lambda g: g[num_tasks], rows)
   else:
     task_grads, reg_grads = jax.tree.map(lambda g: g[0], rows), None
-  update = weighting.update(weighting_params, state.weighting_state, losses, task_grads, weights,
+  if frozen:   # parameters that never move take no part in the weighting's gradient geometry
+    labels = parameter_labels(task_grads, frozen)
+    task_grads = jax.tree.map(lambda g, label: jnp.zeros_like(g) if label == "frozen" else g,
+                              task_grads, labels)
+  update = weighting.update(weighting_params, state.weighting_state, losses,
+                            jnp.stack([counts[t] for t in names]), task_grads, weights,
                             state.step, jax.random.fold_in(step_key, 2 ** 30))
+  # Parameter terms (regularisers, the weighting's own penalty) are differentiated once, here.
   (_, param_terms), param_grads = jax.value_and_grad(_parameter_terms, has_aux=True)(
       state.params, tasks, weighting, shared_weight_decay)
   grads = jax.tree.map(jnp.add, update.model_grads, param_grads)
   if reg_grads is not None:
     grads = jax.tree.map(jnp.add, grads, reg_grads)
-  if update.weighting_grads is not None:
-    grads = {**grads, "task_weighting": update.weighting_grads}
+  grad_norm = optax.tree.norm({k: v for k, v in grads.items() if k != "task_weighting"})
+  if update.weighting_grads is not None:   # the data terms' part of the weighting's gradient
+    grads = {**grads, "task_weighting": jax.tree.map(jnp.add, grads["task_weighting"],
+                                                     update.weighting_grads)}
 
   values = {f"{t}/loss": losses[i] for i, t in enumerate(names)}
   values.update({f"{t}/reg/{k}": v / jnp.maximum(counts[t], 1)
@@ -144,7 +156,7 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
        or k == "weighting/penalty"), jnp.zeros((), jnp.float32))
   if weighting.per_task_gradients:
     values.update(gradient_metrics(shared_matrix(task_grads), names))
-  values.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+  values.update(grad_norm=grad_norm, learning_rate=schedule(state.step))
 
   new_state = state.apply_gradients(grads=grads)
   if weighting_params is not None:
