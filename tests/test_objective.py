@@ -121,26 +121,29 @@ def test_an_unlabelled_example_adds_nothing_to_loss_metrics_or_gradients():
   rng = np.random.default_rng(1)
   task_set = tasks(cls=("classification", dict(confidence_penalty=0.1, output_l2=0.1)),
                    ml=("multilabel", dict(output_l2=0.1)), reg=("regression", dict(output_l2=0.1)))
-  batch, outputs = _random_batch(rng, 6), _random_outputs(rng, 6)
+  batch, outputs = _random_batch(rng, 7), _random_outputs(rng, 7)
+  batch["weight"] = np.r_[np.ones(6), 0.0].astype(np.float32)   # row 6: padding, output NaN
+  for output in outputs.values():
+    output[6] = np.nan
   batch["reg"][2], batch["ml"][2] = np.nan, np.nan
   batch["cls"][2] = 99
   for key in ("cls", "ml", "reg"):
-    batch[f"{key}_mask"] = np.arange(6) != 2
+    batch[f"{key}_mask"] = np.arange(7) != 2
 
   def loss(outs):
     sums = objective_sums(outs, batch, task_set)
     return sum(sums[t]["loss"] + sum(sums[t]["reg"].values()) for t in task_set), sums
 
   grads, sums = jax.grad(loss, has_aux=True)({k: jnp.asarray(v) for k, v in outputs.items()})
-  kept = {k: np.delete(v, 2, axis=0) for k, v in batch.items() if not k.endswith("_mask")}
-  expected = sums_of({k: np.delete(v, 2, axis=0) for k, v in outputs.items()}, kept, task_set)
+  kept = {k: np.delete(v, [2, 6], axis=0) for k, v in batch.items() if not k.endswith("_mask")}
+  expected = sums_of({k: np.delete(v, [2, 6], axis=0) for k, v in outputs.items()}, kept, task_set)
   for name in task_set:   # the example still counts as a real one, for no task
     for found, wanted in zip(jax.tree.leaves(jax.device_get(sums[name])),
                              jax.tree.leaves(expected[name])):
       np.testing.assert_allclose(found, wanted, rtol=1e-6)
   for name, grad in grads.items():
     assert np.all(np.asarray(grad)[2] == 0), name
-    assert np.all(np.isfinite(grad)) and np.any(np.asarray(grad) != 0), name
+    assert np.all(np.isfinite(grad[:6])) and np.any(np.asarray(grad) != 0), name
   assert float(sums["cls"]["count"]) == 5 and float(sums["count"]) == 6
 
 

@@ -69,7 +69,7 @@ def test_pcgrad_orders_depend_on_the_key():
   assert len(results) > 1
 
 
-def _features_setup(weighting, learning_rate=1e-2, frozen=""):
+def _features_setup(weighting, learning_rate=1e-2, frozen="", weights=(1.0, 1.0)):
   """One modality of 8 features; task `clean` = sign of feature 0, task `noise` = a coin."""
   config = trainer_config("synthetic")
   config.optimizer.update(learning_rate=learning_rate, warmup_steps=0, final_lr_fraction=1.0,
@@ -78,7 +78,8 @@ def _features_setup(weighting, learning_rate=1e-2, frozen=""):
                              "fusion": fusion_config("concat"),
                              "heads": {t: head_config("linear", num_classes=2)
                                        for t in ("clean", "noise")}})
-  tasks = tasks_from_config({t: task_config("classification") for t in ("clean", "noise")})
+  tasks = tasks_from_config({t: task_config("classification", weight=w)
+                             for t, w in zip(("clean", "noise"), weights)})
   strategy = weighting_from_config(weighting_config(weighting))
   tx, schedule = make_optimizer(config.optimizer, 1000)
   static = task_weight_vectors(tasks)[0]
@@ -109,13 +110,28 @@ def test_uncertainty_weighting_lowers_the_weight_of_a_pure_noise_task():
   assert values["noise/weight"] == pytest.approx(1 / (2 * values["noise/loss"]), rel=0.25)
 
 
+def test_the_model_gradient_uses_the_learned_weights():
+  """Uncertainty weights 1/4 and 1 (log-variances log 4 and 0) give the model the update that
+  fixed weights 1/4 and 1 give."""
+  learned, step, batch = _features_setup("uncertainty")
+  learned = learned.replace(params={**learned.params, "task_weighting": {
+      "log_variance": jnp.asarray([np.log(4.0), 0.0])}})
+  fixed, fixed_step, _ = _features_setup("fixed", weights=(0.25, 1.0))
+  a, from_learned = step(learned, batch(0), jax.random.key(1))
+  b, from_fixed = fixed_step(fixed, batch(0), jax.random.key(1))
+  assert float(from_learned["values"]["grad_norm"]) == pytest.approx(
+      float(from_fixed["values"]["grad_norm"]), rel=1e-6)
+  for x, y in zip(jax.tree.leaves(a.params["encoders_x"]), jax.tree.leaves(b.params["encoders_x"])):
+    np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
 def test_gradnorm_weight_gradient_matches_its_loss_and_weights_are_renormalised():
   strategy = GradNorm(alpha=1.5)
   rng = np.random.default_rng(0)
   grads = {"encoders_x": {"kernel": jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)},
            "heads_a": {"kernel": jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)}}
   weights, losses = jnp.asarray([0.5, 1.5]), jnp.asarray([0.9, 0.3])
-  initial, counts = jnp.asarray([1.0, 1.0]), jnp.asarray([8.0, 8.0])
+  initial, counts = jnp.asarray([2.0, 0.5]), jnp.asarray([8.0, 8.0])
   seen = {"initial_losses": initial, "seen": jnp.ones(2, bool)}
   update = strategy.update({"weights": weights}, seen, losses, counts, grads, weights,
                            jnp.asarray(5), jax.random.key(0))
@@ -129,6 +145,14 @@ def test_gradnorm_weight_gradient_matches_its_loss_and_weights_are_renormalised(
 
   np.testing.assert_allclose(update.weighting_grads["weights"],
                              jax.grad(gradnorm_loss)(weights), rtol=1e-5)
+  # Equal losses but a task that has trained 4x less (relative to L(0)): with equal G_t, the
+  # weights move apart: up for the task lagging behind, down for the other.
+  balanced = 1 / norms
+  lagging = strategy.update({"weights": balanced}, {"initial_losses": jnp.asarray([1.0, 0.25]),
+                                                    "seen": jnp.ones(2, bool)},
+                            jnp.asarray([0.5, 0.5]), counts, grads, balanced, jnp.asarray(5),
+                            jax.random.key(0))
+  np.testing.assert_allclose(np.sign(lagging.weighting_grads["weights"]), [1.0, -1.0])
   np.testing.assert_allclose(update.model_grads["heads_a"]["kernel"],
                              0.5 * grads["heads_a"]["kernel"][0]
                              + 1.5 * grads["heads_a"]["kernel"][1], rtol=1e-6)
