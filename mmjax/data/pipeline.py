@@ -34,9 +34,11 @@ DATASETS = {
 }
 
 
-def prepare(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
+def prepare(name: str, data_dir: Optional[str] = None,
+            manual_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
   """Returns the builder of `name` ('dataset' or 'dataset/config') with its files generated under
-  `data_dir` (tfds's default when None); files that already exist are reused."""
+  `data_dir` (tfds's default when None); files that already exist are reused. Builders of
+  published datasets read the original files from `manual_dir` (the tfds convention)."""
   dataset, _, builder_config = name.partition("/")
   spec = registry.lookup(DATASETS, dataset, "dataset")
   configs = [config.name for config in spec.builder.BUILDER_CONFIGS]
@@ -47,7 +49,8 @@ def prepare(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuild
     raise ValueError(f"dataset {dataset!r} has no configs; use the name {dataset!r}")
   kwargs = {"config": builder_config} if builder_config else {}
   builder = spec.builder(data_dir=data_dir, file_format="array_record", **kwargs)
-  builder.download_and_prepare()
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+  builder.download_and_prepare(download_config=download_config)
   return builder
 
 

@@ -28,6 +28,7 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = dataset_name
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)  # original files
   config.dataset.train_split = "train"
   config.dataset.cache_in_memory = True
   config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection

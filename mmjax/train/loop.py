@@ -177,7 +177,7 @@ def _setup(config: Any):
   """Data readers, the model's tasks, the driver and an initial train state placed on its devices
   (shared by train and eval)."""
   check_step_counts(config)
-  builder = data.prepare(config.dataset.name, config.dataset.data_dir)
+  builder = data.prepare(config.dataset.name, config.dataset.data_dir, config.dataset.manual_dir)
   splits = {config.dataset.train_split, *config.eval_splits}
   missing = splits - set(builder.info.splits)
   if missing:
