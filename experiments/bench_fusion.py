@@ -260,7 +260,7 @@ def main(argv=None):
   rows, bayes = [], {}
   for config in configs:
     builder = data.prepare(f"interactions/{config}", args.data_dir)
-    readers = {split: data.ExampleReader(builder, split, cache_in_memory=True)
+    readers = {split: data.ExampleReader(builder, split, cache="memory")
                for split in ("train", "test")}
     bayes[config] = test_set_bayes(readers["test"], config)
     for fusion in fusions:
@@ -277,7 +277,7 @@ def main(argv=None):
     for config in configs:
       if config not in bayes:
         builder = data.prepare(f"interactions/{config}", args.data_dir)
-        bayes[config] = test_set_bayes(data.ExampleReader(builder, "test", True), config)
+        bayes[config] = test_set_bayes(data.ExampleReader(builder, "test", "memory"), config)
   rows.sort(key=lambda r: (list(interactions.NUM_CLASSES).index(r["config"]),
                            list(FUSIONS).index(r["fusion"]), int(r["seed"])))
   write_csv(args.out + ".csv", rows)

@@ -1,5 +1,7 @@
 """The built-in dataset: each modality carries one attribute, labels follow the documented rule,
 the label noise rate matches the documented Bayes accuracy, and the pipeline is step-addressable."""
+import os
+
 import numpy as np
 import pytest
 
@@ -47,7 +49,7 @@ def test_one_modality_alone_is_right_a_third_of_the_time(mm_shapes_source_labels
 
 @pytest.fixture(scope="module")
 def mm_shapes_source_labels(shapes_builder):
-  reader = data.ExampleReader(shapes_builder, "train", cache_in_memory=True)
+  reader = data.ExampleReader(shapes_builder, "train", cache="memory")
   batch = reader.read(np.arange(len(reader)))
   return 3 * batch["shape"] + batch["colour"], batch["label"]
 
@@ -60,16 +62,33 @@ def test_splits_and_info(shapes_builder):
   assert info.features["label"].num_classes == 9
 
 
-def test_train_batches_resume_at_any_step_with_the_same_batches(shapes_builder):
-  cached = data.ExampleReader(shapes_builder, "train", cache_in_memory=True)
-  uncached = data.ExampleReader(shapes_builder, "train", cache_in_memory=False)
+@pytest.mark.parametrize("cache", ["none", "columns"])
+def test_train_batches_resume_at_any_step_with_the_same_batches(shapes_builder, cache):
+  """Whatever holds the split (RAM, memory-mapped columns, per-read decoding), the batch at step
+  s is the same, in the same row order."""
+  cached = data.ExampleReader(shapes_builder, "train", cache="memory")
+  other = data.ExampleReader(shapes_builder, "train", cache=cache)
   from_start = data.train_batches(cached, 64, seed=3)
   batches = [next(from_start) for _ in range(145)]  # crosses an epoch boundary (140.6 batches)
-  resumed = data.train_batches(uncached, 64, seed=3, start_step=139)
+  resumed = data.train_batches(other, 64, seed=3, start_step=139)
   for step in range(139, 145):
     got = next(resumed)
     for key in batches[step]:
       np.testing.assert_array_equal(got[key], batches[step][key])
+
+
+def test_columns_are_written_once_and_reopened(shapes_builder):
+  data.ExampleReader(shapes_builder, "validation", cache="columns")
+  directory = os.path.join(shapes_builder.data_dir, "columns", "validation")
+  files = sorted(os.listdir(directory))
+  assert files == sorted(f"{key}.npy" for key in shapes_builder.info.features)
+  stamp = os.path.getmtime(os.path.join(directory, "image.npy"))
+  reopened = data.ExampleReader(shapes_builder, "validation", cache="columns")
+  assert os.path.getmtime(os.path.join(directory, "image.npy")) == stamp
+  indices = np.array([999, 3, 500, 3])
+  expected = data.ExampleReader(shapes_builder, "validation", cache="none").read(indices)
+  for key, value in reopened.read(indices).items():
+    np.testing.assert_array_equal(value, expected[key])
 
 
 
@@ -84,7 +103,7 @@ def test_every_epoch_visits_each_example_once_and_epochs_differ():
 
 
 def test_eval_batches_visit_every_example_once_and_weight_padding_zero(shapes_builder):
-  reader = data.ExampleReader(shapes_builder, "validation", cache_in_memory=True)
+  reader = data.ExampleReader(shapes_builder, "validation", cache="memory")
   batches = list(data.eval_batches(reader, 300))
   assert [b["image"].shape[0] for b in batches] == [300] * 4
   weights = np.concatenate([b["weight"] for b in batches])
@@ -100,7 +119,7 @@ def test_unknown_dataset_lists_the_valid_names():
 
 def test_training_batch_order_depends_on_the_seed(shapes_builder):
   """Two seeds give different batches at the same step; one seed gives the same ones."""
-  reader = data.ExampleReader(shapes_builder, "train", cache_in_memory=True)
+  reader = data.ExampleReader(shapes_builder, "train", cache="memory")
   first = lambda seed: next(data.train_batches(reader, 16, seed=seed, start_step=3))
   a, b, again = first(0), first(1), first(0)
   assert not np.array_equal(a["image"], b["image"])

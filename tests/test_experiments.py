@@ -43,3 +43,12 @@ def test_bench_scaling_runs_both_drivers_and_compiles_the_step_once():
   assert [(r["driver"], r["devices"]) for r in rows] == [("jit", 1), ("jit", 2), ("pmap", 1),
                                                          ("pmap", 2)]
   assert all(r["first_step_compiles"] >= 1 and r["recompiles"] == 0 for r in rows)
+
+
+def test_bench_input_measures_every_cache_beside_the_step(data_dir):
+  output = run_script("bench_input.py", f"--data-dir={data_dir}", "--batches=3", "--steps=2",
+                      "--repeats=1")
+  summary = json.loads(output.strip().splitlines()[-1])
+  for cache in ("memory", "columns", "none"):
+    assert summary[f"{cache}_samples_per_s"] > 0 and summary[f"{cache}_headroom"] > 0
+  assert summary["step_samples_per_s"] > 0

@@ -48,7 +48,7 @@ def test_builder_generates_a_config_and_names_missing_configs(tmp_path):
   assert builder.info.metadata["bayes_accuracy"] == pytest.approx(0.95)
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
       "train": 8000, "validation": 1000, "test": 2000}
-  reader = data.ExampleReader(builder, "test", cache_in_memory=True)
+  reader = data.ExampleReader(builder, "test", cache="memory")
   batch = reader.read(np.arange(4))
   assert batch["a"].shape == (4, 8) and batch["label"].dtype == np.int32
   with pytest.raises(ValueError, match="needs a config: use one of interactions/redundancy"):

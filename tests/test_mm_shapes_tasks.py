@@ -42,7 +42,7 @@ def splits(shapes_builder):
   """`{split: (stored features, model inputs)}` of every split, read from the generated files."""
   result = {}
   for name in mm_shapes.SPLITS:
-    reader = data.ExampleReader(shapes_builder, name, cache_in_memory=True)
+    reader = data.ExampleReader(shapes_builder, name, cache="memory")
     stored = reader.read_examples(np.arange(len(reader)))
     result[name] = (stored, mm_shapes.model_inputs(stored))
   return result

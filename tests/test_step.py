@@ -34,7 +34,7 @@ def small_config(data_dir, dtype="float32"):
 
 def setup(config, data_dir, ema=False):
   builder = data.prepare("mm_shapes", data_dir)
-  reader = data.ExampleReader(builder, "train", cache_in_memory=True)
+  reader = data.ExampleReader(builder, "train", cache="memory")
   batch = reader.read(np.arange(config.batch_size))
   model = model_from_config(config.model)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)

@@ -7,6 +7,9 @@ With several processes (hosts), process p of P reads only its rows of every glob
 p-th of P equal blocks, and the driver assembles the global array from them.
 """
 import dataclasses
+import os
+import shutil
+import uuid
 from typing import Callable, Dict, Iterator, Optional
 
 import grain
@@ -58,19 +61,69 @@ def _stack(examples) -> Batch:
   return {key: np.stack([example[key] for example in examples]) for key in examples[0]}
 
 
+CACHES = ("memory", "columns", "none")
+
+
+def _is_numeric(value: np.ndarray) -> bool:
+  return np.asarray(value).dtype.kind in "biuf"
+
+
+def _write_columns(source, directory: str, chunk: int = 2048) -> None:
+  """Decodes every example of `source` once, in chunks, into one `.npy` file per numeric feature
+  under `directory` (written to a temporary folder that is renamed at the end, so a reader never
+  sees a half-written cache, and concurrent writers on several hosts cannot collide)."""
+  size = len(source)
+  staging = f"{directory}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  os.makedirs(staging)
+  columns = None
+  for start in range(0, size, chunk):
+    part = _stack(source.__getitems__(list(range(start, min(start + chunk, size)))))
+    if columns is None:
+      columns = {key: np.lib.format.open_memmap(
+          os.path.join(staging, f"{key}.npy"), mode="w+", dtype=value.dtype,
+          shape=(size, *value.shape[1:])) for key, value in part.items() if _is_numeric(value)}
+    for key, column in columns.items():
+      column[start:start + len(part[key])] = part[key]
+  for column in (columns or {}).values():
+    column.flush()
+  try:
+    os.rename(staging, directory)
+  except OSError:   # another process finished first: its cache is the same
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _open_columns(directory: str) -> Batch:
+  return {name[:-len(".npy")]: np.load(os.path.join(directory, name), mmap_mode="r")
+          for name in sorted(os.listdir(directory)) if name.endswith(".npy")}
+
+
 class ExampleReader:
   """Reads a split's examples by index as one stacked batch.
 
-  tfds decodes each example in Python (about 0.2 ms each), so with `cache_in_memory` the split is
-  decoded once into stacked arrays and a batch becomes one fancy-indexing gather. Leave it off
-  for splits that do not fit in memory.
+  tfds decodes each example in Python (about 0.2 ms each), too slow to feed an accelerator, so
+  `cache` picks how a split is held:
+  - 'memory': decoded once into stacked arrays in RAM; a batch is one fancy-indexing gather;
+  - 'columns': decoded once into one memory-mapped `.npy` file per numeric feature beside the
+    dataset's files (`<dataset dir>/columns/<split>/`), for splits larger than memory; a batch
+    reads its rows from the page cache or disk (sorted, for locality). String features (ids)
+    are left out;
+  - 'none': every read decodes its examples (no start-up cost; slow).
   """
 
-  def __init__(self, builder: tfds.core.DatasetBuilder, split: str, cache_in_memory: bool):
+  def __init__(self, builder: tfds.core.DatasetBuilder, split: str, cache: str = "memory"):
+    if cache not in CACHES:
+      raise ValueError(f"cache {cache!r}; use one of {', '.join(CACHES)}")
     self._source = builder.as_data_source(split=split)
     self._model_inputs = DATASETS[builder.name].model_inputs
-    self._arrays = _stack([self._source[i] for i in range(len(self._source))]) \
-        if cache_in_memory else None
+    self._arrays = None
+    if cache == "memory":
+      self._arrays = _stack([self._source[i] for i in range(len(self._source))])
+    elif cache == "columns":
+      directory = os.path.join(builder.data_dir, "columns", split)
+      if not os.path.isdir(directory):
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        _write_columns(self._source, directory)
+      self._arrays = _open_columns(directory)
 
   def __len__(self) -> int:
     return len(self._source)
@@ -78,7 +131,11 @@ class ExampleReader:
   def read_examples(self, indices: np.ndarray) -> Batch:
     """The stored features of the examples at `indices` `(B,)`, stacked."""
     if self._arrays is not None:
-      return {key: value[indices] for key, value in self._arrays.items()}
+      order = np.argsort(indices, kind="stable")
+      restore = np.empty_like(order)
+      restore[order] = np.arange(len(order))
+      return {key: np.asarray(value[np.asarray(indices)[order]])[restore]
+              for key, value in self._arrays.items()}
     return _stack(self._source.__getitems__([int(i) for i in indices]))
 
   def read(self, indices: np.ndarray) -> Batch:

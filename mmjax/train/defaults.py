@@ -30,7 +30,7 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
   config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)  # original files
   config.dataset.train_split = "train"
-  config.dataset.cache_in_memory = True
+  config.dataset.cache = "memory"       # or "columns" (memory-mapped, larger than RAM), "none"
   config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection
 
   config.batch_size = 64                 # the global batch, over every device and process

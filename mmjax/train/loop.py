@@ -177,13 +177,16 @@ def _setup(config: Any):
   """Data readers, the model's tasks, the driver and an initial train state placed on its devices
   (shared by train and eval)."""
   check_step_counts(config)
+  if config.dataset.cache not in data.pipeline.CACHES:
+    raise ConfigError(f"config.dataset.cache={config.dataset.cache!r}; use one of "
+                      f"{', '.join(data.pipeline.CACHES)}")
   builder = data.prepare(config.dataset.name, config.dataset.data_dir, config.dataset.manual_dir)
   splits = {config.dataset.train_split, *config.eval_splits}
   missing = splits - set(builder.info.splits)
   if missing:
     raise ConfigError(f"splits {sorted(missing)} are not in dataset {builder.name!r}; its splits "
                       f"are {sorted(builder.info.splits)}")
-  readers = {split: data.ExampleReader(builder, split, config.dataset.cache_in_memory)
+  readers = {split: data.ExampleReader(builder, split, config.dataset.cache)
              for split in splits}
   example_batch = next(data.eval_batches(readers[config.dataset.train_split],
                                          config.batch_size))
