@@ -175,3 +175,20 @@ def test_a_regulariser_on_one_head_moves_only_that_head():
 def test_bad_task_fields_are_one_line_errors(spec, message):
   with pytest.raises(ValueError, match=message):
     tasks(t=spec)
+
+
+def test_sentiment_metrics_in_both_acc2_conventions_by_hand():
+  """Targets 2, −1, 0, 0.4, −2.6, 1; predictions 1.5, 0.2, −0.3, −0.1, −3.4, 2.
+  Zero counted as positive: TP 2, FP 1, FN 2 (0, 0.4), TN 1: accuracy 3/6; F1 4/7 (4 positives)
+  and 2/5 (2 negatives), weighted (4·4/7 + 2·2/5)/6. Zero excluded: TP 2, FP 1, FN 1, TN 1:
+  accuracy 3/5, F1 (3·2/3 + 2·1/2)/5 = 3/5. Seven classes: round(clip) gives 2, 0, −0, −0, −3, 2
+  against 2, −1, 0, 0, −3, 1: 4/6."""
+  task = tasks(t=("regression", dict(sentiment_metrics=True)))
+  predictions = jnp.asarray([[1.5], [0.2], [-0.3], [-0.1], [-3.4], [2.0]])
+  targets = jnp.asarray([2.0, -1.0, 0.0, 0.4, -2.6, 1.0])
+  metrics = task_metrics(sums_of({"t": predictions}, {"t": targets}, task), task)
+  assert metrics["t/acc2_nonneg"] == pytest.approx(0.5)
+  assert metrics["t/f1_nonneg"] == pytest.approx((4 * 4 / 7 + 2 * 2 / 5) / 6)
+  assert metrics["t/acc2_nonzero"] == pytest.approx(0.6)
+  assert metrics["t/f1_nonzero"] == pytest.approx(0.6)
+  assert metrics["t/acc7"] == pytest.approx(4 / 6)

@@ -9,62 +9,31 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.layers.masking import last_real_token, masked_mean
-from mmjax.layers.transformer import TransformerBlock
+from flax.linen.linear import default_embed_init
+
+from mmjax.encoders.sequence import lstm_final_state, transformer_mean
+from mmjax.encoders.word_vectors import pretrained_init
 
 Array = jax.Array
 
 
-def _lstm_bias_init(hidden_dim: int):
-  """Zero bias with the forget gate's slice at 1, so early training keeps the cell state."""
-  def init(key, shape, dtype=jnp.float32):
-    del key
-    return jnp.zeros(shape, dtype).at[hidden_dim:2 * hidden_dim].set(1.0)
-  return init
-
-
-class LSTMLayer(nn.Module):
-  """One LSTM layer over a whole sequence: `(B, T, D) -> (B, T, H)`.
-
-  z_t = x_t W_x + b + h_{t-1} W_h;  [i, f, g, o] = split(z_t)
-  c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g);  h_t = σ(o) ⊙ tanh(c_t)
-
-  The input projection x_t W_x + b has no recurrence, so it runs as one `(B·T, D) x (D, 4H)`
-  matmul before the scan; only h_{t-1} W_h stays inside it.
-  Parameters: 4H(D + H + 1).
-  """
-  hidden_dim: int
-  unroll: int = 1
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, inputs: Array) -> Array:
-    hidden = self.hidden_dim
-    input_gates = nn.Dense(4 * hidden, dtype=self.dtype, bias_init=_lstm_bias_init(hidden),
-                           name="input_projection")(inputs)
-    recurrent_kernel = self.param("recurrent_kernel", nn.initializers.orthogonal(),
-                                  (hidden, 4 * hidden)).astype(self.dtype)
-
-    def step(carry, gates_t):
-      h, c = carry
-      z = gates_t + h @ recurrent_kernel
-      i, f, g, o = jnp.split(z, 4, axis=-1)
-      c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-      h = nn.sigmoid(o) * jnp.tanh(c)
-      return (h, c), h
-
-    batch = inputs.shape[0]
-    zeros = jnp.zeros((batch, hidden), input_gates.dtype)
-    _, outputs = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(input_gates, 0, 1),
-                              unroll=self.unroll)
-    return jnp.swapaxes(outputs, 0, 1)
+def embed_tokens(tokens: Array, vocab_size: int, dim: int, embedding_path: Optional[str],
+                 freeze: bool) -> Array:
+  """The token embedding (`embedding` in the calling module): `(B, T)` ids -> `(B, T, dim)`,
+  initialised from the `(vocab_size, dim)` table saved at `embedding_path` when one is given
+  (`mmjax/encoders/word_vectors.py`). `freeze` stops its gradient, so the optimizer leaves it
+  as it is; AdamW's decoupled weight decay would still shrink it, so with weight_decay > 0 freeze
+  it through `config.optimizer.frozen` (a regex such as "embedding") instead."""
+  init = pretrained_init(embedding_path) if embedding_path else default_embed_init
+  x = nn.Embed(vocab_size, dim, embedding_init=init, name="embedding")(tokens)
+  return jax.lax.stop_gradient(x) if freeze else x
 
 
 class LSTMTextEncoder(nn.Module):
-  """Token embedding -> stacked LSTM -> the top layer's hidden state at each sequence's last real token.
+  """Token embedding -> stacked LSTM -> the top layer's state after each sequence's last real token.
 
-  The LSTM is causal, so right padding after the last real token cannot change the result; a
-  sequence with no real token gives the initial state h_0 = 0.
+  Padded steps leave the LSTM state unchanged (`sequence.LSTMLayer`), so padding cannot change
+  the result; a sequence with no real token gives the initial state h_0 = 0.
   Parameters: V·E + Σ_l 4H(D_l + H + 1), with D_1 = E and D_l = H above.
   """
   vocab_size: int
@@ -72,22 +41,25 @@ class LSTMTextEncoder(nn.Module):
   hidden_dim: int = 256
   num_layers: int = 2
   unroll: int = 1
+  embedding_path: Optional[str] = None
+  freeze_embedding: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
     del train
-    x = nn.Embed(self.vocab_size, self.embed_dim, name="embedding")(tokens).astype(self.dtype)
-    for layer in range(self.num_layers):
-      x = LSTMLayer(self.hidden_dim, unroll=self.unroll, dtype=self.dtype, name=f"lstm_{layer}")(x)
-    return last_real_token(x, mask)
+    x = embed_tokens(tokens, self.vocab_size, self.embed_dim, self.embedding_path,
+                     self.freeze_embedding).astype(self.dtype)
+    return lstm_final_state(x, mask, hidden_dim=self.hidden_dim, num_layers=self.num_layers,
+                            unroll=self.unroll, dtype=self.dtype)
 
 
 class TransformerTextEncoder(nn.Module):
   """Token + learned position embeddings -> pre-LN transformer -> mean over real tokens: `(B, D)`.
 
   Padded keys are masked out of every attention, and the pooling averages real tokens only, so
-  padding tokens cannot change the output; a sequence with no real token gives zeros.
+  padding tokens cannot change the output; a sequence with no real token gives zeros. The stack
+  is `sequence.transformer_mean`, shared with the feature-sequence transformer.
   """
   vocab_size: int
   max_length: int = 512
@@ -96,23 +68,17 @@ class TransformerTextEncoder(nn.Module):
   num_heads: int = 4
   mlp_dim: int = 256
   dropout_rate: float = 0.0
+  embedding_path: Optional[str] = None
+  freeze_embedding: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
-    _, length = tokens.shape
-    if length > self.max_length:
-      raise ValueError(f"text length {length} exceeds max_length={self.max_length}; "
-                       "raise the text encoder's max_length")
-    if mask is None:
-      mask = jnp.ones(tokens.shape, bool)
-    x = nn.Embed(self.vocab_size, self.model_dim, name="embedding")(tokens)
+    mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
+    x = embed_tokens(tokens, self.vocab_size, self.model_dim, self.embedding_path,
+                     self.freeze_embedding)
     positions = self.param("position_embedding", nn.initializers.normal(0.02),
                            (self.max_length, self.model_dim))
-    x = (x + positions[:length]).astype(self.dtype)
-    attention_mask = nn.make_attention_mask(mask, mask)
-    for layer in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.dtype,
-                           name=f"block_{layer}")(x, attention_mask, train=train)
-    x = nn.LayerNorm(dtype=self.dtype)(x)
-    return masked_mean(x, mask.astype(bool))
+    return transformer_mean(x, mask, positions, num_layers=self.num_layers,
+                            num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                            dropout_rate=self.dropout_rate, dtype=self.dtype, train=train)

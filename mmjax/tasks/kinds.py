@@ -165,11 +165,19 @@ class Regression(TaskKind):
   Metrics from exact sums (Σe², Σ|e|, Σy, Σŷ, Σy², Σŷ², Σyŷ per output): MSE and MAE per output
   value, and Pearson's r = (nΣyŷ − ΣyΣŷ) / √((nΣy² − (Σy)²)(nΣŷ² − (Σŷ)²)), averaged over outputs.
   Under uncertainty weighting its likelihood factor is Kendall et al.'s 1/(2σ²).
+
+  `sentiment_metrics` adds the CMU-MOSI/MOSEI metrics of a sentiment score in [−3, 3], in both
+  conventions that papers mix, reported separately: `acc2_nonneg` (ŷ ≥ 0 vs y ≥ 0 over all
+  examples, zero counted as positive: MultiBench's) and `acc2_nonzero` (ŷ > 0 vs y > 0 over the
+  examples with y ≠ 0: MulT's `exclude_zero`), each with its class-weighted F1 (`f1_nonneg`,
+  `f1_nonzero`, scikit-learn's average='weighted'); and `acc7`, round(clip(ŷ, −3, 3)) =
+  round(clip(y, −3, 3)) with half-to-even rounding as numpy's.
   """
   loss: str = "mse"
   huber_delta: float = 1.0
   output_offset: float = 0.0
   output_scale: float = 1.0
+  sentiment_metrics: bool = False
 
   uncertainty_factor: ClassVar[float] = 0.5
 
@@ -197,12 +205,15 @@ class Regression(TaskKind):
     targets = self._targets(predictions, labels)
     w = weights[:, None]
     errors = predictions - targets
-    return {"squared_error": jnp.sum(w * jnp.square(errors), 0),
+    sums = {"squared_error": jnp.sum(w * jnp.square(errors), 0),
             "absolute_error": jnp.sum(w * jnp.abs(errors), 0),
             "target": jnp.sum(w * targets, 0), "prediction": jnp.sum(w * predictions, 0),
             "target_squared": jnp.sum(w * jnp.square(targets), 0),
             "prediction_squared": jnp.sum(w * jnp.square(predictions), 0),
             "product": jnp.sum(w * targets * predictions, 0)}
+    if self.sentiment_metrics:
+      sums.update(_sentiment_sums(predictions[:, 0], targets[:, 0], weights))
+    return sums
 
   def metrics(self, sums: Mapping[str, Any], count: float) -> Dict[str, float]:
     n = max(count, 1.0)
@@ -211,8 +222,43 @@ class Regression(TaskKind):
     variances = ((n * s["target_squared"] - s["target"] ** 2)
                  * (n * s["prediction_squared"] - s["prediction"] ** 2))
     pearson = covariance / np.sqrt(np.maximum(variances, 1e-30))
-    return {"mse": float(s["squared_error"].mean() / n), "mae": float(s["absolute_error"].mean() / n),
-            "pearson": float(pearson.mean())}
+    metrics = {"mse": float(s["squared_error"].mean() / n),
+               "mae": float(s["absolute_error"].mean() / n), "pearson": float(pearson.mean())}
+    if self.sentiment_metrics:
+      metrics.update(_sentiment_metrics(s, n))
+    return metrics
+
+
+def _confusion(predicted: Array, truth: Array, weights: Array) -> Array:
+  """Weighted counts [true positives, false positives, false negatives, true negatives]."""
+  return jnp.stack([jnp.sum(weights * (predicted & truth)), jnp.sum(weights * (predicted & ~truth)),
+                    jnp.sum(weights * (~predicted & truth)),
+                    jnp.sum(weights * (~predicted & ~truth))])
+
+
+def _sentiment_sums(predictions: Array, targets: Array, weights: Array) -> Dict[str, Array]:
+  nonzero = jnp.where(targets != 0, weights, 0.0)
+  seven = lambda x: jnp.round(jnp.clip(x, -3.0, 3.0))
+  return {"confusion_nonneg": _confusion(predictions >= 0, targets >= 0, weights),
+          "confusion_nonzero": _confusion(predictions > 0, targets > 0, nonzero),
+          "acc7_correct": jnp.sum(weights * (seven(predictions) == seven(targets)))}
+
+
+def _weighted_f1(tp: float, fp: float, fn: float, tn: float) -> float:
+  """scikit-learn's f1_score(average='weighted') of a two-class confusion matrix."""
+  f1 = lambda hit, miss_a, miss_b: 2 * hit / max(2 * hit + miss_a + miss_b, 1e-12)
+  positives, negatives = tp + fn, tn + fp
+  return (positives * f1(tp, fp, fn) + negatives * f1(tn, fn, fp)) / max(positives + negatives,
+                                                                          1e-12)
+
+
+def _sentiment_metrics(sums: Mapping[str, np.ndarray], count: float) -> Dict[str, float]:
+  metrics = {"acc7": float(sums["acc7_correct"]) / count}
+  for convention in ("nonneg", "nonzero"):
+    tp, fp, fn, tn = (float(x) for x in sums[f"confusion_{convention}"])
+    metrics[f"acc2_{convention}"] = (tp + tn) / max(tp + fp + fn + tn, 1e-12)
+    metrics[f"f1_{convention}"] = _weighted_f1(tp, fp, fn, tn)
+  return metrics
 
 
 @dataclasses.dataclass(frozen=True)
