@@ -1,4 +1,5 @@
-"""`mmjax train|eval --config experiments/configs/NAME.py --workdir DIR [--config.a.b=VALUE ...]`."""
+"""`mmjax train|eval --config experiments/configs/NAME.py --workdir DIR [--config.a.b=VALUE ...]`
+(`mmjax eval ... [--step N] [--robustness]`)."""
 import sys
 from typing import List, Optional
 
@@ -12,6 +13,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 _STEP = flags.DEFINE_integer("step", None, "eval: the checkpoint step to evaluate (default latest).")
+_ROBUSTNESS = flags.DEFINE_bool(
+    "robustness", False, "eval: also each modality missing and perturbed at levels 0 to 1 on the "
+    "last eval split, into eval_results.json and robustness.png.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Run as one process of a multi-process (multi-host) job: "
     "jax.distributed.initialize, detecting SLURM, Open MPI or a TPU pod unless the three flags "
@@ -75,7 +79,8 @@ def main(argv):
     if argv[1] == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     else:
-      print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value))
+      print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
+                                     robustness=_ROBUSTNESS.value))
   except loop.ConfigError as error:
     print(f"mmjax: error: {error}", file=sys.stderr)
     sys.exit(2)

@@ -5,16 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.encoders import (ENCODERS, ConvPoolImageEncoder, LSTMTextEncoder, ResNetImageEncoder,
-                            TransformerTextEncoder)
+from mmjax.encoders import (ENCODERS, ConvPoolImageEncoder, LeNetEncoder, LSTMSequenceEncoder,
+                            LSTMTextEncoder, ResNetImageEncoder, TransformerSequenceEncoder,
+                            TransformerTextEncoder, ViTEncoder)
 from mmjax.encoders.image import _conv_relu_mean_pool, conv_relu_mean_pool
 
 RNG = np.random.default_rng(0)
 
 
-def numpy_lstm(params, tokens, num_layers):
-  """The textbook LSTM, one time step at a time, in numpy float64."""
-  x = np.asarray(params["embedding"]["embedding"], np.float64)[tokens]
+def numpy_lstm(params, x, num_layers):
+  """The textbook LSTM over inputs `(B, T, D)`, one time step at a time, in numpy float64."""
+  x = np.asarray(x, np.float64)
   for layer in range(num_layers):
     p = params[f"lstm_{layer}"]
     w_x = np.asarray(p["input_projection"]["kernel"], np.float64)
@@ -40,7 +41,8 @@ def test_lstm_matches_step_by_step_recurrence_at_each_last_real_token():
   lengths = np.array([7, 3, 1, 5])
   mask = np.arange(7)[None] < lengths[:, None]
   params = encoder.init(jax.random.key(0), tokens, mask)["params"]
-  expected = numpy_lstm(params, tokens, 2)[np.arange(4), lengths - 1]
+  embedded = np.asarray(params["embedding"]["embedding"])[tokens]
+  expected = numpy_lstm(params, embedded, 2)[np.arange(4), lengths - 1]
   got = encoder.apply({"params": params}, tokens, mask)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -77,6 +79,91 @@ def test_padding_changes_nothing(encoder):
     np.testing.assert_allclose(alone[0], reference[b], atol=1e-5)
 
 
+def _place(values, lengths, length, pattern, fill):
+  """Each example's first `lengths[b]` rows of `values` at the real positions of a `(B, length)`
+  mask with padding on the "right", on the "left" (MulT's features) or "scattered" (real steps
+  in order at random positions); the padded positions hold `fill`'s values."""
+  placed, mask = fill.copy(), np.zeros((len(lengths), length), bool)
+  for b, n in enumerate(lengths):
+    if pattern == "right":
+      where = np.arange(n)
+    elif pattern == "left":
+      where = np.arange(length - n, length)
+    else:
+      where = np.sort(RNG.choice(length, n, replace=False))
+    mask[b, where] = True
+    placed[b, where] = values[b, :n]
+  return placed, mask
+
+
+SEQUENCE_ENCODERS = {
+    "lstm": (LSTMTextEncoder(vocab_size=30, embed_dim=8, hidden_dim=16, num_layers=2),
+             lambda shape: RNG.integers(1, 30, shape).astype(np.int32)),
+    "transformer": (TransformerTextEncoder(vocab_size=30, max_length=16, model_dim=16,
+                                           num_layers=2, num_heads=2, mlp_dim=32),
+                    lambda shape: RNG.integers(1, 30, shape).astype(np.int32)),
+    "sequence_lstm": (LSTMSequenceEncoder(hidden_dim=16, num_layers=2),
+                      lambda shape: RNG.normal(size=(*shape, 5)).astype(np.float32)),
+    "sequence_transformer": (TransformerSequenceEncoder(max_length=16, model_dim=16, num_heads=2,
+                                                       mlp_dim=32),
+                             lambda shape: RNG.normal(size=(*shape, 5)).astype(np.float32)),
+}
+
+
+@pytest.mark.parametrize("pattern", ["right", "left", "scattered"])
+@pytest.mark.parametrize("name", sorted(SEQUENCE_ENCODERS))
+def test_any_padding_pattern_gives_the_output_of_the_unpadded_sequence(name, pattern):
+  """Real steps at any positions (in order), other values at the padded ones: each example's
+  output equals that of its real steps alone, with no padding."""
+  encoder, make = SEQUENCE_ENCODERS[name]
+  lengths, length = np.array([6, 2, 1, 4]), 9
+  values = make((4, 6))
+  inputs, mask = _place(values, lengths, length, pattern, make((4, length)))
+  params = encoder.init(jax.random.key(1), inputs, mask)
+  got = jax.jit(encoder.apply)(params, inputs, mask)
+  for b, n in enumerate(lengths):
+    alone = encoder.apply(params, values[b:b + 1, :n], np.ones((1, n), bool))
+    np.testing.assert_allclose(got[b], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_lstm_is_the_recurrence_over_the_real_steps_of_left_padded_features():
+  """MOSI-sized features (T = 50, D = 74) left-padded with zeros, as MulT released them."""
+  encoder = LSTMSequenceEncoder(hidden_dim=12, num_layers=2)
+  lengths, length = np.array([50, 17, 1]), 50
+  values = RNG.normal(size=(3, 50, 74)).astype(np.float32)
+  inputs, mask = _place(values, lengths, length, "left", np.zeros_like(values))
+  params = encoder.init(jax.random.key(0), inputs, mask)["params"]
+  got = encoder.apply({"params": params}, inputs, mask)
+  for b, n in enumerate(lengths):
+    expected = numpy_lstm(params, values[b:b + 1, :n], 2)[0, -1]
+    np.testing.assert_allclose(got[b], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", [LSTMSequenceEncoder(hidden_dim=8),
+                                     TransformerSequenceEncoder(model_dim=8, num_heads=2,
+                                                                mlp_dim=16)],
+                         ids=["sequence_lstm", "sequence_transformer"])
+def test_sequence_encoders_take_no_mask_or_a_presence_mask(encoder):
+  """No mask: every step is real; a `(B,)` presence mask applies to all steps of an example."""
+  features = RNG.normal(size=(3, 5, 35)).astype(np.float32)
+  params = encoder.init(jax.random.key(0), features)
+  everything = np.asarray(encoder.apply(params, features, np.ones((3, 5), bool)))
+  np.testing.assert_allclose(encoder.apply(params, features), everything, atol=1e-6)
+  present = np.asarray(encoder.apply(params, features, np.array([True, False, True])))
+  np.testing.assert_allclose(present[[0, 2]], everything[[0, 2]], atol=1e-6)
+  np.testing.assert_array_equal(present[1], 0.0)
+
+
+def test_sequence_transformer_parameter_count():
+  """D_in·d + d + max_length·d + L(4d² + 2d·m + 9d + m) + 2d for MOSI's 300-d text features."""
+  d, m, layers, length, d_in = 32, 64, 3, 50, 300
+  encoder = TransformerSequenceEncoder(max_length=length, model_dim=d, num_layers=layers,
+                                       num_heads=4, mlp_dim=m)
+  params = encoder.init(jax.random.key(0), np.zeros((1, 50, d_in), np.float32))
+  count = sum(x.size for x in jax.tree.leaves(params))
+  assert count == d_in * d + d + length * d + layers * (4 * d * d + 2 * d * m + 9 * d + m) + 2 * d
+
+
 def test_conv_pool_equals_direct_convolution_relu_and_average():
   encoder = ConvPoolImageEncoder(channels=5)
   images = RNG.normal(size=(2, 6, 7, 3)).astype(np.float32)
@@ -99,7 +186,16 @@ def test_conv_pool_equals_direct_convolution_relu_and_average():
      RNG.integers(0, 30, (2, 5))),
     (ConvPoolImageEncoder(channels=8), RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)),
     (ResNetImageEncoder(stage_channels=(8, 16)), RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)),
-], ids=["lstm", "transformer", "conv_pool", "resnet"])
+    (LeNetEncoder(channels=4, num_layers=2), RNG.normal(size=(2, 12, 12, 1)).astype(np.float32)),
+    (ViTEncoder(patch_size=4, model_dim=16, num_heads=2, mlp_dim=32),
+     RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)),
+    (ViTEncoder(patch_size=4, model_dim=16, num_heads=2, mlp_dim=32, pooling="mean"),
+     RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)),
+    (LSTMSequenceEncoder(hidden_dim=8, num_layers=2), RNG.normal(size=(2, 5, 6)).astype(np.float32)),
+    (TransformerSequenceEncoder(max_length=8, model_dim=16, num_heads=2, mlp_dim=32),
+     RNG.normal(size=(2, 5, 6)).astype(np.float32)),
+], ids=["lstm", "transformer", "conv_pool", "resnet", "lenet", "vit_cls", "vit_mean",
+        "sequence_lstm", "sequence_transformer"])
 def test_every_parameter_gets_a_finite_nonzero_gradient_under_jit(encoder, inputs):
   params = encoder.init(jax.random.key(0), inputs)
   loss = jax.jit(lambda p: (encoder.apply(p, inputs) ** 2).sum())
@@ -158,6 +254,12 @@ def _tokens(batch):
   return tokens, np.arange(6)[None] < np.array([6, 3, 1, 4])[:batch, None]
 
 
+def _features(batch):
+  """Left-padded feature sequences (MulT's layout)."""
+  features = RNG.normal(size=(batch, 6, 5)).astype(np.float32)
+  return features, np.arange(6)[None] >= 6 - np.array([6, 3, 1, 4])[:batch, None]
+
+
 # Per registered encoder: a small instance and `(inputs, mask)` of 4 examples. Sequences get a
 # `(B, T)` padding mask, everything else a `(B,)` presence mask.
 ABSENCE_CASES = {
@@ -168,6 +270,13 @@ ABSENCE_CASES = {
                   lambda: (RNG.normal(size=(4, 8, 8, 3)).astype(np.float32), np.ones(4, bool))),
     "resnet": (ResNetImageEncoder(stage_channels=(8, 16)),
                lambda: (RNG.normal(size=(4, 8, 8, 3)).astype(np.float32), np.ones(4, bool))),
+    "lenet": (LeNetEncoder(channels=4, num_layers=1),
+              lambda: (RNG.normal(size=(4, 8, 8, 1)).astype(np.float32), np.ones(4, bool))),
+    "vit": (ViTEncoder(patch_size=4, model_dim=16, num_heads=2, mlp_dim=32),
+            lambda: (RNG.normal(size=(4, 8, 8, 3)).astype(np.float32), np.ones(4, bool))),
+    "sequence_lstm": (LSTMSequenceEncoder(hidden_dim=8), lambda: _features(4)),
+    "sequence_transformer": (TransformerSequenceEncoder(max_length=8, model_dim=16, num_heads=2,
+                                                        mlp_dim=32), lambda: _features(4)),
     "mlp": (ENCODERS["mlp"](hidden_dims=(8,), dim=6),
             lambda: (RNG.normal(size=(4, 8)).astype(np.float32), np.ones(4, bool))),
     "feature_tokens": (ENCODERS["feature_tokens"](num_tokens=2, model_dim=6),
@@ -213,3 +322,13 @@ def test_conv_pool_implementations_compute_the_same_function_and_gradient():
   traced = lambda module: str(jax.make_jaxpr(lambda p: module.apply(p, images))(params))
   assert "custom_vjp" in traced(ConvPoolImageEncoder(channels=6))      # auto on this CPU: fused
   assert "custom_vjp" not in traced(xla)
+
+
+@pytest.mark.parametrize("name", ["lenet", "vit", "sequence_lstm", "sequence_transformer"])
+def test_dtype_is_the_compute_dtype_and_parameters_stay_float32(name):
+  encoder, make = ABSENCE_CASES[name]
+  encoder = encoder.clone(dtype=jnp.bfloat16)
+  inputs, mask = make()
+  params = encoder.init(jax.random.key(0), inputs, mask)
+  assert encoder.apply(params, inputs, mask).dtype == jnp.bfloat16
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))

@@ -56,8 +56,10 @@ loaded with `allow_pickle=False`: an array of Python objects (a pickle) is refus
   classifier on the 10,000-digit set: about 57% image-only, 42% audio-only on test).
 """
 import dataclasses
+import gzip
+import os
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -70,23 +72,33 @@ VALIDATION_SIZE, SMALL_TRAIN = 5000, 10000
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 IMAGE_ENERGY, SNR_DB = 0.25, -8.0
 FSDD_RATE, FSDD_TEST_INDICES, WINDOW_SECONDS = 8000, range(5), 1.0
-IDX_MAGIC = {"images": 2051, "labels": 2049}  # 0x0803: unsigned bytes, 3 dims; 0x0801: 1 dim
+IDX_MAGIC = {"images": 2051, "labels": 2049}  # 0x0803: unsigned bytes in 3 dims; 0x0801: in 1
 MULTIBENCH_FILES = ("image/train_data.npy", "image/test_data.npy", "audio/train_data.npy",
                     "audio/test_data.npy", "train_labels.npy", "test_labels.npy")
 MNIST_OFFICIAL = {"train": "train-", "test": "t10k-"}
 _MULTIBENCH_SOURCE = ("MultiBench's avmnist folder: the AV-MNIST link in the README of "
                       "https://github.com/pliang279/MultiBench")
-_MNIST_SOURCE = "MNIST: http://yann.lecun.com/exdb/mnist/ (the files tfds `mnist` downloads)"
+_MNIST_SOURCE = ("MNIST: http://yann.lecun.com/exdb/mnist/ (the files tfds `mnist` downloads), "
+                 "gzip-compressed or not; or one other set NAME-images-idx3-ubyte[.gz] with "
+                 "NAME-labels-idx1-ubyte[.gz], e.g. mnist10k")
 _FSDD_SOURCE = "FSDD: recordings/ of https://github.com/Jakobovski/free-spoken-digit-dataset"
 _RECORDING_NAME = re.compile(r"(\d)_(.+)_(\d+)\.wav")
 
 
 @dataclasses.dataclass(eq=False)
 class AvMnistConfig(tfds.core.BuilderConfig):
-  """`image_energy` and `snr_db` set how `sources` degrades the images and the audio;
-  `multibench` reads arrays MultiBench already degraded, so they do not apply to it."""
+  """`image_energy` and `snr_db` set how `sources` degrades images and audio; `multibench` reads
+  arrays that MultiBench already degraded, so they do not apply to it."""
   image_energy: float = IMAGE_ENERGY
   snr_db: float = SNR_DB
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """A split before standardisation: example i's image and audio arrays, and every label."""
+  labels: np.ndarray
+  image: Callable[[int], np.ndarray]
+  audio: Callable[[int], np.ndarray]
 
 
 def validation_size(train_rows: int) -> int:
@@ -94,15 +106,74 @@ def validation_size(train_rows: int) -> int:
   return VALIDATION_SIZE if train_rows > SMALL_TRAIN else train_rows // 10
 
 
+def missing_files_error(config: str, root: epath.Path,
+                        missing: Sequence[Tuple[str, str]]) -> FileNotFoundError:
+  """One error naming every missing `(file, where it is published)` under `root`."""
+  lines = "\n".join(f"  {name}  <- {source}" for name, source in missing)
+  return FileNotFoundError(
+      f"av_mnist/{config} reads original files from the tfds manual_dir, {root}; missing:\n"
+      f"{lines}\nPut them there, or pass the folder holding them as "
+      "--config.dataset.manual_dir.")
+
+
+def load_npy(path: epath.Path) -> np.ndarray:
+  """A .npy array, memory-mapped (MultiBench's audio is gigabytes). Loaded with
+  `allow_pickle=False`: unpickling an array of Python objects could run arbitrary code."""
+  try:
+    return np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
+  except ValueError as error:
+    raise ValueError(f"{path}: not a plain numeric .npy array ({error}); MultiBench's avmnist "
+                     "arrays hold numbers, and pickled Python objects are refused") from error
+
+
+def checked_labels(path: epath.Path, labels: np.ndarray, count: int) -> np.ndarray:
+  """`labels` as int64 `(count,)`, or an error unless they are `count` integers in 0–9."""
+  values = np.asarray(labels).reshape(-1)
+  if values.size != count or np.any(values != np.round(values)) or not np.all(
+      (values >= 0) & (values < NUM_CLASSES)):
+    raise ValueError(f"{path}: expected {count} integer labels in 0–{NUM_CLASSES - 1}, got shape "
+                     f"{np.shape(labels)}")
+  return values.astype(np.int64)
+
+
+def multibench_splits(root: epath.Path) -> Dict[str, Split]:
+  """The splits of MultiBench's `avmnist` folder under `root` (memory-mapped, values as stored)."""
+  folder = root / "avmnist"
+  missing = [(f"avmnist/{name}", _MULTIBENCH_SOURCE) for name in MULTIBENCH_FILES
+             if not (folder / name).exists()]
+  if missing:
+    raise missing_files_error("multibench", root, missing)
+  arrays = {}
+  for part in ("train", "test"):
+    images, sounds = (load_npy(folder / f"{kind}/{part}_data.npy") for kind in ("image", "audio"))
+    count = len(images)
+    for kind, array, shape in (("image", images, (count, 784)),
+                               ("audio", sounds, (count,) + AUDIO_SHAPE[:2])):
+      if array.shape != shape:
+        raise ValueError(f"{folder / kind / f'{part}_data.npy'}: shape {array.shape}, expected "
+                         f"{shape} (rows matching image/{part}_data.npy)")
+    labels_path = folder / f"{part}_labels.npy"
+    arrays[part] = images, sounds, checked_labels(labels_path, load_npy(labels_path), count)
+  train_rows = len(arrays["train"][2])
+  cut = train_rows - validation_size(train_rows)
+  rows = {"train": ("train", slice(0, cut)), "validation": ("train", slice(cut, train_rows)),
+          "test": ("test", slice(None))}
+  splits = {}
+  for split, (part, chosen) in rows.items():
+    images, sounds, labels = (array[chosen] for array in arrays[part])
+    splits[split] = Split(labels, image=images.__getitem__, audio=sounds.__getitem__)
+  return splits
+
+
 def read_idx(path: epath.Path, kind: str) -> np.ndarray:
   """The uint8 array of an MNIST IDX file (`kind` 'images' or 'labels'), gzip-compressed or not
-  (told by its first bytes, not its name). The big-endian header is a magic number, whose last
-  byte is the number of dimensions, then one 4-byte size per dimension."""
+  (told by its first bytes, not by its name). The big-endian header is a magic number, whose last
+  byte is the number of dimensions, then each dimension's size in 4 bytes."""
   data = path.read_bytes()
   if data[:2] == b"\x1f\x8b":
-    data = tfds.core.lazy_imports.gzip.decompress(data) if False else __import__("gzip").decompress(data)
+    data = gzip.decompress(data)
   magic = int.from_bytes(data[:4], "big")
-  if len(data) < 4 or magic != IDX_MAGIC[kind]:
+  if magic != IDX_MAGIC[kind]:
     raise ValueError(f"{path}: IDX magic number {magic}, but MNIST {kind} files start with "
                      f"{IDX_MAGIC[kind]} (images {IDX_MAGIC['images']}, labels "
                      f"{IDX_MAGIC['labels']}); is it the right file, and complete?")
@@ -113,3 +184,214 @@ def read_idx(path: epath.Path, kind: str) -> np.ndarray:
     raise ValueError(f"{path}: the header says {shape} ({np.prod(shape)} bytes) but "
                      f"{len(payload)} bytes follow; the file is truncated or corrupt")
   return np.frombuffer(payload, np.uint8).reshape(shape)
+
+
+def _find_idx(folder: epath.Path, stem: str):
+  """`folder/stem` or `folder/stem.gz`, whichever exists (None if neither)."""
+  return next((folder / name for name in (stem, stem + ".gz") if (folder / name).exists()), None)
+
+
+def mnist_files(root: epath.Path) -> Tuple[Dict[str, Tuple[epath.Path, epath.Path]], List[str]]:
+  """`({set: (images file, labels file)}, [missing names])` of `root/mnist`: sets 'train' and
+  'test' for the official files, or 'all' for the one other set there is (e.g. mnist10k)."""
+  folder = root / "mnist"
+  names = [path.name for path in folder.glob("*images-idx3-ubyte*")] if folder.exists() else []
+  prefixes = {name.split("images-idx3-ubyte")[0] for name in names
+              if name.endswith(("images-idx3-ubyte", "images-idx3-ubyte.gz"))}
+  others = sorted(prefixes - set(MNIST_OFFICIAL.values()))
+  sets = {"all": others[0]} if len(others) == 1 and len(prefixes) == 1 else MNIST_OFFICIAL
+  files, missing = {}, []
+  for name, prefix in sets.items():
+    stems = (f"{prefix}images-idx3-ubyte", f"{prefix}labels-idx1-ubyte")
+    files[name] = tuple(_find_idx(folder, stem) for stem in stems)
+    missing += [f"mnist/{stem}.gz" for stem, path in zip(stems, files[name]) if path is None]
+  return files, missing
+
+
+def mnist_digits(files: Dict[str, Tuple[epath.Path, epath.Path]]) -> Dict[str, Tuple]:
+  """`{split: (images (n, 784) uint8, labels (n,))}`: the official test set is test and the
+  last rows of train validation; one set of n digits splits 80% / 10% / 10% in order."""
+  sets = {}
+  for name, (images_path, labels_path) in files.items():
+    images = read_idx(images_path, "images")
+    if images.shape[1:] != IMAGE_SHAPE[:2]:
+      raise ValueError(f"{images_path}: images of {images.shape[1:]} pixels, expected 28x28")
+    sets[name] = (images.reshape(len(images), -1),
+                  checked_labels(labels_path, read_idx(labels_path, "labels"), len(images)))
+  if "all" in sets:
+    count = len(sets["all"][1])
+    cuts = {"train": (0, count - 2 * (count // 10)),
+            "validation": (count - 2 * (count // 10), count - count // 10),
+            "test": (count - count // 10, count)}
+    return {split: tuple(array[start:stop] for array in sets["all"])
+            for split, (start, stop) in cuts.items()}
+  count = len(sets["train"][1])
+  cut = count - validation_size(count)
+  return {"train": tuple(array[:cut] for array in sets["train"]),
+          "validation": tuple(array[cut:] for array in sets["train"]), "test": sets["test"]}
+
+
+def fsdd_recordings(root: epath.Path) -> Tuple[Dict[str, List[List[np.ndarray]]], List[str]]:
+  """`({'train' | 'test': [recordings of digit d, for d in 0–9]}, [missing names])` of
+  `root/fsdd/recordings`: FSDD's test set is indices 0–4 of every speaker and digit, its train
+  set the others. Recordings are in file name order, so a draw from them is reproducible."""
+  folder = root / "fsdd" / "recordings"
+  paths = sorted(folder.glob("*.wav")) if folder.exists() else []
+  pools = {"train": [[] for _ in range(NUM_CLASSES)], "test": [[] for _ in range(NUM_CLASSES)]}
+  for path in paths:
+    match = _RECORDING_NAME.fullmatch(path.name)
+    if match:
+      samples, rate = audio.read_wav(os.fspath(path))
+      if rate != FSDD_RATE:
+        raise ValueError(f"{path}: sampled at {rate} Hz; FSDD recordings are {FSDD_RATE} Hz")
+      pool = "test" if int(match.group(3)) in FSDD_TEST_INDICES else "train"
+      pools[pool][int(match.group(1))].append(samples)
+  if not any(any(pool) for pool in pools.values()):
+    return pools, ["fsdd/recordings/{digit}_{speaker}_{index}.wav (3,000 files)"]
+  indices = {"test": "0-4", "train": "5-49"}
+  return pools, [f"fsdd/recordings/{digit}_{{speaker}}_{{index}}.wav with index {indices[name]}"
+                 for name, pool in pools.items() for digit in range(NUM_CLASSES)
+                 if not pool[digit]]
+
+
+def pca_basis(train: np.ndarray, energy: float) -> Tuple[np.ndarray, np.ndarray, float]:
+  """`(mean (D,), basis (D, k), energy kept)`: the fewest principal components of the rows of
+  `train` (n, D) whose share of the centred rows' total variance reaches `energy`."""
+  mean = train.mean(axis=0)
+  centred = train - mean
+  eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+  eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]  # largest first
+  shares = np.cumsum(eigenvalues) / eigenvalues.sum()
+  kept = int(np.searchsorted(shares, energy)) + 1
+  return mean, vectors[:, :kept], float(shares[kept - 1])
+
+
+def paired_spectrogram(seed: int, split: str, index: int, recordings: Sequence[np.ndarray],
+                       snr_db: float) -> np.ndarray:
+  """The `(112, 112)` log spectrogram of example `index` of `split`: one of `recordings` (those of
+  its digit) drawn and mixed with noise by a generator seeded with (seed, split, index)."""
+  rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
+  recording = recordings[rng.integers(len(recordings))]
+  window = audio.fit_to_window(recording, int(WINDOW_SECONDS * FSDD_RATE))
+  return audio.log_spectrogram(audio.mix_noise(window, snr_db, rng), FSDD_RATE,
+                               frames=AUDIO_SHAPE[0], bins=AUDIO_SHAPE[1],
+                               duration=WINDOW_SECONDS)
+
+
+def _paired_audio(seed: int, split: str, labels: np.ndarray, pools: Dict[str, List],
+                  snr_db: float) -> Callable[[int], np.ndarray]:
+  """Example i's spectrogram in `split`; test images pair with FSDD's test recordings."""
+  pool = pools["test" if split == "test" else "train"]
+  return lambda index: paired_spectrogram(seed, split, index, pool[labels[index]], snr_db)
+
+
+def sources_splits(root: epath.Path, seed: int, image_energy: float,
+                   snr_db: float) -> Tuple[Dict[str, Split], Dict[str, float]]:
+  """The splits built from MNIST and FSDD under `root`, and the PCA's facts for metadata."""
+  files, missing_mnist = mnist_files(root)
+  pools, missing_fsdd = fsdd_recordings(root)
+  missing = ([(name, _MNIST_SOURCE) for name in missing_mnist]
+             + [(name, _FSDD_SOURCE) for name in missing_fsdd])
+  if missing:
+    raise missing_files_error("sources", root, missing)
+  digits = mnist_digits(files)
+  mean, basis, kept = pca_basis(digits["train"][0].astype(np.float64), image_energy)
+  splits = {}
+  for split, (images, labels) in digits.items():
+    degraded = (mean + (images - mean) @ basis @ basis.T).astype(np.float32)
+    splits[split] = Split(labels, image=degraded.__getitem__,
+                          audio=_paired_audio(seed, split, labels, pools, snr_db))
+  return splits, {"image_pca_components": basis.shape[1], "image_pca_energy": kept}
+
+
+def _moments(blocks: Iterable[np.ndarray]) -> Tuple[float, float]:
+  """(mean, std) of every value of `blocks`, accumulated in float64."""
+  count = total = square = 0.0
+  for block in blocks:
+    block = np.asarray(block, np.float64)
+    count, total, square = count + block.size, total + block.sum(), square + np.square(block).sum()
+  mean = total / count
+  return float(mean), float(np.sqrt(square / count - mean ** 2))
+
+
+def train_statistics(train: Split) -> Dict[str, float]:
+  """Each modality's mean and std over the TRAIN split's values (never validation or test)."""
+  statistics = {}
+  for name in ("image", "audio"):
+    read = getattr(train, name)
+    mean, std = _moments(read(index) for index in range(len(train.labels)))
+    statistics.update({f"{name}_mean": mean, f"{name}_std": std})
+  return statistics
+
+
+class AvMnist(tfds.core.GeneratorBasedBuilder):
+  """AV-MNIST from MultiBench's arrays or from MNIST + FSDD (see the module docstring)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [
+      AvMnistConfig(name="multibench", description="MultiBench's released avmnist arrays"),
+      AvMnistConfig(name="sources", description="Rebuilt from MNIST (IDX) and FSDD (wav)"),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+  One manual_dir serves both configs (FSDD and mnist/ are laid out as ../shared/data is):
+
+    avmnist/                 av_mnist/multibench: MultiBench's avmnist folder, unchanged (the
+      image/train_data.npy     AV-MNIST link in the README of
+      image/test_data.npy      https://github.com/pliang279/MultiBench)
+      audio/train_data.npy
+      audio/test_data.npy
+      train_labels.npy
+      test_labels.npy
+    mnist/                   av_mnist/sources: MNIST's IDX files, gzip-compressed or not
+      train-images-idx3-ubyte.gz  (http://yann.lecun.com/exdb/mnist/, the files tfds `mnist`
+      train-labels-idx1-ubyte.gz   downloads), or instead one other set of digits,
+      t10k-images-idx3-ubyte.gz    NAME-images-idx3-ubyte.gz and NAME-labels-idx1-ubyte.gz
+      t10k-labels-idx1-ubyte.gz    (e.g. mnist10k-*), split 80/10/10 in order
+    fsdd/recordings/         av_mnist/sources: FSDD's {digit}_{speaker}_{index}.wav files
+                             (https://github.com/Jakobovski/free-spoken-digit-dataset)
+  """
+  SEED = 0
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.float32,
+                                          encoding=tfds.features.Encoding.BYTES),
+            "audio": tfds.features.Tensor(shape=AUDIO_SHAPE, dtype=np.float32,
+                                          encoding=tfds.features.Encoding.BYTES),
+            "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+        }),
+        supervised_keys=None,
+        metadata=tfds.core.MetadataDict(),  # filled in when the splits are prepared
+    )
+
+  def _split_generators(self, dl_manager):
+    config = self.builder_config
+    if config.name == "multibench":
+      splits, facts = multibench_splits(dl_manager.manual_dir), {}
+    else:
+      splits, facts = sources_splits(dl_manager.manual_dir, self.SEED, config.image_energy,
+                                     config.snr_db)
+      facts.update(seed=self.SEED, image_energy=config.image_energy, snr_db=config.snr_db)
+    statistics = train_statistics(splits["train"])
+    self.info.metadata.update(statistics, **facts)
+    return {name: self._generate_examples(split, statistics) for name, split in splits.items()}
+
+  def _generate_examples(self, split: Split,
+                         statistics: Dict[str, float]) -> Iterator[Tuple[int, Dict]]:
+    standardise = lambda name, values: ((np.asarray(values, np.float64)
+                                         - statistics[f"{name}_mean"])
+                                        / statistics[f"{name}_std"]).astype(np.float32)
+    for index, label in enumerate(split.labels):
+      yield index, {"image": standardise("image", split.image(index)).reshape(IMAGE_SHAPE),
+                    "audio": standardise("audio", split.audio(index)).reshape(AUDIO_SHAPE),
+                    "label": int(label)}
+
+
+def model_inputs(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """A stacked batch -> the model's batch dict (standardised image and spectrogram; int32 labels)."""
+  return {"image": batch["image"].astype(np.float32), "audio": batch["audio"].astype(np.float32),
+          "label": batch["label"].astype(np.int32)}

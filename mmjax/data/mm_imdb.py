@@ -15,8 +15,8 @@ with `gmu.json`) and the loader that reads it (pliang279/MultiBench `datasets/im
 - `vgg_features` (N, 4096) float32: the poster's activations after the ReLU of VGG-16's second
   fully connected layer (ImageNet weights; poster centre-cropped and resized to 224x224).
 - `genres` (N, 23) int32 multi-hot, one column per genre in `GENRES`: the 23 most frequent genres,
-  most frequent first (Drama, 53.8% of movies, to Film-Noir, 1.3%), whose names the file keeps as
-  JSON in `genres.attrs['target_names']`. Every movie has at least one.
+  most frequent first (Drama to Film-Noir), whose names the file keeps as JSON in
+  `genres.attrs['target_names']`. Every movie has at least one.
 - `imdb_ids` (N,) `S7` bytes: the IMDb title number, e.g. b'0000008'.
 
 The file also holds the posters (`images`) and other text features this builder does not read.
@@ -41,7 +41,9 @@ GENRES = ("Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventur
           "Documentary", "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History",
           "Music", "Animation", "Musical", "Western", "Sport", "Short", "Film-Noir")
 TEXT_DIM, IMAGE_DIM = 300, 4096
-# Rows [start, stop) of the file per split, as MultiBench slices them.
+# Rows [start, stop) of the file per split, as MultiBench slices them; the file must end where the
+# test rows do. A module constant rather than a config, so tests patch in tiny splits (a file of
+# the official size holds 425 MB of image features).
 SPLITS = {"train": (0, 15552), "validation": (15552, 18160), "test": (18160, 25959)}
 _CHUNK = 1024  # rows read from the file at a time: a chunk of image features is 16 MiB
 
@@ -75,8 +77,8 @@ class MmImdb(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = f"Place {FILE} in the manual directory; it is published at " \
-                                 f"{PUBLISHED_AT}."
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (f"Place {FILE} in the manual directory; it is published at "
+                                  f"{PUBLISHED_AT}.")
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -104,8 +106,7 @@ class MmImdb(tfds.core.GeneratorBasedBuilder):
     return {name: self._generate_examples(path, start, stop)
             for name, (start, stop) in SPLITS.items()}
 
-  def _generate_examples(self, path: str, start: int,
-                         stop: int) -> Iterator[Tuple[int, Dict]]:
+  def _generate_examples(self, path: str, start: int, stop: int) -> Iterator[Tuple[int, Dict]]:
     import h5py
     with h5py.File(path, "r") as file:
       for begin in range(start, stop, _CHUNK):

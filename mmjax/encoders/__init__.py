@@ -1,16 +1,24 @@
 """Modality encoders: `module(x, mask=None, *, train) -> (B, D)` features, registered by config name."""
 from mmjax.encoders.features import FeatureTokensEncoder, MLPEncoder
-from mmjax.encoders.image import ConvPoolImageEncoder, ResNetImageEncoder
+from mmjax.encoders.image import ConvPoolImageEncoder, LeNetEncoder, ResNetImageEncoder, ViTEncoder
+from mmjax.encoders.sequence import LSTMSequenceEncoder, TransformerSequenceEncoder
 from mmjax.encoders.text import LSTMTextEncoder, TransformerTextEncoder
+from mmjax.encoders.word_vectors import load_word_vectors
 
 ENCODERS = {
     "lstm": LSTMTextEncoder,
     "transformer": TransformerTextEncoder,
+    "sequence_lstm": LSTMSequenceEncoder,
+    "sequence_transformer": TransformerSequenceEncoder,
     "conv_pool": ConvPoolImageEncoder,
     "resnet": ResNetImageEncoder,
+    "lenet": LeNetEncoder,
+    "vit": ViTEncoder,
     "mlp": MLPEncoder,
     "feature_tokens": FeatureTokensEncoder,
 }
 
-__all__ = ["ENCODERS", "ConvPoolImageEncoder", "FeatureTokensEncoder", "LSTMTextEncoder",
-           "MLPEncoder", "ResNetImageEncoder", "TransformerTextEncoder"]
+__all__ = ["ENCODERS", "ConvPoolImageEncoder", "FeatureTokensEncoder", "LSTMSequenceEncoder",
+           "LSTMTextEncoder", "LeNetEncoder", "MLPEncoder", "ResNetImageEncoder",
+           "TransformerSequenceEncoder", "TransformerTextEncoder", "ViTEncoder",
+           "load_word_vectors"]

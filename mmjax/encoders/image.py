@@ -1,8 +1,8 @@
 """Image encoders: images `(B, H, W, C)` float, an optional presence mask `(B,)` -> features `(B, D)`.
 
-Normalisation layers are GroupNorm, not BatchNorm, so every encoder is a pure function of its
-parameters and inputs (no mutable batch statistics in the train step). An absent image (mask
-False) encodes to zeros (`mmjax/layers/masking.py`).
+Normalisation layers are GroupNorm or LayerNorm, not BatchNorm, so every encoder is a pure
+function of its parameters and inputs (no mutable batch statistics in the train step). An absent
+image (mask False) encodes to zeros (`mmjax/layers/masking.py`).
 """
 import functools
 from typing import Any, Optional, Sequence, Tuple
@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.layers.masking import zero_absent
+from mmjax.layers.transformer import TransformerBlock, sinusoidal_positions
 
 Array = jax.Array
 
@@ -159,3 +160,106 @@ class ResNetImageEncoder(nn.Module):
         x = ResidualBlock(channels, stride, self.dtype, name=f"stage{stage}_block{block}")(x)
     x = nn.relu(nn.GroupNorm(num_groups=min(8, x.shape[-1]), dtype=self.dtype)(x))
     return zero_absent(x.mean(axis=(1, 2)), mask)
+
+
+class LeNetEncoder(nn.Module):
+  """LeNet-style CNN of the AV-MNIST work (MultiBench's `LeNet(in_channels, channels,
+  additional_layers)`, from CentralNet/MFAS): `(B, H, W, C_in)` -> `(B, D)`.
+
+  Layer 0 is a 5x5 conv with c channels, layers 1..L (L = `num_layers`) 3x3 convs doubling them
+  (c·2^l); each conv (same padding, no bias) -> norm -> ReLU -> 2x2 max pool (stride 2, flooring
+  odd sizes). The output is the final map flattened, c·2^L·h·w with h = ⌊H / 2^(L+1)⌋: MultiBench
+  returns the squeezed map, which its AV-MNIST heads read as a vector, since there the map is
+  1x1: images 28x28 with c=6, L=3 give 48 features (13,938 parameters); spectrograms 112x112
+  with c=6, L=5 give 192 (221,874). `dim` adds a Dense projection of that vector (MultiBench's
+  `linear`). Convs use He-uniform initialisation (PyTorch's `kaiming_uniform_`, as there).
+  Parameters: 25·C_in·c + 6c²(4^L − 1) convs, plus 2c(2^(L+1) − 1) norm (or conv bias) terms.
+
+  Deviations from MultiBench: GroupNorm with `norm_groups` groups in place of BatchNorm (no
+  mutable batch statistics, as in every mmjax encoder; None: no norm, the convs get biases); a
+  map larger than 1x1 is flattened in (h, w, c) order rather than PyTorch's (c, h, w); no
+  per-layer outputs (`output_each_layer`).
+  """
+  channels: int = 6
+  num_layers: int = 3
+  norm_groups: Optional[int] = 2
+  dim: Optional[int] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
+    del train
+    pools = self.num_layers + 1
+    if min(images.shape[1:3]) < 2 ** pools:
+      raise ValueError(f"lenet's {pools} 2x2 max pools need images of at least {2 ** pools}x"
+                       f"{2 ** pools}, got {images.shape[1]}x{images.shape[2]}; lower num_layers")
+    if self.norm_groups and self.channels % self.norm_groups:
+      raise ValueError(f"lenet channels={self.channels} is not divisible by "
+                       f"norm_groups={self.norm_groups}; pick a divisor")
+    x = images.astype(self.dtype)
+    for layer in range(pools):
+      x = nn.Conv(self.channels * 2 ** layer, (5, 5) if layer == 0 else (3, 3), padding="SAME",
+                  use_bias=not self.norm_groups, kernel_init=nn.initializers.he_uniform(),
+                  dtype=self.dtype, name=f"conv_{layer}")(x)
+      if self.norm_groups:
+        x = nn.GroupNorm(num_groups=self.norm_groups, dtype=self.dtype, name=f"norm_{layer}")(x)
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = x.reshape(x.shape[0], -1)
+    if self.dim is not None:
+      x = nn.Dense(self.dim, dtype=self.dtype, name="projection")(x)
+    return zero_absent(x, mask)
+
+
+_POOLINGS = ("cls", "mean")
+_POSITIONS = ("learned", "sinusoidal")
+
+
+class ViTEncoder(nn.Module):
+  """Vision Transformer (Dosovitskiy et al., 2021): `(B, H, W, C)` -> `(B, model_dim)`.
+
+  The image is cut into non-overlapping P x P patches (P = `patch_size`, which must divide H and
+  W), taken in row-major order; each is embedded linearly, x_p W + b (a conv with kernel = stride
+  = P). `pooling` "cls" prepends a learned token (initialised to zero) whose final state is the
+  output; "mean" averages the final states of the patches. Position embeddings over the token
+  index (the paper's 1-D ones; the CLS token is position 0) are "learned" (N(0, 0.02²), sized
+  by the first image seen) or "sinusoidal" (fixed). Then dropout, pre-LN `TransformerBlock`s
+  (GELU MLP) and a final LayerNorm, as in the paper.
+  Parameters: P²·C·d + d + [d for CLS] + [T·d learned positions] + L(4d² + 2d·m + 9d + m) + 2d,
+  with T = HW/P² (+1 with CLS), d = model_dim, m = mlp_dim.
+  """
+  patch_size: int = 4
+  model_dim: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 256
+  dropout_rate: float = 0.0
+  pooling: str = "cls"
+  positions: str = "learned"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: Array, mask: Optional[Array] = None, *, train: bool = False) -> Array:
+    batch, height, width, _ = images.shape
+    if height % self.patch_size or width % self.patch_size:
+      raise ValueError(f"vit patch_size={self.patch_size} does not divide the {height}x{width} "
+                       "image; pick a common divisor of its height and width")
+    if self.pooling not in _POOLINGS or self.positions not in _POSITIONS:
+      raise ValueError(f"vit pooling must be one of {', '.join(_POOLINGS)} and positions one of "
+                       f"{', '.join(_POSITIONS)}; got {self.pooling!r}, {self.positions!r}")
+    patch = (self.patch_size, self.patch_size)
+    x = nn.Conv(self.model_dim, patch, strides=patch, padding="VALID", dtype=self.dtype,
+                name="patch_embedding")(images.astype(self.dtype))
+    x = x.reshape(batch, -1, self.model_dim)
+    if self.pooling == "cls":
+      cls = self.param("cls_token", nn.initializers.zeros, (1, 1, self.model_dim))
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (batch, 1, self.model_dim)),
+                           x], axis=1)
+    shape = x.shape[1:]
+    positions = (self.param("position_embedding", nn.initializers.normal(0.02), shape)
+                 if self.positions == "learned" else sinusoidal_positions(*shape))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x + positions.astype(self.dtype))
+    for layer in range(self.num_layers):
+      x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.dtype,
+                           name=f"block_{layer}")(x, None, train=train)
+    x = nn.LayerNorm(dtype=self.dtype)(x)
+    return zero_absent(x[:, 0] if self.pooling == "cls" else x.mean(axis=1), mask)

@@ -1,14 +1,16 @@
 """Text encoders: token ids `(B, T)` int32 plus an optional padding mask `(B, T)` -> features `(B, D)`.
 
-Padding is on the right: `mask[b, t]` is True for real tokens, and real tokens form a prefix. An
-example with no real token (an absent modality) encodes to zeros (`mmjax/layers/masking.py`).
+`mask[b, t]` is True for real tokens; padding is usually on the right, but both encoders read only
+the real tokens, in order (the code is `sequence.py`'s), so any pattern gives the output of the
+unpadded sequence. An example with no real token (an absent modality) encodes to zeros
+(`mmjax/layers/masking.py`). Either encoder can start from pretrained word vectors
+(`embedding_path`, `word_vectors.py`) and keep them fixed (`freeze_embedding`).
 """
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
 from flax.linen.linear import default_embed_init
 
 from mmjax.encoders.sequence import lstm_final_state, transformer_mean

@@ -47,6 +47,7 @@ class TaskKind:
   confidence_penalty: float = 0.0
 
   uses_labels: ClassVar[bool] = True
+  primary_metric: ClassVar[str] = "accuracy"   # what robustness curves and summaries follow
   # Kendall et al.'s likelihood factor: 1/σ² for a softmax likelihood, 1/(2σ²) for a Gaussian.
   uncertainty_factor: ClassVar[float] = 1.0
 
@@ -103,6 +104,8 @@ class MultiLabel(TaskKind):
   The entropy of the confidence penalty is the mean over classes of the Bernoulli entropies.
   """
   threshold: float = 0.5
+
+  primary_metric: ClassVar[str] = "micro_f1"
 
   def example_losses(self, logits: Array, labels: Array) -> Array:
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32)), -1)
@@ -168,8 +171,9 @@ class Regression(TaskKind):
 
   `sentiment_metrics` adds the CMU-MOSI/MOSEI metrics of a sentiment score in [−3, 3], in both
   conventions that papers mix, reported separately: `acc2_nonneg` (ŷ ≥ 0 vs y ≥ 0 over all
-  examples, zero counted as positive: MultiBench's) and `acc2_nonzero` (ŷ > 0 vs y > 0 over the
-  examples with y ≠ 0: MulT's `exclude_zero`), each with its class-weighted F1 (`f1_nonneg`,
+  examples, zero counted as positive: the "has-0" accuracy of later code built on MulT's) and
+  `acc2_nonzero` (ŷ > 0 vs y > 0 over the examples with y ≠ 0: MulT's `exclude_zero`, and
+  MultiBench's), each with its class-weighted F1 (`f1_nonneg`,
   `f1_nonzero`, scikit-learn's average='weighted'); and `acc7`, round(clip(ŷ, −3, 3)) =
   round(clip(y, −3, 3)) with half-to-even rounding as numpy's.
   """
@@ -180,6 +184,7 @@ class Regression(TaskKind):
   sentiment_metrics: bool = False
 
   uncertainty_factor: ClassVar[float] = 0.5
+  primary_metric: ClassVar[str] = "mae"
 
   def _predictions(self, outputs: Array) -> Array:
     return self.output_offset + self.output_scale * outputs
@@ -274,6 +279,7 @@ class Contrastive(TaskKind):
   loss: str = "infonce"
 
   uses_labels: ClassVar[bool] = False
+  primary_metric: ClassVar[str] = "a_to_b/R@1"
 
   def loss_sum(self, outputs: Mapping[str, Array], weights: Array,
                axis_name: Optional[str]) -> Array:

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mmjax import data
+from mmjax import data, robustness
 from mmjax.model import model_from_config
 from mmjax.tasks import kinds
 from mmjax.tasks.objective import task_metrics, tasks_from_config
@@ -362,12 +362,70 @@ def restore_checkpoint(config: Any, workdir: str, step: Optional[int] = None):
   return readers, tasks, driver, restored
 
 
-def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
+def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
+                        robustness: bool = False) -> Dict[str, Any]:
   """Evaluates the checkpoint at `step` (the latest when None) on `config.eval_splits` and writes
-  `eval_results.json` beside it."""
+  `eval_results.json` beside it; with `robustness`, also the robustness curves on the last eval
+  split (`evaluate_robustness`) and their plot, `robustness.png`."""
   readers, tasks, driver, restored = restore_checkpoint(config, workdir, step)
   results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
              _evaluate_splits(config, driver, tasks, restored, readers, config.eval_splits).items()}
+  if robustness:
+    results["robustness"] = evaluate_robustness(config, driver, tasks, restored, readers)
   if jax.process_index() == 0:
     _write_results(os.path.join(workdir, "eval_results.json"), int(restored.step), results)
+    if robustness:
+      plot_robustness(results["robustness"], os.path.join(workdir, "robustness.png"))
   return {"step": int(restored.step), **results}
+
+
+def evaluate_robustness(config: Any, driver: Any, tasks: Mapping[str, Any], state: Any,
+                        readers: Mapping[str, Any]) -> Dict[str, Any]:
+  """Each task's primary metric on the last eval split with each modality missing, and under
+  each of its perturbations at every level, with each curve's area (`mmjax/robustness.py`).
+  The split's batches are held in memory; σ and the means come from this process's rows."""
+  split = config.eval_splits[-1]
+  clean = list(data.eval_batches(readers[split], config.eval_batch_size,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count()))
+  metrics = [f"{name}/{task.primary_metric}" for name, task in tasks.items()]
+  score = lambda batches: (lambda found: {m: found[m] for m in metrics})(evaluate(
+      driver.evaluate, state, _local_batches(driver, batches), tasks))
+  report: Dict[str, Any] = {"split": split, "levels": list(robustness.LEVELS),
+                            "clean": score(clean), "missing": {}, "curves": {}, "area": {}}
+  for modality in config.model.encoders:
+    report["missing"][modality] = score([robustness.missing(b, modality) for b in clean])
+    stats = robustness.modality_stats(clean, modality)
+    kind = robustness.modality_kind(clean[0][modality])
+    report["curves"][modality], report["area"][modality] = {}, {}
+    for name in robustness.PERTURBATIONS[kind]:
+      curve = [score(robustness.perturbed(clean, modality, name, level, config.seed, stats))
+               for level in robustness.LEVELS]
+      report["curves"][modality][name] = {m: [point[m] for point in curve] for m in metrics}
+      report["area"][modality][name] = {m: robustness.area(robustness.LEVELS,
+                                                           report["curves"][modality][name][m])
+                                        for m in metrics}
+  return report
+
+
+def plot_robustness(report: Mapping[str, Any], path: str) -> None:
+  """One panel per modality: the first task's primary metric against the level, one line per
+  perturbation, the modality-missing value dashed."""
+  import matplotlib   # only `mmjax eval --robustness` needs it (the `bench` extra)
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  modalities = list(report["curves"])
+  metric = next(iter(report["clean"]))
+  figure, axes = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 3.5),
+                              squeeze=False)
+  for axis, modality in zip(axes[0], modalities):
+    for name, curve in report["curves"][modality].items():
+      axis.plot(report["levels"], curve[metric], marker="o",
+                label=f"{name} (area {report['area'][modality][name][metric]:.3f})")
+    axis.axhline(report["missing"][modality][metric], linestyle="--", color="grey",
+                 label="missing")
+    axis.set(title=modality, xlabel="level", ylabel=metric)
+    axis.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
