@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from mmjax import data
 from mmjax.data import interactions, mm_shapes
 from mmjax.fusion import FUSIONS
 from mmjax.model import model_from_config
@@ -17,24 +18,37 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 CASES = [(os.path.basename(path), None) for path in sorted(glob.glob(f"{CONFIG_DIR}/*.py"))
          if not path.endswith("interactions.py")]
 CASES += [("contrastive_probe.py", arg) for arg in ("pretrain,siglip", "probe")]
+CASES += [("av_mnist.py", arg) for arg in ("image", "audio", "concat", "late", "tensor",
+                                          "low_rank,multibench")]
+CASES += [("mm_imdb.py", arg) for arg in ("text", "image", "concat", "late", "low_rank")]
+CASES += [("mosi.py", arg) for arg in ("text", "audio", "vision", "concat", "late", "tensor",
+                                       "low_rank,mosei")]
 CASES += [("interactions.py", f"{data_config},{fusion}") for fusion in FUSIONS
           for data_config in ("synergy", "mixed")]
 
 
-def example_batch(dataset_name):
+def example_batch(dataset_name, tmp_path):
+  """Two examples of the dataset: generated ones for the built-in datasets, zeros shaped by the
+  builder's features (no files needed) for the published ones."""
   dataset, _, builder_config = dataset_name.partition("/")
   if dataset == "mm_shapes":
-    example, model_inputs = mm_shapes.make_example(0, 0, 0), mm_shapes.model_inputs
-  else:
+    example = mm_shapes.make_example(0, 0, 0)
+  elif dataset == "interactions":
     example = interactions.make_example(builder_config, 0, 0, 0)
-    model_inputs = interactions.model_inputs
+  else:
+    spec = data.DATASETS[dataset]
+    kwargs = {"config": builder_config} if builder_config else {}
+    features = spec.builder(data_dir=str(tmp_path), **kwargs).info.features
+    example = {key: np.zeros(feature.shape, feature.np_dtype)
+               for key, feature in features.items() if feature.np_dtype != object}
+  model_inputs = data.DATASETS[dataset].model_inputs
   return model_inputs({key: np.stack([np.asarray(value)] * 2) for key, value in example.items()})
 
 
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" if a else n for n, a in CASES])
-def test_config_builds_a_model_with_one_output_per_task(name, arg):
+def test_config_builds_a_model_with_one_output_per_task(name, arg, tmp_path):
   config = load_config(os.path.join(CONFIG_DIR, name), arg)
-  batch = example_batch(config.dataset.name)
+  batch = example_batch(config.dataset.name, tmp_path)
   model = model_from_config(config.model)
   params = jax.eval_shape(model.init, jax.random.key(0), batch)
   outputs = jax.eval_shape(model.apply, params, batch)

@@ -113,7 +113,8 @@ def test_eval_batches_visit_every_example_once_and_weight_padding_zero(shapes_bu
 
 
 def test_unknown_dataset_lists_the_valid_names():
-  with pytest.raises(ValueError, match="valid dataset names are: interactions, mm_shapes"):
+  with pytest.raises(ValueError, match="valid dataset names are: av_mnist, cmu_mosei, cmu_mosi, "
+                                       "interactions, mm_imdb, mm_shapes"):
     data.prepare("mnist_typo")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mmjax import registry
-from mmjax.data import interactions, mm_shapes
+from mmjax.data import av_mnist, interactions, mm_imdb, mm_shapes, mosi
 
 Batch = Dict[str, np.ndarray]
 _ENDLESS = 2 ** 62  # steps: more than any run takes
@@ -34,6 +34,10 @@ DATASETS = {
     "mm_shapes": DatasetSpec(builder=mm_shapes.MmShapes, model_inputs=mm_shapes.model_inputs),
     "interactions": DatasetSpec(builder=interactions.Interactions,
                                 model_inputs=interactions.model_inputs),
+    "av_mnist": DatasetSpec(builder=av_mnist.AvMnist, model_inputs=av_mnist.model_inputs),
+    "mm_imdb": DatasetSpec(builder=mm_imdb.MmImdb, model_inputs=mm_imdb.model_inputs),
+    "cmu_mosi": DatasetSpec(builder=mosi.CmuMosi, model_inputs=mosi.model_inputs),
+    "cmu_mosei": DatasetSpec(builder=mosi.CmuMosei, model_inputs=mosi.model_inputs),
 }
 
 
