@@ -194,8 +194,9 @@ def test_vit_is_invariant_to_permuting_patches_only_without_position_embeddings(
   np.testing.assert_allclose(apply(flat, shuffled), apply(flat, images), rtol=1e-5, atol=1e-5)
 
 
-def test_vit_dropout_acts_only_in_training():
-  encoder = ViTEncoder(patch_size=4, dropout_rate=0.5, **VIT)
+def test_vit_dropout_after_the_position_embeddings_acts_only_in_training():
+  """No transformer block, so only the dropout on patch + position embeddings can act."""
+  encoder = ViTEncoder(patch_size=4, num_layers=0, dropout_rate=0.5, pooling="mean", **VIT)
   images = RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)
   params = encoder.init(jax.random.key(0), images)
   evaluation = encoder.apply(params, images)

@@ -25,9 +25,12 @@ _ENDLESS = 2 ** 62  # steps: more than any run takes
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-  """A registered dataset: its tfds builder class and the batch -> model inputs transform."""
+  """A registered dataset: its tfds builder class and the batch -> model inputs transform, and,
+  for a builder whose features depend on the user's files, the function that makes its
+  BuilderConfig from the `manual_dir` holding them."""
   builder: Callable[..., tfds.core.DatasetBuilder]
   model_inputs: Callable[[Batch], Batch]
+  config_from_manual_dir: Optional[Callable[[str], tfds.core.BuilderConfig]] = None
 
 
 DATASETS = {
@@ -48,6 +51,15 @@ def prepare(name: str, data_dir: Optional[str] = None,
   published datasets read the original files from `manual_dir` (the tfds convention)."""
   dataset, _, builder_config = name.partition("/")
   spec = registry.lookup(DATASETS, dataset, "dataset")
+  if spec.config_from_manual_dir is not None:
+    if not manual_dir:
+      raise ValueError(f"dataset {dataset!r} is built from your files: set "
+                       "config.dataset.manual_dir to the folder that holds them")
+    builder = spec.builder(data_dir=data_dir, file_format="array_record",
+                           config=spec.config_from_manual_dir(manual_dir))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
   configs = [config.name for config in spec.builder.BUILDER_CONFIGS]
   if configs and builder_config not in configs:
     raise ValueError(f"dataset {dataset!r} needs a config: use one of "
