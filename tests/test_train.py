@@ -172,7 +172,8 @@ def test_dropout_masks_differ_between_steps_and_repeat_for_the_same_step(data_di
   _, schedule = make_optimizer(config.optimizer, config.total_steps)
   batch = next(data.eval_batches(readers["train"], config.batch_size))
   step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule))
-  loss_at = lambda s, rng=step_rng: float(step(state.replace(step=s), batch, rng)[1]["loss"])
+  loss_at = lambda s, rng=step_rng: float(
+      step(state.replace(step=s), batch, rng)[1]["values"]["loss"])
   assert loss_at(0) == loss_at(0)
   assert loss_at(0) != loss_at(1)
   assert loss_at(1) != loss_at(1, jax.random.key(99))
@@ -193,7 +194,7 @@ def test_results_report_each_split_evaluated_on_its_own_examples(data_dir, tmp_p
   assert results["validation"]["examples"] == 1000 and results["test"]["examples"] == 2000
   readers, tasks, _, final = loop.restore_checkpoint(config, str(tmp_path))
   eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
-  test = evaluate(eval_fn, final, data.eval_batches(readers["test"], 2000))
+  test = evaluate(eval_fn, final, data.eval_batches(readers["test"], 2000), tasks)
   for key, value in test.items():
     assert results["test"][key] == pytest.approx(value, rel=1e-5), key
 
@@ -210,8 +211,8 @@ def test_metrics_do_not_depend_on_the_eval_batch_size_or_its_padding(data_dir):
   size = len(reader)
   batch_size = next(b for b in range(2, size) if size % b and correct[(size // b) * b])
   eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
-  whole = evaluate(eval_fn, state, data.eval_batches(reader, size))
-  padded = evaluate(eval_fn, state, data.eval_batches(reader, batch_size))
+  whole = evaluate(eval_fn, state, data.eval_batches(reader, size), tasks)
+  padded = evaluate(eval_fn, state, data.eval_batches(reader, batch_size), tasks)
   assert padded["examples"] == whole["examples"] == size
   for key, value in whole.items():
     assert padded[key] == pytest.approx(value, rel=1e-5), key

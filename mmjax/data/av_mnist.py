@@ -51,9 +51,11 @@ loaded with `allow_pickle=False`: an array of Python objects (a pickle) is refus
   `audio.fit_to_window`), white Gaussian noise is added at `snr_db` decibels over that window
   (the recording's energy spread over the second, against the noise's power) and the result
   becomes a 112×112 log spectrogram (`audio.log_spectrogram`). AV-MNIST mixed ESC-50 background
-  noise instead; white noise needs no further download and its level is set exactly, and the
-  default SNR_DB = −8 dB is chosen so that audio alone is clearly imperfect (a linear
-  classifier on the 10,000-digit set: about 57% image-only, 42% audio-only on test).
+  noise instead; white noise needs no further download and sets the level exactly. The default
+  SNR_DB = −12 dB makes audio alone about as imperfect as the images: on the 10,000-digit set a
+  one-hidden-layer MLP on 4×4-pooled spectrograms reaches 54% test accuracy (72% at −8 dB, 89%
+  at 0 dB, 97% without noise), and the images alone 58% (MLP) to 64% (Gaussian classes on the 4
+  kept components); convolutional models will do somewhat better on both.
 """
 import dataclasses
 import gzip
@@ -70,7 +72,7 @@ from mmjax.data import audio
 IMAGE_SHAPE, AUDIO_SHAPE, NUM_CLASSES = (28, 28, 1), (112, 112, 1), 10
 VALIDATION_SIZE, SMALL_TRAIN = 5000, 10000
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
-IMAGE_ENERGY, SNR_DB = 0.25, -8.0
+IMAGE_ENERGY, SNR_DB = 0.25, -12.0
 FSDD_RATE, FSDD_TEST_INDICES, WINDOW_SECONDS = 8000, range(5), 1.0
 IDX_MAGIC = {"images": 2051, "labels": 2049}  # 0x0803: unsigned bytes in 3 dims; 0x0801: in 1
 MULTIBENCH_FILES = ("image/train_data.npy", "image/test_data.npy", "audio/train_data.npy",

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mmjax import registry
-from mmjax.data import av_mnist, interactions, mm_imdb, mm_shapes, mosi
+from mmjax.data import av_mnist, interactions, mm_imdb, mm_shapes, mosi, multimodal_folder
 
 Batch = Dict[str, np.ndarray]
 _ENDLESS = 2 ** 62  # steps: more than any run takes
@@ -41,6 +41,9 @@ DATASETS = {
     "mm_imdb": DatasetSpec(builder=mm_imdb.MmImdb, model_inputs=mm_imdb.model_inputs),
     "cmu_mosi": DatasetSpec(builder=mosi.CmuMosi, model_inputs=mosi.model_inputs),
     "cmu_mosei": DatasetSpec(builder=mosi.CmuMosei, model_inputs=mosi.model_inputs),
+    "multimodal_folder": DatasetSpec(
+        builder=multimodal_folder.MultimodalFolder, model_inputs=multimodal_folder.model_inputs,
+        config_from_manual_dir=multimodal_folder.config_from_manual_dir),
 }
 
 

@@ -172,8 +172,10 @@ class LeNetEncoder(nn.Module):
   returns the squeezed map, which its AV-MNIST heads read as a vector, since there the map is
   1x1: images 28x28 with c=6, L=3 give 48 features (13,938 parameters); spectrograms 112x112
   with c=6, L=5 give 192 (221,874). `dim` adds a Dense projection of that vector (MultiBench's
-  `linear`). Convs use He-uniform initialisation (PyTorch's `kaiming_uniform_`, as there).
-  Parameters: 25·C_in·c + 6c²(4^L − 1) convs, plus 2c(2^(L+1) − 1) norm (or conv bias) terms.
+  optional `linear`, which there acts on the map's last axis). Convs use He-uniform
+  initialisation (PyTorch's `kaiming_uniform_`, as there).
+  Parameters: 25·C_in·c + 6c²(4^L − 1) conv weights, plus 2c(2^(L+1) − 1) GroupNorm scales and
+  offsets (or c(2^(L+1) − 1) conv biases without norm).
 
   Deviations from MultiBench: GroupNorm with `norm_groups` groups in place of BatchNorm (no
   mutable batch statistics, as in every mmjax encoder; None: no norm, the convs get biases); a

@@ -79,9 +79,10 @@ def label_counts(batch: Mapping[str, Array], tasks: Mapping[str, TaskKind]) -> D
   return {name: labelled_weights(batch, task).sum() for name, task in tasks.items()}
 
 
-def _where_sum(weights: Array, values: Array) -> Array:
-  """Σ_i w_i v_i, where an example of weight 0 contributes exactly 0 even if v_i is not finite."""
-  return jnp.sum(jnp.where(weights > 0, weights * values, 0.0))
+def _zero_rows(values: Array, keep: Array) -> Array:
+  """`values` with the rows where `keep` is False replaced by zeros."""
+  return jnp.where(keep.reshape(keep.shape + (1,) * (values.ndim - 1)), values,
+                   jnp.zeros_like(values))
 
 
 def objective_sums(outputs: Mapping[str, Any], batch: Mapping[str, Array],
@@ -98,14 +99,14 @@ def objective_sums(outputs: Mapping[str, Any], batch: Mapping[str, Array],
       sums[name] = {"count": weights.sum(), "loss": task.loss_sum(output, weights, axis_name),
                     "reg": {}, "stats": task.retrieval_sums(output, weights, axis_name)}
       continue
+    # Unlabelled and padding rows are zeroed before any arithmetic: a NaN label or output there
+    # reaches neither a sum nor a gradient (where's other branch gets a zero cotangent).
     labelled = weights > 0
-    labels = batch[task.label_key]
-    labels = jnp.where(labelled.reshape(labelled.shape + (1,) * (labels.ndim - 1)), labels,
-                       jnp.zeros_like(labels))
+    labels, output = (_zero_rows(batch[task.label_key], labelled), _zero_rows(output, labelled))
     sums[name] = {
         "count": weights.sum(),
-        "loss": _where_sum(weights, task.example_losses(output, labels)),
-        "reg": {k: _where_sum(weights, v) for k, v in task.output_regularizers(output).items()},
+        "loss": jnp.sum(weights * task.example_losses(output, labels)),
+        "reg": {k: jnp.sum(weights * v) for k, v in task.output_regularizers(output).items()},
         "stats": task.metric_sums(output, labels, weights),
     }
   return sums
