@@ -10,7 +10,7 @@ import dataclasses
 import os
 import shutil
 import uuid
-from typing import Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import grain
 import numpy as np
@@ -30,7 +30,7 @@ class DatasetSpec:
   BuilderConfig from the `manual_dir` holding them."""
   builder: Callable[..., tfds.core.DatasetBuilder]
   model_inputs: Callable[[Batch], Batch]
-  config_from_manual_dir: Optional[Callable[[str], tfds.core.BuilderConfig]] = None
+  config_from_manual_dir: Optional[Callable[..., tfds.core.BuilderConfig]] = None
 
 
 DATASETS = {
@@ -47,11 +47,12 @@ DATASETS = {
 }
 
 
-def prepare(name: str, data_dir: Optional[str] = None,
-            manual_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
+def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+            options: Optional[Mapping[str, Any]] = None) -> tfds.core.DatasetBuilder:
   """Returns the builder of `name` ('dataset' or 'dataset/config') with its files generated under
   `data_dir` (tfds's default when None); files that already exist are reused. Builders of
-  published datasets read the original files from `manual_dir` (the tfds convention)."""
+  published datasets read the original files from `manual_dir` (the tfds convention); a builder
+  of the user's own files takes `options` (e.g. `multimodal_folder`'s `image_size`)."""
   dataset, _, builder_config = name.partition("/")
   spec = registry.lookup(DATASETS, dataset, "dataset")
   if spec.config_from_manual_dir is not None:
@@ -59,7 +60,7 @@ def prepare(name: str, data_dir: Optional[str] = None,
       raise ValueError(f"dataset {dataset!r} is built from your files: set "
                        "config.dataset.manual_dir to the folder that holds them")
     builder = spec.builder(data_dir=data_dir, file_format="array_record",
-                           config=spec.config_from_manual_dir(manual_dir))
+                           config=spec.config_from_manual_dir(manual_dir, **(options or {})))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder

@@ -29,6 +29,7 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.dataset.name = dataset_name
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
   config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)  # original files
+  config.dataset.options = ml_collections.ConfigDict()  # multimodal_folder: image_size, ...
   config.dataset.train_split = "train"
   config.dataset.cache = "memory"       # or "columns" (memory-mapped, larger than RAM), "none"
   config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection

@@ -180,7 +180,8 @@ def _setup(config: Any):
   if config.dataset.cache not in data.pipeline.CACHES:
     raise ConfigError(f"config.dataset.cache={config.dataset.cache!r}; use one of "
                       f"{', '.join(data.pipeline.CACHES)}")
-  builder = data.prepare(config.dataset.name, config.dataset.data_dir, config.dataset.manual_dir)
+  builder = data.prepare(config.dataset.name, config.dataset.data_dir, config.dataset.manual_dir,
+                         config.dataset.options.to_dict())
   splits = {config.dataset.train_split, *config.eval_splits}
   missing = splits - set(builder.info.splits)
   if missing:
