@@ -25,8 +25,10 @@ unit variance on train rather than x / 255). Its validation rows are ours, train
 55,000–59,999 (it hard-codes 60,000 rows; we accept any count by the rule above). The arrays are
 loaded with `allow_pickle=False`: an array of Python objects (a pickle) is refused.
 
-`av_mnist/sources` rebuilds AV-MNIST from MNIST (IDX files) and the Free Spoken Digit Dataset
-(FSDD: 6 speakers × 10 digits × 50 recordings, `{digit}_{speaker}_{index}.wav`, 8 kHz):
+`av_mnist/sources` rebuilds AV-MNIST from MNIST (IDX files, `manual_dir/mnist/`) and the Free
+Spoken Digit Dataset (FSDD: 6 speakers × 10 digits × 50 recordings, 8 kHz, as
+`manual_dir/fsdd/recordings/{digit}_{speaker}_{index}.wav`); this project's ../shared/data has
+that layout, so `manual_dir=../shared/data` builds the 10,000-digit version offline.
 
 - Images. The official MNIST files give train (55,000), validation (the last 5,000 train
   digits) and test (t10k, 10,000). A single IDX set of n digits instead (e.g. the 10,000 of
@@ -35,9 +37,10 @@ loaded with `allow_pickle=False`: an array of Python objects (a pickle) is refus
 - Image degradation, as Vielzeuf et al.: each image keeps only its principal components holding
   `image_energy` = 25% of the energy. The energy of k components is their share of the centred
   train images' total variance, Σ_{i≤k} λ_i / Σ_i λ_i (λ the eigenvalues of the train pixel
-  covariance, largest first); the fewest components reaching 25% are kept (4 on MNIST), each
-  image is projected onto them about the train mean and reconstructed. PCA is fitted on TRAIN
-  images only. `image_pca_components` and `image_pca_energy` (the share kept) are in metadata.
+  covariance, largest first); the fewest components reaching 25% are kept (4 on MNIST, holding
+  29%), and each image is projected onto them about the train mean and reconstructed. PCA is
+  fitted on TRAIN images only; `image_pca_components` and `image_pca_energy` (the share kept)
+  are in metadata.
 - Pairing. Each image is paired with a recording of its own digit, drawn uniformly from the
   split's recordings of that digit by a generator seeded with (SEED, split, index): every example
   is a pure function of (seed, split, index) given the files. Test images draw from FSDD's
@@ -61,7 +64,7 @@ import dataclasses
 import gzip
 import os
 import re
-from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -134,7 +137,7 @@ def checked_labels(path: epath.Path, labels: np.ndarray, count: int) -> np.ndarr
   if values.size != count or np.any(values != np.round(values)) or not np.all(
       (values >= 0) & (values < NUM_CLASSES)):
     raise ValueError(f"{path}: expected {count} integer labels in 0–{NUM_CLASSES - 1}, got shape "
-                     f"{np.shape(labels)}")
+                     f"{np.shape(labels)} with values {values.min()}–{values.max()}")
   return values.astype(np.int64)
 
 
@@ -188,7 +191,7 @@ def read_idx(path: epath.Path, kind: str) -> np.ndarray:
   return np.frombuffer(payload, np.uint8).reshape(shape)
 
 
-def _find_idx(folder: epath.Path, stem: str):
+def _find_idx(folder: epath.Path, stem: str) -> Optional[epath.Path]:
   """`folder/stem` or `folder/stem.gz`, whichever exists (None if neither)."""
   return next((folder / name for name in (stem, stem + ".gz") if (folder / name).exists()), None)
 
@@ -326,6 +329,12 @@ def train_statistics(train: Split) -> Dict[str, float]:
   return statistics
 
 
+def standardise(values: np.ndarray, statistics: Dict[str, float], name: str) -> np.ndarray:
+  """float32 `(values − mean) / std` with modality `name`'s train statistics."""
+  return ((np.asarray(values, np.float64) - statistics[f"{name}_mean"])
+          / statistics[f"{name}_std"]).astype(np.float32)
+
+
 class AvMnist(tfds.core.GeneratorBasedBuilder):
   """AV-MNIST from MultiBench's arrays or from MNIST + FSDD (see the module docstring)."""
 
@@ -336,7 +345,7 @@ class AvMnist(tfds.core.GeneratorBasedBuilder):
       AvMnistConfig(name="sources", description="Rebuilt from MNIST (IDX) and FSDD (wav)"),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-  One manual_dir serves both configs (FSDD and mnist/ are laid out as ../shared/data is):
+  One manual_dir serves both configs:
 
     avmnist/                 av_mnist/multibench: MultiBench's avmnist folder, unchanged (the
       image/train_data.npy     AV-MNIST link in the README of
@@ -387,16 +396,15 @@ class AvMnist(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: Split,
                          statistics: Dict[str, float]) -> Iterator[Tuple[int, Dict]]:
-    standardise = lambda name, values: ((np.asarray(values, np.float64)
-                                         - statistics[f"{name}_mean"])
-                                        / statistics[f"{name}_std"]).astype(np.float32)
     for index, label in enumerate(split.labels):
-      yield index, {"image": standardise("image", split.image(index)).reshape(IMAGE_SHAPE),
-                    "audio": standardise("audio", split.audio(index)).reshape(AUDIO_SHAPE),
-                    "label": int(label)}
+      yield index, {
+          "image": standardise(split.image(index), statistics, "image").reshape(IMAGE_SHAPE),
+          "audio": standardise(split.audio(index), statistics, "audio").reshape(AUDIO_SHAPE),
+          "label": int(label)}
 
 
 def model_inputs(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """A stacked batch -> the model's batch dict (standardised image and spectrogram; int32 labels)."""
+  """A stacked batch -> the model's batch dict (the standardised image and spectrogram as
+  stored, int32 labels)."""
   return {"image": batch["image"].astype(np.float32), "audio": batch["audio"].astype(np.float32),
           "label": batch["label"].astype(np.int32)}
