@@ -288,20 +288,6 @@ def test_the_logged_loss_is_the_objective_the_step_differentiates(data_dir):
       float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))), rel=1e-5)
 
 
-@pytest.mark.parametrize("weighting", ["pcgrad", "gradnorm"])
-def test_resume_is_exact_with_keyed_pcgrad_orders_and_gradnorm_state(data_dir, tmp_path,
-                                                                      weighting):
-  config = multitask_config(data_dir, weighting, total_steps=4)
-  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-  loop.train_and_evaluate(config, straight)
-  loop.train_and_evaluate(config, split, stop_after_step=2)
-  loop.train_and_evaluate(config, split)
-  a, b = (loop.restore_checkpoint(config, workdir)[-1] for workdir in (straight, split))
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.weighting_state)),
-                          jax.tree.leaves((b.params, b.weighting_state))):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-
-
 def contrastive_config(data_dir, arg, total_steps=40):
   config = load_config(os.path.join(CONFIGS, "contrastive_probe.py"), arg)
   config.dataset.data_dir = data_dir
@@ -315,6 +301,25 @@ def redundancy_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("tfds_redundancy"))
   data.prepare("interactions/redundancy", directory)
   return directory
+
+
+@pytest.mark.parametrize("weighting", ["pcgrad", "gradnorm"])
+def test_resume_is_exact_with_keyed_pcgrad_orders_and_gradnorm_state(redundancy_dir, tmp_path,
+                                                                      weighting):
+  """A SigLIP task and a classification task (small MLP encoders): stopping after step 2 and
+  resuming ends with the parameters and weighting state of the uninterrupted run."""
+  config = contrastive_config(redundancy_dir, "pretrain,siglip", total_steps=4)
+  config.model.heads.label = head_config("linear", num_classes=2)
+  config.tasks.label = task_config("classification")
+  config.task_weighting = weighting_config(weighting)
+  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+  loop.train_and_evaluate(config, straight)
+  loop.train_and_evaluate(config, split, stop_after_step=2)
+  loop.train_and_evaluate(config, split)
+  a, b = (loop.restore_checkpoint(config, workdir)[-1] for workdir in (straight, split))
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.weighting_state)),
+                          jax.tree.leaves((b.params, b.weighting_state))):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.parametrize("loss", ["infonce", "siglip"])
