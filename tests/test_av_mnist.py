@@ -7,25 +7,18 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from etils import epath
 
 from mmjax.data import audio, av_mnist
+
+from builder_helpers import prepare_from, read_split
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 BIN_HZ = av_mnist.FSDD_RATE / (2 * (av_mnist.AUDIO_SHAPE[1] - 1))  # spectrogram bin spacing
 
 
 def prepare(config, data_dir, manual_dir):
-  builder = av_mnist.AvMnist(config=config, data_dir=str(data_dir), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
-
-
-def read_split(builder, split):
-  source = builder.as_data_source(split=split)
-  return {key: np.stack([source[i][key] for i in range(len(source))]) for key in source[0]}
+  return prepare_from(av_mnist.AvMnist, data_dir, manual_dir, config=config)
 
 
 def write_idx(path, array, magic, compress):

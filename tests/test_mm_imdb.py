@@ -1,15 +1,17 @@
 """MM-IMDb from a tiny file in the layout of the authors' `multimodal_imdb.hdf5`: each split holds
 its rows of the file in order, values round-trip (non-finite features stored as 0), the file
 checks and the missing-file error name what is wrong."""
+import functools
 import json
 import os
 
 import h5py
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from mmjax.data import mm_imdb
+
+from builder_helpers import prepare_from, read_split
 
 # The official rows are too many for a test file (25,959 x 4,096 floats), so the builder is run
 # with these boundaries patched in; test_published_split_rows pins the real ones.
@@ -38,17 +40,7 @@ def write_imdb_file(path, rows=ROWS, genre_names=mm_imdb.GENRES):
   return {"text": text, "image": image, "genres": genres}
 
 
-def prepare(data_dir, manual_dir):
-  builder = mm_imdb.MmImdb(data_dir=str(data_dir), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
-
-
-def read_split(builder, split):
-  source = builder.as_data_source(split=split)
-  examples = [source[i] for i in range(len(source))]
-  return {key: np.stack([example[key] for example in examples]) for key in examples[0]}
+prepare = functools.partial(prepare_from, mm_imdb.MmImdb)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import pickle
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from mmjax.data import mosi, safe_pickle
+
+from builder_helpers import prepare_from, read_split
 
 SIZES = {"train": 4, "valid": 3, "test": 2}
 # Words per example (the rest of the 50 steps is leading zero padding); 0: an all-zero text.
@@ -45,17 +46,7 @@ def fake_pickle(dims, bytes_ids=True, seed=0):
   return data
 
 
-def prepare(builder_class, data_dir, manual_dir):
-  builder = builder_class(data_dir=str(data_dir), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
-
-
-def read_split(builder, split):
-  source = builder.as_data_source(split=split)
-  examples = [source[i] for i in range(len(source))]
-  return {key: np.stack([example[key] for example in examples]) for key in examples[0]}
+prepare = prepare_from
 
 
 @pytest.fixture(scope="module", params=[(mosi.CmuMosi, True), (mosi.CmuMosei, False)],
