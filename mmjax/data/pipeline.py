@@ -59,18 +59,15 @@ def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str]
     if not manual_dir:
       raise ValueError(f"dataset {dataset!r} is built from your files: set "
                        "config.dataset.manual_dir to the folder that holds them")
-    builder = spec.builder(data_dir=data_dir, file_format="array_record",
-                           config=spec.config_from_manual_dir(manual_dir, **(options or {})))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    return builder
-  configs = [config.name for config in spec.builder.BUILDER_CONFIGS]
-  if configs and builder_config not in configs:
-    raise ValueError(f"dataset {dataset!r} needs a config: use one of "
-                     f"{', '.join(f'{dataset}/{c}' for c in configs)}")
-  if builder_config and not configs:
-    raise ValueError(f"dataset {dataset!r} has no configs; use the name {dataset!r}")
-  kwargs = {"config": builder_config} if builder_config else {}
+    kwargs = {"config": spec.config_from_manual_dir(manual_dir, **(options or {}))}
+  else:
+    configs = [config.name for config in spec.builder.BUILDER_CONFIGS]
+    if configs and builder_config not in configs:
+      raise ValueError(f"dataset {dataset!r} needs a config: use one of "
+                       f"{', '.join(f'{dataset}/{c}' for c in configs)}")
+    if builder_config and not configs:
+      raise ValueError(f"dataset {dataset!r} has no configs; use the name {dataset!r}")
+    kwargs = {"config": builder_config} if builder_config else {}
   builder = spec.builder(data_dir=data_dir, file_format="array_record", **kwargs)
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
   builder.download_and_prepare(download_config=download_config)

@@ -163,7 +163,8 @@ def data_terms(sums: Mapping[str, Any], tasks: Mapping[str, TaskKind]) -> Dict[s
 
 
 def total_loss(terms: Mapping[str, float], tasks: Mapping[str, TaskKind]) -> float:
-  """Σ_t `<task>/weight`·`<task>/loss` + every regulariser + `weighting/penalty`."""
+  """Σ_t `<task>/weight`·`<task>/loss` + every regulariser + `weighting/penalty` (of floats, or
+  of arrays inside the step)."""
   weighted = sum(terms[f"{t}/weight"] * terms[f"{t}/loss"] for t in tasks)
   extra = sum(v for k, v in terms.items()
               if "/reg/" in k or k.startswith("reg/") or k == "weighting/penalty")

@@ -151,9 +151,7 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
                  for t in names for k, v in sums[t]["reg"].items()})
   values.update(param_terms)
   values.update({f"{t}/weight": weights[i] for i, t in enumerate(names)})
-  values["loss"] = jnp.dot(weights, losses) + sum(
-      (v for k, v in values.items() if "/reg/" in k or k.startswith("reg/")
-       or k == "weighting/penalty"), jnp.zeros((), jnp.float32))
+  values["loss"] = total_loss(values, tasks)
   if weighting.per_task_gradients:
     values.update(gradient_metrics(shared_matrix(task_grads), names))
   values.update(grad_norm=grad_norm, learning_rate=schedule(state.step))
