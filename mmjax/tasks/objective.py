@@ -116,6 +116,12 @@ def _squared_norm(tree: Any) -> Array:
   return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
 
 
+def parameter_path(path: Any) -> str:
+  """A parameter's key path as `encoders_text/lstm_0/recurrent_kernel`: the names that config
+  regexes (`optimizer.frozen`, GradNorm's `layer`) match."""
+  return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
+
+
 def is_shared(top_level_name: str) -> bool:
   """Whether a top-level parameter collection is shared by the tasks (encoders, fusion) rather
   than one task's head or the task weighting's own parameters."""

@@ -48,21 +48,17 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax import registry
-from mmjax.tasks.objective import is_shared
+from mmjax.tasks.objective import is_shared, parameter_path
 
 Array = jax.Array
 Grads = Any   # a parameter-shaped pytree; "stacked" ones have a leading task axis
-
-
-def _path(path) -> str:
-  return "/".join(str(getattr(key, "key", key)) for key in path)
 
 
 def shared_matrix(stacked: Grads, pattern: str = "") -> Array:
   """`(T, P)`: each task's gradient over the shared parameters whose path matches `pattern`."""
   leaves = [leaf.reshape(leaf.shape[0], -1)
             for path, leaf in jax.tree_util.tree_flatten_with_path(stacked)[0]
-            if is_shared(_path(path[:1])) and re.search(pattern, _path(path))]
+            if is_shared(parameter_path(path[:1])) and re.search(pattern, parameter_path(path))]
   return jnp.concatenate(leaves, axis=1)
 
 
@@ -223,7 +219,7 @@ class PCGrad(Fixed):
     leaves, offset = [], 0
     for path, leaf in flat:
       summed = leaf.sum(axis=0)
-      if is_shared(_path(path[:1])):
+      if is_shared(parameter_path(path[:1])):
         size = summed.size
         summed = projected[:, offset:offset + size].sum(axis=0).reshape(summed.shape)
         offset += size

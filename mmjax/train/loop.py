@@ -21,7 +21,7 @@ from mmjax import data, robustness
 from mmjax.model import model_from_config
 from mmjax.tasks import kinds
 from mmjax.tasks.objective import task_metrics, tasks_from_config
-from mmjax.tasks.objective import is_shared
+from mmjax.tasks.objective import is_shared, parameter_path
 from mmjax.tasks.weighting import GradNorm, weighting_from_config
 from mmjax.train import checkpoint, parallel
 from mmjax.train.metrics_writer import MetricsWriter
@@ -130,8 +130,7 @@ def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray],
 def check_weighting(weighting: Any, params: Any) -> None:
   """Raises ConfigError when GradNorm's `layer` regex names no shared parameter."""
   if isinstance(weighting, GradNorm):
-    paths = [jax.tree_util.keystr(path, simple=True, separator="/")
-             for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    paths = [parameter_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
     shared = [p for p in paths if is_shared(p.split("/")[0])]
     if not any(re.search(weighting.layer, p) for p in shared):
       raise ConfigError(f"config.task_weighting.layer={weighting.layer!r} matches no shared "

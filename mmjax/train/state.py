@@ -7,6 +7,8 @@ import jax
 import optax
 from flax.training import train_state
 
+from mmjax.tasks.objective import parameter_path
+
 
 class TrainState(train_state.TrainState):
   """flax's TrainState plus `ema_params`: an exponential moving average of the parameters when
@@ -17,18 +19,14 @@ class TrainState(train_state.TrainState):
   weighting_state: Any = None
 
 
-def _top_level(path) -> str:
-  return str(getattr(path[0], "key", path[0]))
-
-
 def parameter_labels(params: Any, frozen: str = "") -> Any:
   """Each parameter's optimizer: 'task_weighting' for the weighting's own parameters, 'frozen'
   for those whose path ('encoders_text/lstm_0/...') matches the regex `frozen` (never 'heads_'
   ones unless named), 'model' for the rest."""
   def label(path, _):
-    if _top_level(path) == "task_weighting":
+    if parameter_path(path[:1]) == "task_weighting":
       return "task_weighting"
-    name = "/".join(str(getattr(key, "key", key)) for key in path)
+    name = parameter_path(path)
     return "frozen" if frozen and re.search(frozen, name) else "model"
   return jax.tree_util.tree_map_with_path(label, params)
 
