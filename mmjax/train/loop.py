@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmjax import data, robustness
+from mmjax.errors import ConfigError
 from mmjax.model import model_from_config
 from mmjax.tasks import kinds
 from mmjax.tasks.objective import task_metrics, tasks_from_config
@@ -27,10 +28,6 @@ from mmjax.train import checkpoint, parallel
 from mmjax.train.metrics_writer import MetricsWriter
 from mmjax.train.state import init_state, make_optimizer, parameter_count
 from mmjax.train.step import evaluate, task_weight_vectors
-
-
-class ConfigError(ValueError):
-  """A config that cannot work, found before compilation."""
 
 
 def check_step_counts(config: Any) -> None:
