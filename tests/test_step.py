@@ -108,3 +108,48 @@ def test_bfloat16_computes_in_bfloat16_with_float32_parameters_logits_and_loss(d
   assert float(metrics["values"]["loss"]) == pytest.approx(
       float(reference_metrics["values"]["loss"]), rel=2e-2)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params))
+
+
+def multitask_setup(data_dir):
+  """The mm_shapes multi-task model (four heads) on one batch, with its jitted step."""
+  config = load_config(os.path.join(REPO, "experiments", "configs", "mm_shapes_multitask.py"))
+  config.dataset.data_dir = data_dir
+  config.model.encoders.text = encoder_config("lstm", vocab_size=64, embed_dim=8, hidden_dim=16)
+  config.model.encoders.image = encoder_config("conv_pool", channels=8)
+  config.batch_size, config.optimizer.warmup_steps = 16, 0
+  state, batch, _ = setup(config, data_dir)
+  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  step = jax.jit(functools.partial(train_step, tasks=tasks_from_config(config.tasks),
+                                   schedule=schedule))
+  return state, batch, step, list(config.tasks)
+
+
+def test_a_non_finite_step_changes_nothing_but_the_counters_and_names_the_task(data_dir):
+  """A NaN regression target (labelled) makes the 'size' loss, the shared gradients and the size
+  head's gradients NaN, and nothing else: the step applies nothing (params, optimizer moments,
+  weighting state unchanged), counts itself, and says which task and groups; the next finite
+  step proceeds as from the untouched state (bug caught: the guard applied after
+  `apply_gradients` but on the wrong tree, leaving Adam's moments NaN)."""
+  state, batch, step, names = multitask_setup(data_dir)
+  assert int(state.skipped_steps) == 0
+  poisoned = dict(batch, size=np.asarray(batch["size"]).copy())
+  poisoned["size"][3] = np.nan
+  after, metrics = step(state, poisoned, jax.random.key(1))
+  finite = jax.device_get(metrics["finite"])
+  assert not finite["step"]
+  assert dict(zip(names, finite["tasks"].tolist())) == {
+      "label": True, "outline": True, "size": False, "shapes_present": True}
+  assert {g: bool(v) for g, v in finite["groups"].items()} == {
+      "encoders_text": False, "encoders_image": False, "heads_label": True,
+      "heads_outline": True, "heads_size": False, "heads_shapes_present": True}
+  assert int(after.step) == int(state.step) + 1 and int(after.skipped_steps) == 1
+  for name in ("params", "opt_state"):
+    for a, b in zip(jax.tree.leaves(getattr(after, name)), jax.tree.leaves(getattr(state, name))):
+      np.testing.assert_array_equal(a, b)
+  # The next step on a clean batch is the clean step of the untouched state at that step number.
+  resumed, clean_metrics = step(after, batch, jax.random.key(1))
+  reference, _ = step(state.replace(step=after.step), batch, jax.random.key(1))
+  assert bool(clean_metrics["finite"]["step"]) and int(resumed.skipped_steps) == 1
+  for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(reference.params)):
+    np.testing.assert_array_equal(a, b)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(resumed.params))

@@ -4,6 +4,7 @@ from typing import Any, Mapping, Tuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
@@ -14,9 +15,11 @@ class TrainState(train_state.TrainState):
   """flax's TrainState plus `ema_params`: an exponential moving average of the parameters when
   `config.ema_decay` > 0 (used for evaluation and saved in checkpoints), else None; and
   `weighting_state`: the task weighting's non-learned state (`mmjax/tasks/weighting.py`), if any.
-  The weighting's learned parameters are `params['task_weighting']`."""
+  The weighting's learned parameters are `params['task_weighting']`. `skipped_steps`: how many
+  steps had a non-finite loss or gradient and so changed nothing (`mmjax/train/step.py`)."""
   ema_params: Any = None
   weighting_state: Any = None
+  skipped_steps: Any = None
 
 
 def parameter_labels(params: Any, frozen: str = "") -> Any:
@@ -67,7 +70,8 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
   if weighting_params is not None:
     params["task_weighting"] = weighting_params
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           ema_params=params if ema else None, weighting_state=weighting_state)
+                           ema_params=params if ema else None, weighting_state=weighting_state,
+                           skipped_steps=jnp.zeros((), jnp.int32))
 
 
 def state_initializer(model: nn.Module, tx: optax.GradientTransformation, ema: bool = False):

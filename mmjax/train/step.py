@@ -65,9 +65,14 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   warm-up d_t = min(ema_decay, (1 + t) / (10 + t)) at step t, so that the initial parameters do
   not linger in the average (with d = 0.999, 0.999^1000 ≈ 37% of them would after 1,000 steps).
 
+  A step whose loss, terms or gradients hold a NaN or Inf applies nothing: the returned state is
+  the input state with `step` + 1 and `skipped_steps` + 1 (the trainer then skips or stops, as
+  `config.on_nonfinite` says), and `"finite"` in the metrics says which task or parameter group
+  it was.
+
   Returns the new state and `{"values": this step's terms of the objective (global means, adding
   up to `loss`, the value differentiated), the task weights, gradient norms and the learning
-  rate; "sums": the metric sums over the batch (see `objective_sums`)}`. `grad_norm` is the
+  rate; "sums": the metric sums over the batch (see `objective_sums`); "finite": `_finiteness`}`. `grad_norm` is the
   model's gradient norm (the task weighting's parameters left out).
   """
   names = tuple(tasks)
@@ -165,7 +170,27 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     new_state = new_state.replace(ema_params=jax.tree.map(
         lambda ema, p: decay * ema + (1 - decay) * p, state.ema_params, new_state.params))
-  return new_state, {"values": values, "sums": sums}
+  finite = _finiteness(values, names, grads)
+  # A non-finite step changes nothing but the step counter (so that the data and the dropout
+  # keys move on as in any run) and the count of skipped steps: the state stays finite.
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite["step"], new, old),
+                           new_state.replace(step=state.step), state)
+  new_state = new_state.replace(step=state.step + 1, skipped_steps=state.skipped_steps
+                                + jnp.where(finite["step"], 0, 1).astype(jnp.int32))
+  return new_state, {"values": values, "sums": sums, "finite": finite}
+
+
+def _finiteness(values: Mapping[str, Array], names, grads: Mapping[str, Any]) -> Dict[str, Any]:
+  """`{"step": whether the loss (hence every term of it) and every gradient is finite, "tasks": (T,) whether
+  each task's loss and regularisers are, "groups": {top-level parameter collection: whether its
+  gradients are}}`, computed on device so that every step is checked without a host sync."""
+  all_finite = lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                               for x in jax.tree.leaves(tree)] or [True]))
+  tasks = jnp.stack([all_finite({k: v for k, v in values.items() if k.startswith(f"{t}/")})
+                     for t in names])
+  groups = {group: all_finite(tree) for group, tree in grads.items()}
+  step = jnp.isfinite(values["loss"]) & jnp.all(tasks) & all_finite(groups)
+  return {"step": step, "tasks": tasks, "groups": groups}
 
 
 def eval_step(state: TrainState, batch: Batch, *, tasks: Mapping[str, TaskKind],
