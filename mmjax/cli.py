@@ -1,11 +1,16 @@
 """`mmjax train|eval --config experiments/configs/NAME.py --workdir DIR [--config.a.b=VALUE ...]`
-(`mmjax eval ... [--step N] [--robustness]`)."""
+(`mmjax eval ... [--step N] [--robustness]`).
+
+Bad input (a config, workdir, dataset or batch) is one line `mmjax: error: ...` and exit code 2;
+a run stopped by a non-finite step, the same line and exit code 1; `--debug` shows the traceback
+instead. A run stopped by SIGTERM or SIGINT saves a checkpoint and exits with code 0."""
 import sys
 from typing import List, Optional
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mmjax.errors import NonFiniteError, UserError
 from mmjax.train import loop, parallel
 from mmjax.train.defaults import load_config
 
@@ -27,6 +32,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 
 _LOCAL_DEVICES = flags.DEFINE_list(
     "local_device_ids", None, "Accelerators this process drives, e.g. 0,1,2,3,4,5,6,7 for one "
     "process per node (default: JAX's choice; under SLURM, the task's local rank).")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of the "
+                           "one line `mmjax: error: ...`.")
 COMMANDS = ("train", "eval")
 
 
@@ -81,9 +88,11 @@ def main(argv):
     else:
       print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
                                      robustness=_ROBUSTNESS.value))
-  except loop.ConfigError as error:
-    print(f"mmjax: error: {error}", file=sys.stderr)
-    sys.exit(2)
+  except (UserError, NonFiniteError) as error:
+    if _DEBUG.value:
+      raise
+    print(f"mmjax: error: {' '.join(str(error).split())}", file=sys.stderr)
+    sys.exit(2 if isinstance(error, UserError) else 1)
 
 
 def run():

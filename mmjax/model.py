@@ -4,19 +4,93 @@ A batch is a dict with one array per modality (`batch[m]`), an optional mask per
 (`batch[m + '_mask']`, True for real positions: `(B, T)` for sequences, `(B,)` presence for other
 inputs; an example with no real position is an absent modality, see `mmjax/layers/masking.py`)
 and label arrays that the model ignores.
+
+A batch that does not fit the encoders is a one-line `DataError` naming the key (`check_inputs`),
+raised while tracing, so under jit too and before anything compiles. What is not an error: a
+NaN or Inf at a real position of an input reaches that example's outputs (and so the training
+step's non-finite check), never another example's; an example whose mask is all False is an
+absent modality, whatever its values.
 """
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from mmjax import registry
 from mmjax.encoders import ENCODERS
+from mmjax.errors import DataError
 from mmjax.fusion import FUSIONS
 from mmjax.tasks.heads import HEADS
 
 Array = jax.Array
+
+
+def _check_token_ids(key: str, tokens: Array, vocab_size: int) -> None:
+  """Concrete `(B, T)` ids: the first (row-major) outside [0, vocab_size) is a DataError."""
+  # numpy, not jnp: inside a jit trace, jnp would stage even a constant batch into the trace.
+  tokens = np.asarray(tokens)
+  outside = np.argwhere((tokens < 0) | (tokens >= vocab_size))
+  if outside.size:
+    position = tuple(outside[0].tolist())
+    raise DataError(f"batch[{key!r}] has token id {int(tokens[position])} at position {position}, "
+                    f"outside [0, vocab_size={vocab_size}); map it to an id in the vocabulary "
+                    "(an unknown-word id) or raise the encoder's vocab_size")
+
+
+def _check_input(key: str, x: Array, mask: Optional[Array], encoder: nn.Module) -> None:
+  """`batch[key]` and its mask against the axes `encoder` reads (see `check_inputs`)."""
+  axes = getattr(encoder, "input_axes", None)
+  if axes is None:                                 # an encoder from outside mmjax: nothing known
+    return
+  shape, name = tuple(x.shape), type(encoder).__name__
+  tokens = hasattr(encoder, "vocab_size")
+  if len(shape) != len(axes):
+    raise DataError(f"batch[{key!r}] has shape {shape}, but its encoder ({name}) reads "
+                    f"({', '.join(axes)}); reshape it")
+  if tokens and not jnp.issubdtype(x.dtype, jnp.integer):
+    raise DataError(f"batch[{key!r}] is {x.dtype}, but its encoder ({name}) reads integer token "
+                    "ids; cast it to int32")
+  if 0 in shape:
+    axis = axes[shape.index(0)]
+    fix = ("leave empty batches out" if axis == "B" else
+           f"make it at least 1 (an example without {key!r} is a row of padding with an "
+           f"all-False {key}_mask: an absent modality)")
+    raise DataError(f"batch[{key!r}] has shape {shape}, with {axis} = 0; {fix}")
+  if mask is not None:
+    # masking.py: token ids take a (B, T) mask, other sequences also a (B,) presence mask.
+    shapes = ({"(B, T)": shape[:2]} if tokens else
+              {"(B,)": shape[:1], **({"(B, T)": shape[:2]} if axes[:2] == ("B", "T") else {})})
+    if tuple(mask.shape) not in shapes.values():
+      expected = " or ".join(f"{label} = {s}" for label, s in shapes.items())
+      raise DataError(f"batch['{key}_mask'] has shape {tuple(mask.shape)}, but batch[{key!r}] is "
+                      f"{shape}; make the mask {expected}, True at real positions")
+  if tokens and not isinstance(x, jax.core.Tracer):
+    _check_token_ids(key, x, encoder.vocab_size)
+
+
+def check_inputs(batch: Mapping[str, Array], encoders: Mapping[str, nn.Module]) -> None:
+  """Raises a one-line DataError naming the batch key when `batch` does not fit `encoders`: a
+  modality missing; an input whose rank is not that of its encoder's `input_axes`; token ids
+  that are not integers; an empty axis (B = 0, or T = 0: an example without the modality is
+  padding with an all-False mask instead); a mask that is not `(B, T)` for token ids, `(B,)`
+  or `(B, T)` for other sequences, `(B,)` otherwise; modalities that disagree on B; and, when
+  the ids are concrete (not traced), a token id outside [0, vocab_size), which under jit embeds
+  to NaN instead (`mmjax/encoders/text.py`)."""
+  missing = [m for m in encoders if m not in batch]
+  if missing:
+    raise DataError(f"the batch has no {missing[0]!r} (its keys: {', '.join(sorted(batch))}), "
+                    f"which the model encodes; add it, or give zeros with an all-False "
+                    f"{missing[0]}_mask for an absent modality")
+  for m, encoder in encoders.items():
+    _check_input(m, batch[m], batch.get(f"{m}_mask"), encoder)
+  shapes = {m: tuple(batch[m].shape) for m in encoders}
+  if len({shape[:1] for shape in shapes.values()}) > 1:
+    found = ", ".join(f"batch[{m!r}] is {shape}" for m, shape in shapes.items())
+    raise DataError(f"the modalities disagree on the batch size B: {found}; give every modality "
+                    "the same examples")
 
 
 class MultimodalModel(nn.Module):
@@ -28,7 +102,8 @@ class MultimodalModel(nn.Module):
   heads: Mapping[str, nn.Module]
 
   def encode(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
-    """Per-modality features `{m: (B, D_m)}`."""
+    """Per-modality features `{m: (B, D_m)}`; a batch that does not fit is a DataError."""
+    check_inputs(batch, self.encoders)
     return {m: encoder(batch[m], batch.get(f"{m}_mask"), train=train)
             for m, encoder in self.encoders.items()}
 

@@ -87,7 +87,7 @@ def test_ema_is_saved_in_checkpoints_and_resumes_exactly(data_dir, tmp_path):
   loop.train_and_evaluate(config, straight)
   loop.train_and_evaluate(config, split, stop_after_step=2)
   loop.train_and_evaluate(config, split)
-  restored = [loop.restore_checkpoint(config, workdir)[-1] for workdir in (straight, split)]
+  restored = [loop.restore_checkpoint(config, workdir).state for workdir in (straight, split)]
   assert restored[0].ema_params is not None
   for a, b in zip(jax.tree.leaves(restored[0].ema_params), jax.tree.leaves(restored[1].ema_params)):
     np.testing.assert_array_equal(a, b)
@@ -153,3 +153,18 @@ def test_a_non_finite_step_changes_nothing_but_the_counters_and_names_the_task(d
   for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(reference.params)):
     np.testing.assert_array_equal(a, b)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(resumed.params))
+
+
+def test_a_finite_loss_with_non_finite_gradients_is_skipped_too(data_dir):
+  """A NaN image reaches the loss of the seed model's max-pooled image encoder as a finite
+  number but its gradients as NaN: the step is skipped on the gradients alone and names the
+  image encoder (bug caught: combining the groups' flags with a NaN test of booleans, always
+  true)."""
+  state, batch, step = setup(small_config(data_dir), data_dir)
+  poisoned = dict(batch, image=np.full_like(batch["image"], np.nan))
+  after, metrics = jax.jit(step)(state, poisoned, jax.random.key(1))
+  finite = jax.device_get(metrics["finite"])
+  assert np.isfinite(float(metrics["values"]["loss"])) and not finite["step"]
+  assert not finite["groups"]["encoders_image"] and finite["tasks"].all()
+  for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)

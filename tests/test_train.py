@@ -3,6 +3,7 @@ config errors before compilation, and the CLI."""
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,8 +15,9 @@ import pytest
 from mmjax import data
 from mmjax.data import mm_shapes
 from mmjax.data.pipeline import train_batch_indices
+from mmjax.errors import NonFiniteError
 from mmjax.model import encoder_config, head_config
-from mmjax.train import loop
+from mmjax.train import checkpoint, loop
 from mmjax.train.defaults import load_config
 from mmjax.train.state import make_optimizer
 from mmjax.train.step import eval_step, evaluate, train_step
@@ -69,7 +71,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_
   loop.train_and_evaluate(config, straight)
   assert loop.train_and_evaluate(config, split, stop_after_step=5) == {}
   loop.train_and_evaluate(config, split)
-  a, b = (loop.restore_checkpoint(config, workdir)[-1] for workdir in (straight, split))
+  a, b = (loop.restore_checkpoint(config, workdir).state for workdir in (straight, split))
   assert int(a.step) == int(b.step) == 8
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.opt_state)),
                           jax.tree.leaves((b.params, b.opt_state))):
@@ -168,7 +170,7 @@ def test_dropout_masks_differ_between_steps_and_repeat_for_the_same_step(data_di
   """The step's dropout key is the run's key folded with the step number: the same parameters
   and batch give another loss at another step, the same loss at the same step."""
   config = tiny_config(data_dir)
-  readers, tasks, _, state, step_rng = loop._setup(config)
+  readers, tasks, _, state, step_rng, _ = loop._setup(config)
   _, schedule = make_optimizer(config.optimizer, config.total_steps)
   batch = next(data.eval_batches(readers["train"], config.batch_size))
   step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule))
@@ -179,20 +181,56 @@ def test_dropout_masks_differ_between_steps_and_repeat_for_the_same_step(data_di
   assert loss_at(1) != loss_at(1, jax.random.key(99))
 
 
-def test_a_diverging_run_stops_with_the_non_finite_loss_error(data_dir, tmp_path):
+def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_non_finite(data_dir, tmp_path):
+  """on_nonfinite='stop' with a checkpoint every step: the error names the step, and the latest
+  checkpoint is the step before it, finite (bug caught: checking only at log steps would save
+  the steps in between; saving before the check would save the failed step)."""
   config = tiny_config(data_dir, total_steps=6)
   config.optimizer.learning_rate = 1e30
   config.optimizer.warmup_steps = 0
-  config.log_every_steps = 1
-  with pytest.raises(FloatingPointError, match="non-finite training loss .* at step"):
+  config.log_every_steps = config.checkpoint_every_steps = config.eval_every_steps = 6
+  config.checkpoint_every_steps = 1
+  with pytest.raises(NonFiniteError, match=r"step (\d+): the loss of task 'label'.* went "
+                     r"non-finite .*latest checkpoint: step (\d+)") as error:
     loop.train_and_evaluate(config, str(tmp_path))
+  failed, latest = map(int, re.search(r"step (\d+):.*step (\d+)\)", str(error.value)).groups())
+  assert latest == failed - 1
+  manager = checkpoint.checkpoint_manager(str(tmp_path), 1, "loss", "min", read_only=True)
+  assert manager.latest_step() == latest
+  saved = checkpoint.restore_raw(manager)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved["params"]))
+
+
+def test_skipped_non_finite_steps_are_counted_logged_and_not_applied(data_dir, tmp_path,
+                                                                     monkeypatch):
+  """on_nonfinite='skip': a batch with a NaN image at step 3 is skipped (the run ends, finite);
+  its train line says so and averages the other steps only; the state counts it."""
+  config = tiny_config(data_dir, total_steps=4)
+  config.on_nonfinite = "skip"
+  original = loop.data.train_batches
+
+  def poisoned(reader, batch_size, **kwargs):
+    for step, batch in enumerate(original(reader, batch_size, **kwargs), start=1):
+      if step == 3:
+        batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+      yield batch
+
+  monkeypatch.setattr(loop.data, "train_batches", poisoned)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(results["test"]["loss"])
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  train = {line["step"]: line for line in lines if line["split"] == "train"}
+  assert train[2]["skipped_steps"] == 0 and train[4]["skipped_steps"] == 1
+  assert np.isfinite(train[4]["loss"])
+  state = loop.restore_checkpoint(config, str(tmp_path)).state
+  assert int(state.skipped_steps) == 1 and int(state.step) == 4
 
 
 def test_results_report_each_split_evaluated_on_its_own_examples(data_dir, tmp_path):
   config = tiny_config(data_dir, total_steps=2)
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["validation"]["examples"] == 1000 and results["test"]["examples"] == 2000
-  readers, tasks, _, final = loop.restore_checkpoint(config, str(tmp_path))
+  readers, tasks, _, final, _, _ = loop.restore_checkpoint(config, str(tmp_path))
   eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
   test = evaluate(eval_fn, final, data.eval_batches(readers["test"], 2000), tasks)
   for key, value in test.items():
@@ -203,7 +241,7 @@ def test_metrics_do_not_depend_on_the_eval_batch_size_or_its_padding(data_dir):
   """The last eval batch is padded with copies of its first example (weight 0). With a batch size
   chosen so that this copy is classified correctly, counting the padding would raise accuracy."""
   config = tiny_config(data_dir)
-  readers, tasks, _, state, _ = loop._setup(config)
+  readers, tasks, _, state = loop._setup(config)[:4]
   reader = readers["validation"]
   everything = reader.read(np.arange(len(reader)))
   logits = state.apply_fn({"params": state.params}, everything)["label"]

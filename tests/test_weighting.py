@@ -275,7 +275,7 @@ def _independent_loss(params, state, batch, tasks, shared_weight_decay):
 
 def test_the_logged_loss_is_the_objective_the_step_differentiates(data_dir):
   config = multitask_config(data_dir)
-  readers, tasks, _, state, _ = loop._setup(config)
+  readers, tasks, _, state = loop._setup(config)[:4]
   batch = readers["train"].read(np.arange(16))
   batch["size_mask"][:5] = False
   new, metrics = jax.jit(functools.partial(
@@ -316,7 +316,7 @@ def test_resume_is_exact_with_keyed_pcgrad_orders_and_gradnorm_state(redundancy_
   loop.train_and_evaluate(config, straight)
   loop.train_and_evaluate(config, split, stop_after_step=2)
   loop.train_and_evaluate(config, split)
-  a, b = (loop.restore_checkpoint(config, workdir)[-1] for workdir in (straight, split))
+  a, b = (loop.restore_checkpoint(config, workdir).state for workdir in (straight, split))
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.weighting_state)),
                           jax.tree.leaves((b.params, b.weighting_state))):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
@@ -358,9 +358,9 @@ def test_linear_probe_copies_and_freezes_the_pretrained_encoders(redundancy_dir,
   probe = contrastive_config(redundancy_dir, "probe", total_steps=5)
   probe.init_from = str(tmp_path / "pre")
   loop.train_and_evaluate(probe, str(tmp_path / "probe"))
-  pre = loop.restore_checkpoint(pretrain, str(tmp_path / "pre"))[-1]
-  _, _, _, initial, _ = loop._setup(contrastive_config(redundancy_dir, "probe", total_steps=5))
-  probed = loop.restore_checkpoint(probe, str(tmp_path / "probe"))[-1]
+  pre = loop.restore_checkpoint(pretrain, str(tmp_path / "pre")).state
+  initial = loop._setup(contrastive_config(redundancy_dir, "probe", total_steps=5)).state
+  probed = loop.restore_checkpoint(probe, str(tmp_path / "probe")).state
   for modality in ("encoders_a", "encoders_b"):
     for x, y in zip(jax.tree.leaves(pre.params[modality]), jax.tree.leaves(probed.params[modality])):
       np.testing.assert_array_equal(x, y)

@@ -1,4 +1,9 @@
-"""Modality encoders: `module(x, mask=None, *, train) -> (B, D)` features, registered by config name."""
+"""Modality encoders: `module(x, mask=None, *, train) -> (B, D)` features, registered by config name.
+
+Each declares `input_axes`, the axes of the `x` it reads (`("B", "T")` for token ids, which the
+encoders with a `vocab_size` read), so that `model.check_inputs` can reject a batch that does not
+fit while tracing, before anything compiles.
+"""
 from mmjax.encoders.features import FeatureTokensEncoder, MLPEncoder
 from mmjax.encoders.image import ConvPoolImageEncoder, LeNetEncoder, ResNetImageEncoder, ViTEncoder
 from mmjax.encoders.sequence import LSTMSequenceEncoder, TransformerSequenceEncoder

@@ -1,6 +1,6 @@
 """Encoders for feature vectors `(B, D_in)` with an optional presence mask `(B,)`: to a vector
 `(B, D)` or to a token sequence `(B, T, D)`; an absent example (mask False) encodes to zeros."""
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -13,6 +13,7 @@ Array = jax.Array
 
 class MLPEncoder(nn.Module):
   """x -> relu(W_1 x + b_1) -> ... -> W_L h + b_L: `(B, D_in)` -> `(B, dim)`."""
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "D")
   hidden_dims: Sequence[int] = (32,)
   dim: int = 16
   dtype: Any = jnp.float32
@@ -29,6 +30,7 @@ class MLPEncoder(nn.Module):
 class FeatureTokensEncoder(nn.Module):
   """Splits `(B, D_in)` into `num_tokens` equal chunks and embeds each with a shared MLP plus a
   learned position embedding: `(B, num_tokens, model_dim)`, for the sequence-level fusions."""
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "D")
   num_tokens: int = 4
   model_dim: int = 16
   dtype: Any = jnp.float32

@@ -5,7 +5,7 @@ function of its parameters and inputs (no mutable batch statistics in the train 
 image (mask False) encodes to zeros (`mmjax/layers/masking.py`).
 """
 import functools
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -101,6 +101,7 @@ class ConvPoolImageEncoder(nn.Module):
   accelerators run fastest; "auto" (default) picks "fused" on a CPU backend and "xla" elsewhere.
   Both compute the same function and gradient (tested against autodiff).
   """
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "H", "W", "C")
   channels: int = 64
   kernel_size: Sequence[int] = (3, 3)
   chunk_size: int = 1
@@ -145,6 +146,7 @@ class ResidualBlock(nn.Module):
 class ResNetImageEncoder(nn.Module):
   """Small pre-activation ResNet: stem conv, stages of residual blocks (stride 2 between stages),
   norm -> ReLU -> global average pool: `(B, C_last)`."""
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "H", "W", "C")
   stage_channels: Sequence[int] = (32, 64)
   blocks_per_stage: int = 1
   dtype: Any = jnp.float32
@@ -182,6 +184,7 @@ class LeNetEncoder(nn.Module):
   map larger than 1x1 is flattened in (h, w, c) order rather than PyTorch's (c, h, w); no
   per-layer outputs (`output_each_layer`).
   """
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "H", "W", "C")
   channels: int = 6
   num_layers: int = 3
   norm_groups: Optional[int] = 2
@@ -229,6 +232,7 @@ class ViTEncoder(nn.Module):
   Parameters: P²·C·d + d + [d for CLS] + [T·d learned positions] + L(4d² + 2d·m + 9d + m) + 2d,
   with T = HW/P² (+1 with CLS), d = model_dim, m = mlp_dim.
   """
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "H", "W", "C")
   patch_size: int = 4
   model_dim: int = 128
   num_layers: int = 2

@@ -10,7 +10,7 @@ real step (an absent modality) encodes to zeros. A `(B,)` presence mask applies 
 The LSTM layer and the transformer stack here are also the text encoders' (`text.py`), which
 embed token ids and then run the same code.
 """
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -112,6 +112,7 @@ class LSTMSequenceEncoder(nn.Module):
   into the first layer's input projection (no embedding).
   Parameters: Σ_l 4H(D_l + H + 1), with D_1 = D_in and D_l = H above.
   """
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "T", "D")
   hidden_dim: int = 128
   num_layers: int = 1
   unroll: int = 1
@@ -133,6 +134,7 @@ class TransformerSequenceEncoder(nn.Module):
   The text transformer with a projection `(D_in -> model_dim)` in place of the token embedding.
   Parameters: D_in·d + d + max_length·d + L(4d² + 2d·m + 9d + m) + 2d (d = model_dim, m = mlp_dim).
   """
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "T", "D")
   max_length: int = 512
   model_dim: int = 128
   num_layers: int = 2

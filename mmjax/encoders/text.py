@@ -6,7 +6,7 @@ unpadded sequence. An example with no real token (an absent modality) encodes to
 (`mmjax/layers/masking.py`). Either encoder can start from pretrained word vectors
 (`embedding_path`, `word_vectors.py`) and keep them fixed (`freeze_embedding`).
 """
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -25,9 +25,17 @@ def embed_tokens(tokens: Array, vocab_size: int, dim: int, embedding_path: Optio
   initialised from the `(vocab_size, dim)` table saved at `embedding_path` when one is given
   (`mmjax/encoders/word_vectors.py`). `freeze` stops its gradient, so the optimizer leaves it
   as it is; AdamW's decoupled weight decay would still shrink it, so with weight_decay > 0 freeze
-  it through `config.optimizer.frozen` (a regex such as "embedding") instead."""
+  it through `config.optimizer.frozen` (a regex such as "embedding") instead.
+
+  An id outside [0, vocab_size) embeds to NaN, so under jit a bad id at a real position reaches
+  the loss and the step's non-finite check (`MultimodalModel` rejects concrete bad ids with a
+  DataError before this)."""
   init = pretrained_init(embedding_path) if embedding_path else default_embed_init
-  x = nn.Embed(vocab_size, dim, embedding_init=init, name="embedding")(tokens)
+  in_vocab = (tokens >= 0) & (tokens < vocab_size)
+  # A plain lookup would wrap a negative id around to a real row: a finite, wrong embedding.
+  x = nn.Embed(vocab_size, dim, embedding_init=init, name="embedding")(
+      jnp.where(in_vocab, tokens, 0))
+  x = jnp.where(in_vocab[..., None], x, jnp.nan)
   return jax.lax.stop_gradient(x) if freeze else x
 
 
@@ -38,6 +46,7 @@ class LSTMTextEncoder(nn.Module):
   the result; a sequence with no real token gives the initial state h_0 = 0.
   Parameters: V·E + Σ_l 4H(D_l + H + 1), with D_1 = E and D_l = H above.
   """
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "T")
   vocab_size: int
   embed_dim: int = 100
   hidden_dim: int = 256
@@ -63,6 +72,7 @@ class TransformerTextEncoder(nn.Module):
   padding tokens cannot change the output; a sequence with no real token gives zeros. The stack
   is `sequence.transformer_mean`, shared with the feature-sequence transformer.
   """
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "T")
   vocab_size: int
   max_length: int = 512
   model_dim: int = 128

@@ -1,9 +1,17 @@
-"""orbax checkpoints: async saves, the best k by a validation metric plus the latest, resume."""
-import os
-from typing import Optional
+"""orbax checkpoints: async saves, the best k by a validation metric plus the latest, resume.
 
+A save is written into a temporary folder that orbax renames to `<step>/` only once every file
+is complete, so a process killed during a save leaves the previous checkpoints as they were and
+`latest_step` never sees the partial one (tested with a real SIGKILL)."""
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax.errors import WorkdirError
+from mmjax.tasks.objective import parameter_path
 from mmjax.train.state import TrainState
 
 Policies = ocp.checkpoint_managers
@@ -23,8 +31,15 @@ def checkpoint_manager(workdir: str, keep_best: int, best_metric: str, best_mode
   ])
   options = ocp.CheckpointManagerOptions(preservation_policy=preservation,
                                          enable_async_checkpointing=True, read_only=read_only)
+  # The handler is named so that a fresh manager can read a checkpoint's metadata.
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                               options=options)
+                               options=options, item_handlers=ocp.StandardCheckpointHandler())
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a complete checkpoint (a finished save's `<step>/` folder)."""
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, metrics: Optional[dict] = None) -> None:
@@ -40,8 +55,34 @@ def restore(manager: ocp.CheckpointManager, state: TrainState,
     return None
   if step not in manager.all_steps():
     raise ValueError(f"no checkpoint at step {step}; saved steps are {sorted(manager.all_steps())}")
+  difference = structure_mismatch(manager, step, state)
+  if difference:
+    raise WorkdirError(f"{manager.directory} holds a checkpoint (step {step}) of another model: "
+                       f"{difference}; use a new --workdir, or the config that wrote it")
   return manager.restore(step, args=ocp.args.StandardRestore(state))
 
+
+def _shapes(tree: Any) -> Dict[str, Tuple[int, ...]]:
+  """`{path: shape}` of every leaf of a state, or of a checkpoint's metadata tree."""
+  return {parameter_path(path): tuple(np.shape(leaf))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def structure_mismatch(manager: ocp.CheckpointManager, step: int, state: TrainState
+                       ) -> Optional[str]:
+  """The first difference between the arrays saved at `step` and those of `state` (parameters
+  first), naming the array and both shapes; None when every path and shape agree."""
+  saved, wanted = _shapes(manager.item_metadata(step).tree), _shapes(state)
+  order = lambda path: (not path.startswith("params/"), path)
+  for path in sorted(set(saved) | set(wanted), key=order):
+    if path not in saved:
+      return f"{path} (shape {wanted[path]}) is in this config's state but not in the checkpoint"
+    if path not in wanted:
+      return f"the checkpoint has {path} (shape {saved[path]}), which this config's state lacks"
+    if saved[path] != wanted[path]:
+      return (f"{path} has shape {saved[path]} in the checkpoint and {wanted[path]} in this "
+              "config")
+  return None
 
 
 def restore_raw(manager: ocp.CheckpointManager) -> Optional[dict]:

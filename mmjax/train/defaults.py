@@ -61,6 +61,10 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 0.0     # AdamW's decoupled decay (not a term of the loss)
   config.optimizer.frozen = ""           # regex of parameter paths never updated, e.g. "encoders_"
 
+  config.on_nonfinite = "stop"           # a NaN/Inf loss or gradient: "stop" with an error naming
+                                         #   the task or parameter group, or "skip" the update
+  config.max_skipped_steps = 100         # "skip": stop once more steps than this were skipped
+
   config.log_every_steps = 50
   config.eval_every_steps = 250
   config.checkpoint_every_steps = 250

@@ -1,137 +1,34 @@
 """The trainer: config -> data -> model -> devices -> state -> resume -> steps -> evals ->
 results.json.
 
-One linear function a reader follows top to bottom. Every problem in the config is reported in one
-line before anything is compiled. On many hosts every process runs it: each reads its own rows of
+One linear function a reader follows top to bottom. Every problem in the config, the workdir or
+the data is reported in one line before anything is compiled (`mmjax/train/checks.py`); SIGTERM
+or SIGINT stops the run after its current step with a checkpoint saved; a non-finite step is
+skipped or stops the run, as `config.on_nonfinite` says, and is never saved. On many hosts every process runs it: each reads its own rows of
 every batch, all save and restore checkpoints together, and only process 0 writes logs and results.
 """
 import functools
 import json
-import math
 import os
-import re
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
 from mmjax import data, robustness
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, NonFiniteError, WorkdirError
 from mmjax.model import model_from_config
-from mmjax.tasks import kinds
 from mmjax.tasks.objective import task_metrics, tasks_from_config
-from mmjax.tasks.objective import is_shared, parameter_path
-from mmjax.tasks.weighting import GradNorm, weighting_from_config
-from mmjax.train import checkpoint, parallel
+from mmjax.tasks.weighting import weighting_from_config
+from mmjax.train import checkpoint, checks, parallel, preemption
 from mmjax.train.metrics_writer import MetricsWriter
 from mmjax.train.state import init_state, make_optimizer, parameter_count
 from mmjax.train.step import evaluate, task_weight_vectors
 
 
-def check_step_counts(config: Any) -> None:
-  """Raises ConfigError for a batch size or step interval that is not positive, or that does not
-  split over the devices and micro-batches."""
-  positive = ("batch_size", "eval_batch_size", "total_steps", "log_every_steps",
-              "eval_every_steps", "checkpoint_every_steps", "grad_accum_steps")
-  for field in positive:
-    if config[field] <= 0:
-      raise ConfigError(f"config.{field}={config[field]} must be positive")
-  if config.parallel.driver not in parallel.DRIVERS:
-    raise ConfigError(f"config.parallel.driver={config.parallel.driver!r}; use one of "
-                      f"{', '.join(parallel.DRIVERS)}")
-  if not 0 <= config.ema_decay < 1:
-    raise ConfigError(f"config.ema_decay={config.ema_decay} must lie in [0, 1); 0 keeps no EMA")
-  devices = parallel.device_count(config.parallel)
-  if devices > jax.device_count() or (jax.process_count() > 1 and devices != jax.device_count()):
-    raise ConfigError(f"config.parallel.num_devices={config.parallel.num_devices} but "
-                      f"{jax.device_count()} devices are available (over {jax.process_count()} "
-                      "processes); use 0 for all of them")
-  if devices % config.parallel.fsdp:
-    raise ConfigError(f"config.parallel.fsdp={config.parallel.fsdp} does not divide the "
-                      f"{devices} devices; pick a divisor")
-  if config.batch_size % (devices * config.grad_accum_steps):
-    raise ConfigError(f"config.batch_size={config.batch_size} does not split into "
-                      f"{config.grad_accum_steps} micro-batch(es) over {devices} devices; use a "
-                      f"multiple of {devices * config.grad_accum_steps}")
-  if config.eval_batch_size % devices:
-    raise ConfigError(f"config.eval_batch_size={config.eval_batch_size} does not split over "
-                      f"{devices} devices; use a multiple of {devices}")
-
-
-def _check_task_labels(name: str, task: Any, head: Any, builder: Any,
-                       batch: Mapping[str, np.ndarray]) -> None:
-  """Raises ConfigError when task `name`'s labels do not fit its kind or its head."""
-  label_key = task.label_key
-  if label_key not in batch:
-    raise ConfigError(f"task {name!r} reads labels {label_key!r}, which dataset "
-                      f"{builder.name!r} lacks; its keys are {sorted(batch)}")
-  feature = builder.info.features[label_key] if label_key in builder.info.features else None
-  labels, outputs = batch[label_key], head.get("num_classes")
-  if isinstance(task, kinds.Classification):
-    classes = getattr(feature, "num_classes", None)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-      raise ConfigError(f"task {name!r} is a classification task but {label_key!r} holds "
-                        f"{labels.dtype} labels of shape {labels.shape[1:]}; use integer class "
-                        "ids, or the 'multilabel' or 'regression' kind")
-    if classes is not None and outputs != classes:
-      raise ConfigError(f"config.model.heads.{name}.num_classes={outputs} but {label_key!r} "
-                        f"has {classes} classes; set it to {classes}")
-  elif isinstance(task, kinds.MultiLabel):
-    if labels.ndim != 2 or outputs != labels.shape[1]:
-      raise ConfigError(f"config.model.heads.{name}.num_classes={outputs} but the multi-hot "
-                        f"labels {label_key!r} have shape {labels.shape[1:]}; set it to the "
-                        "number of labels")
-  elif isinstance(task, kinds.Regression):
-    dims = int(np.prod(labels.shape[1:]))
-    if outputs != dims:
-      raise ConfigError(f"config.model.heads.{name}.num_classes={outputs} but the regression "
-                        f"targets {label_key!r} have {dims} value(s) per example; set it to {dims}")
-
-
-def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray],
-                 tasks: Mapping[str, Any]) -> None:
-  """Raises ConfigError naming the first field that cannot work with this dataset."""
-  for modality, spec in config.model.encoders.items():
-    if modality not in batch:
-      raise ConfigError(f"config.model.encoders has {modality!r} but dataset {builder.name!r} "
-                        f"batches have only {sorted(batch)}; rename or remove that encoder")
-    vocab_size = builder.info.metadata.get("vocabulary_size") if builder.info.metadata else None
-    if "vocab_size" in spec and vocab_size and spec["vocab_size"] < vocab_size:
-      raise ConfigError(f"config.model.encoders.{modality}.vocab_size={spec['vocab_size']} is "
-                        f"smaller than the dataset's vocabulary ({vocab_size}); raise it")
-  for name, task in tasks.items():
-    if name not in config.model.heads:
-      raise ConfigError(f"config.tasks has {name!r} but config.model.heads does not; add a head "
-                        f"named {name!r}")
-    head = config.model.heads[name]
-    if (head.get("name") == "contrastive") != isinstance(task, kinds.Contrastive):
-      raise ConfigError(f"task {name!r} is a {type(task).__name__.lower()} task but its head is "
-                        f"{head.get('name')!r}; contrastive tasks take a 'contrastive' head, and "
-                        "only they do")
-    if isinstance(task, kinds.Contrastive):
-      missing = [m for m in head["modalities"] if m not in config.model.encoders]
-      if missing or len(head["modalities"]) != 2:
-        raise ConfigError(f"config.model.heads.{name}.modalities={tuple(head['modalities'])} "
-                          f"must name two of the encoders {sorted(config.model.encoders)}")
-    else:
-      _check_task_labels(name, task, head, builder, batch)
-  best_metric = config.checkpoint.best_metric
-  if best_metric != "loss" and best_metric.split("/")[0] not in tasks:
-    raise ConfigError(f"config.checkpoint.best_metric={best_metric!r} names no task; use 'loss' "
-                      f"or '<task>/<metric>' (e.g. '<task>/accuracy' or '<task>/loss') with a "
-                      f"task from {sorted(tasks)}")
-
-
-def check_weighting(weighting: Any, params: Any) -> None:
-  """Raises ConfigError when GradNorm's `layer` regex names no shared parameter."""
-  if isinstance(weighting, GradNorm):
-    paths = [parameter_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
-    shared = [p for p in paths if is_shared(p.split("/")[0])]
-    if not any(re.search(weighting.layer, p) for p in shared):
-      raise ConfigError(f"config.task_weighting.layer={weighting.layer!r} matches no shared "
-                        f"parameter; they are e.g. {', '.join(shared[:4])}")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 def _objective_from_config(config: Any):
@@ -169,10 +66,20 @@ def _initialize_from(config: Any, state: Any) -> Any:
   return state.replace(params=params)
 
 
-def _setup(config: Any):
-  """Data readers, the model's tasks, the driver and an initial train state placed on its devices
-  (shared by train and eval)."""
-  check_step_counts(config)
+class Setup(NamedTuple):
+  """What train and eval start from: a split's reader, the tasks, the driver, the train state
+  on its devices, the base key of the steps, and the check every batch read goes through."""
+  readers: Mapping[str, data.ExampleReader]
+  tasks: Mapping[str, Any]
+  driver: parallel.Driver
+  state: Any
+  step_rng: jax.Array
+  batch_check: checks.BatchCheck
+
+
+def _setup(config: Any) -> Setup:
+  """The `Setup` of `config`, its state freshly initialised (or from `config.init_from`)."""
+  checks.check_step_counts(config)
   if config.dataset.cache not in data.pipeline.CACHES:
     raise ConfigError(f"config.dataset.cache={config.dataset.cache!r}; use one of "
                       f"{', '.join(data.pipeline.CACHES)}")
@@ -188,14 +95,17 @@ def _setup(config: Any):
   example_batch = next(data.eval_batches(readers[config.dataset.train_split],
                                          config.batch_size))
   model, tasks, weighting = _objective_from_config(config)
-  check_config(config, builder, example_batch, tasks)
+  checks.check_config(config, builder, example_batch, tasks)
+  batch_check = checks.BatchCheck(config, example_batch, tasks, model)
+  batch_check(example_batch, f"the first batch of split {config.dataset.train_split!r}",
+              config.batch_size)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
   static = task_weight_vectors(tasks)[0]
   init = functools.partial(init_state, model, tx, ema=config.ema_decay > 0,
                            weighting_params=weighting.init_params(static),
                            weighting_state=weighting.init_state(static))
   abstract_state = jax.eval_shape(init, jax.random.key(0), example_batch)
-  check_weighting(weighting, abstract_state.params)
+  checks.check_weighting(weighting, abstract_state.params)
   driver = parallel.make_driver(config.parallel, abstract_state, tasks=tasks, schedule=schedule,
                                 weighting=weighting,
                                 shared_weight_decay=config.shared_weight_decay,
@@ -208,7 +118,7 @@ def _setup(config: Any):
   state = jax.jit(init, out_shardings=driver.state_sharding)(init_rng, example_batch)
   if config.init_from:
     state = _initialize_from(config, state)
-  return readers, tasks, driver, state, step_rng
+  return Setup(readers, tasks, driver, state, step_rng, batch_check)
 
 
 def _local_batches(driver, batches):
@@ -216,10 +126,14 @@ def _local_batches(driver, batches):
   return (driver.put_batch(batch) for batch in batches)
 
 
-def _evaluate_splits(config, driver, tasks, state, readers, splits) -> Dict[str, Dict[str, float]]:
-  return {split: evaluate(driver.evaluate, state, _local_batches(driver, data.eval_batches(
+def _evaluate_splits(config, driver, tasks, state, readers, splits,
+                     batch_check) -> Dict[str, Dict[str, float]]:
+  rows = config.eval_batch_size // jax.process_count()
+  read = lambda split: batch_check.batches(data.eval_batches(
       readers[split], config.eval_batch_size, process_index=jax.process_index(),
-      process_count=jax.process_count())), tasks=tasks)
+      process_count=jax.process_count()), lambda i: f"batch {i} of split {split!r}", rows)
+  return {split: evaluate(driver.evaluate, state, _local_batches(driver, read(split)),
+                          tasks=tasks)
           for split in splits}
 
 
@@ -254,16 +168,58 @@ def _line_weights(window, tasks) -> Dict[str, float]:
   return weights
 
 
+def _nonfinite_parts(finite: Mapping[str, Any], tasks) -> str:
+  """What went non-finite in a step, from its `metrics["finite"]` on the host."""
+  parts = [f"the loss of task {t!r}" for t, ok in zip(tasks, finite["tasks"]) if not ok]
+  groups = [group for group, ok in finite["groups"].items() if not ok]
+  if groups:
+    parts.append(f"the gradients of {', '.join(groups)}")
+  return " and ".join(parts) or "the total loss"
+
+
+def _check_finite(metrics: Mapping[str, Any], step: int, tasks, latest: Optional[int]) -> None:
+  """NonFiniteError naming the task or parameter group when step `step` was not finite."""
+  finite = jax.device_get(metrics["finite"])
+  if not finite["step"]:
+    raise NonFiniteError(
+        f"step {step}: {_nonfinite_parts(finite, tasks)} went non-finite (NaN or Inf); the update "
+        f"was not applied and nothing non-finite was saved (latest checkpoint: step {latest}); "
+        "lower config.optimizer.learning_rate, check the data, or set "
+        "config.on_nonfinite='skip' to skip such steps")
+
+
+def _train_line(window, tasks, batch_size: int, seconds: float) -> Dict[str, float]:
+  """A train line of `metrics.jsonl` over the steps of `window`: the objective's terms as means
+  over its finite steps, the metrics of their summed statistics, and `skipped_steps`, how many
+  steps were non-finite and applied nothing."""
+  kept = [m for m in window if m["finite"]["step"]]
+  logged = {"skipped_steps": len(window) - len(kept),
+            "learning_rate": float(window[-1]["values"]["learning_rate"]),
+            "samples_per_second": len(window) * batch_size / seconds}
+  if kept:
+    summed = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), kept)
+    logged.update({k: float(v) / len(kept) for k, v in summed["values"].items()
+                   if k != "learning_rate"})
+    logged.update(_line_weights(kept, tasks))
+    logged.update(task_metrics(summed["sums"], tasks))
+  return logged
+
+
 def train_and_evaluate(config: Any, workdir: str, *,
                        stop_after_step: Optional[int] = None) -> Dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint, and writes results.json.
 
-  `stop_after_step` ends the run early after saving a checkpoint at that step, as a preempted
-  job would; calling again resumes exactly where it stopped. Returns the final results (empty
-  when stopped early).
+  `stop_after_step` ends the run early after saving a checkpoint at that step, as SIGTERM would;
+  calling again resumes exactly where it stopped. Returns the final results (empty when stopped
+  early).
   """
-  os.makedirs(workdir, exist_ok=True)
-  readers, tasks, driver, state, step_rng = _setup(config)
+  if config.on_nonfinite not in NONFINITE_POLICIES:
+    raise ConfigError(f"config.on_nonfinite={config.on_nonfinite!r}; use one of "
+                      f"{', '.join(NONFINITE_POLICIES)}")
+  checks.prepare_workdir(workdir)
+  if checkpoint.has_checkpoint(workdir):
+    checks.check_resumable(workdir, config)
+  readers, tasks, driver, state, step_rng, batch_check = _setup(config)
   lead = jax.process_index() == 0
   report = print if lead else (lambda *args, **kwargs: None)
   report(f"mmjax: {parameter_count(state.params):,} parameters; dataset {config.dataset.name}; "
@@ -277,63 +233,90 @@ def train_and_evaluate(config: Any, workdir: str, *,
   if restored is not None:
     state = restored
     report(f"mmjax: resumed from step {int(state.step)}")
+  if lead:
+    checks.store_config(workdir, config)
   start_step = int(state.step)
 
   # Steps: one pure function, compiled by the driver with the state's buffers donated.
-  batches = _local_batches(driver, data.train_batches(
-      readers[config.dataset.train_split], config.batch_size, seed=config.seed,
-      start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count()))
-  writer = MetricsWriter(workdir) if lead else None
+  split = config.dataset.train_split
+  batches = _local_batches(driver, batch_check.batches(
+      data.train_batches(readers[split], config.batch_size, seed=config.seed,
+                         start_step=start_step, process_index=jax.process_index(),
+                         process_count=jax.process_count()),
+      lambda i: f"the batch of step {start_step + 1 + i} (split {split!r})",
+      config.batch_size // jax.process_count()))
+  writer = MetricsWriter(workdir, start_step) if lead else None
   last_step = config.total_steps if stop_after_step is None else min(stop_after_step,
                                                                      config.total_steps)
-  window, window_start = [], time.perf_counter()
+  stop_on_nonfinite = config.on_nonfinite == "stop"
+  window, window_start, unchecked, stopping = [], time.perf_counter(), None, None
   quiet = {} if lead else {"disable": True}
-  with tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step",
-            dynamic_ncols=True, **quiet) as progress:
-    for step in range(start_step + 1, last_step + 1):
-      state, metrics = driver.train(state, next(batches), step_rng)
-      window.append(metrics)
-      progress.update(1)
-      if step % config.log_every_steps == 0 or step == last_step:
-        window = jax.device_get(window)
-        summed = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), window)
-        # The objective's terms: means over the line's steps; metrics: from the summed statistics.
-        logged = {k: float(v) / len(window) for k, v in summed["values"].items()}
-        logged.update(_line_weights(window, tasks))
-        logged.update(task_metrics(summed["sums"], tasks))
-        logged.update(learning_rate=float(jax.device_get(metrics["values"]["learning_rate"])),
-                      samples_per_second=len(window) * config.batch_size
-                      / (time.perf_counter() - window_start))
-        if not math.isfinite(logged["loss"]):
-          raise FloatingPointError(f"non-finite training loss {logged['loss']} at step {step}; "
-                                   "lower config.optimizer.learning_rate or check the data")
-        if writer:
-          writer.write(step, "train", logged)
-        progress.set_postfix(loss=f"{logged['loss']:.4f}",
-                             samples_per_s=f"{logged['samples_per_second']:.0f}")
-        window, window_start = [], time.perf_counter()
-      validation = None
-      if step % config.eval_every_steps == 0 or step == config.total_steps:
-        validation = _evaluate_splits(config, driver, tasks, state, readers,
-                                      config.eval_splits[:1])[config.eval_splits[0]]
-        if writer:
-          writer.write(step, config.eval_splits[0], validation)
-        if lead:
-          progress.write(f"step {step}: {config.eval_splits[0]} {_format(validation)}")
-      if (validation is not None or step % config.checkpoint_every_steps == 0
-          or step == last_step):
-        checkpoint.save(manager, state, validation)
-  manager.wait_until_finished()
-  manager.close()
+  try:
+    with preemption.StopSignals() as signals, tqdm(
+        total=config.total_steps, initial=start_step, desc="train", unit="step",
+        dynamic_ncols=True, **quiet) as progress:
+      for step in range(start_step + 1, last_step + 1):
+        state, metrics = driver.train(state, next(batches), step_rng)
+        if stop_on_nonfinite and unchecked:   # the previous step: done by now, no stall
+          _check_finite(*unchecked, tasks, manager.latest_step())
+        unchecked = (metrics, step)
+        window.append(metrics)
+        progress.update(1)
+        stopping = signals.received or (jax.process_count() > 1
+                                        and manager.reached_preemption(step) and "SIGTERM")
+        if step % config.log_every_steps == 0 or step == last_step or stopping:
+          window = jax.device_get(window)
+          logged = _train_line(window, tasks, config.batch_size, time.perf_counter() - window_start)
+          if stop_on_nonfinite:
+            _check_finite(*unchecked, tasks, manager.latest_step())
+          if writer:
+            writer.write(step, "train", logged)
+          if logged["skipped_steps"]:
+            skipped = [(m, s) for s, m in zip(range(step - len(window) + 1, step + 1), window)
+                       if not m["finite"]["step"]]
+            report(f"mmjax: skipped {len(skipped)} non-finite step(s) up to step {step}, first "
+                   f"step {skipped[0][1]}: {_nonfinite_parts(skipped[0][0]['finite'], tasks)}")
+            total = int(jax.device_get(state.skipped_steps))
+            if total > config.max_skipped_steps:
+              raise NonFiniteError(
+                  f"{total} steps were non-finite and skipped, more than "
+                  f"config.max_skipped_steps={config.max_skipped_steps} (the latest: step "
+                  f"{skipped[-1][1]}, {_nonfinite_parts(skipped[-1][0]['finite'], tasks)}); "
+                  "lower config.optimizer.learning_rate or check the data")
+          if "loss" in logged:
+            progress.set_postfix(loss=f"{logged['loss']:.4f}",
+                                 samples_per_s=f"{logged['samples_per_second']:.0f}")
+          window, window_start = [], time.perf_counter()
+        validation = None
+        if step % config.eval_every_steps == 0 or step == config.total_steps:
+          validation = _evaluate_splits(config, driver, tasks, state, readers,
+                                        config.eval_splits[:1], batch_check)[config.eval_splits[0]]
+          if writer:
+            writer.write(step, config.eval_splits[0], validation)
+          if lead:
+            progress.write(f"step {step}: {config.eval_splits[0]} {_format(validation)}")
+        if (validation is not None or step % config.checkpoint_every_steps == 0
+            or step == last_step or stopping):
+          if stop_on_nonfinite:
+            _check_finite(*unchecked, tasks, manager.latest_step())
+          checkpoint.save(manager, state, validation)
+        if stopping:
+          break
+  finally:   # an error or a signal never leaves a save half-written
+    manager.wait_until_finished()
+    manager.close()
 
   if int(state.step) < config.total_steps:
     if writer:
       writer.close()
+    if stopping:
+      report(f"mmjax: stopped by {stopping} at step {int(state.step)} of {config.total_steps}; "
+             f"checkpoint saved in {os.path.join(workdir, 'checkpoints')}; run the same command "
+             "to resume")
     return {}
   results = {split: _flatten_single_task(metrics, tasks)
              for split, metrics in _evaluate_splits(config, driver, tasks, state, readers,
-                                                    config.eval_splits).items()}
+                                                    config.eval_splits, batch_check).items()}
   if not lead:
     return results
   for split, metrics in results.items():
@@ -345,18 +328,23 @@ def train_and_evaluate(config: Any, workdir: str, *,
   return results
 
 
-def restore_checkpoint(config: Any, workdir: str, step: Optional[int] = None):
-  """`(readers, tasks, driver, state)` of `config`, the state being the one saved at `step` (the
-  latest when None) in `workdir`, placed on the driver's devices."""
-  readers, tasks, driver, state, _ = _setup(config)
+def restore_checkpoint(config: Any, workdir: str, step: Optional[int] = None) -> Setup:
+  """The `Setup` of `config` with the state saved at `step` (the latest when None) in `workdir`,
+  placed on the driver's devices. The workdir's stored config must agree with `config` in the
+  fields that give the checkpoint's numbers their meaning (`checks.EVALUATED_FIELDS`)."""
+  if not checkpoint.has_checkpoint(workdir):
+    raise WorkdirError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; run `mmjax "
+                       "train` with this --workdir first")
+  checks.check_resumable(workdir, config, compared=checks.EVALUATED_FIELDS)
+  run = _setup(config)
   manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep_best,
                                           config.checkpoint.best_metric,
                                           config.checkpoint.best_mode, read_only=True)
-  restored = checkpoint.restore(manager, state, step)
+  restored = checkpoint.restore(manager, run.state, step)
   if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; "
-                            "run `mmjax train` with this --workdir first")
-  return readers, tasks, driver, restored
+    raise WorkdirError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; run `mmjax "
+                       "train` with this --workdir first")
+  return run._replace(state=restored)
 
 
 def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
@@ -364,9 +352,10 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
   """Evaluates the checkpoint at `step` (the latest when None) on `config.eval_splits` and writes
   `eval_results.json` beside it; with `robustness`, also the robustness curves on the last eval
   split (`evaluate_robustness`) and their plot, `robustness.png`."""
-  readers, tasks, driver, restored = restore_checkpoint(config, workdir, step)
+  readers, tasks, driver, restored, _, batch_check = restore_checkpoint(config, workdir, step)
   results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
-             _evaluate_splits(config, driver, tasks, restored, readers, config.eval_splits).items()}
+             _evaluate_splits(config, driver, tasks, restored, readers, config.eval_splits,
+                              batch_check).items()}
   if robustness:
     results["robustness"] = evaluate_robustness(config, driver, tasks, restored, readers)
   if jax.process_index() == 0:

@@ -189,7 +189,7 @@ def _finiteness(values: Mapping[str, Array], names, grads: Mapping[str, Any]) ->
   tasks = jnp.stack([all_finite({k: v for k, v in values.items() if k.startswith(f"{t}/")})
                      for t in names])
   groups = {group: all_finite(tree) for group, tree in grads.items()}
-  step = jnp.isfinite(values["loss"]) & jnp.all(tasks) & all_finite(groups)
+  step = jnp.isfinite(values["loss"]) & jnp.all(tasks) & jnp.all(jnp.stack(list(groups.values())))
   return {"step": step, "tasks": tasks, "groups": groups}
 
 

@@ -50,7 +50,7 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contr
 
 
 def final_params(config, workdir):
-  return jax.device_get(loop.restore_checkpoint(config, workdir)[-1].params)
+  return jax.device_get(loop.restore_checkpoint(config, workdir).state.params)
 
 
 def main(data_dir, workdir, steps=20):
@@ -59,7 +59,7 @@ def main(data_dir, workdir, steps=20):
     config = config_for(data_dir, driver, devices, fsdp, steps, micro_batches, contrastive)
     results[name] = loop.train_and_evaluate(config, os.path.join(workdir, name))
     params[name] = final_params(config, os.path.join(workdir, name))
-  _, _, _, state, _ = loop._setup(config_for(data_dir, "jit", 8, 2, steps))
+  state = loop._setup(config_for(data_dir, "jit", 8, 2, steps)).state
   embedding = state.params["encoders_text"]["embedding"]["embedding"]
   report = {"devices": jax.device_count(),
             "fsdp_2_embedding": {"shape": list(embedding.shape),
