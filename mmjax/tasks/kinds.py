@@ -77,7 +77,10 @@ class Classification(TaskKind):
   def example_losses(self, logits: Array, labels: Array) -> Array:
     num_classes = logits.shape[-1]
     targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), self.label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
+    # A label outside [0, K) would one-hot to zeros, a finite wrong loss: make it NaN, so that
+    # the step's non-finite check names the task.
+    valid = (labels >= 0) & (labels < num_classes)
+    return jnp.where(valid, optax.softmax_cross_entropy(logits, targets), jnp.nan)
 
   def entropy(self, logits: Array) -> Array:
     log_p = jax.nn.log_softmax(logits)
@@ -108,7 +111,10 @@ class MultiLabel(TaskKind):
   primary_metric: ClassVar[str] = "micro_f1"
 
   def example_losses(self, logits: Array, labels: Array) -> Array:
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32)), -1)
+    targets = labels.astype(jnp.float32)
+    losses = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets), -1)
+    # A target outside [0, 1] gives a finite wrong loss: NaN instead, as for classification.
+    return jnp.where(jnp.all((targets >= 0) & (targets <= 1), -1), losses, jnp.nan)
 
   def entropy(self, logits: Array) -> Array:
     p, log_p, log_q = jax.nn.sigmoid(logits), jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
