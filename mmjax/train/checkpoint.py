@@ -54,7 +54,8 @@ def restore(manager: ocp.CheckpointManager, state: TrainState,
   if step is None:
     return None
   if step not in manager.all_steps():
-    raise ValueError(f"no checkpoint at step {step}; saved steps are {sorted(manager.all_steps())}")
+    raise WorkdirError(f"no checkpoint at step {step} in {manager.directory}; saved steps are "
+                       f"{sorted(manager.all_steps())}")
   difference = structure_mismatch(manager, step, state)
   if difference:
     raise WorkdirError(f"{manager.directory} holds a checkpoint (step {step}) of another model: "
