@@ -32,7 +32,10 @@ def shards(data_dir, tmp_path):
   """A copy of the prepared mm_shapes under `tmp_path` whose validation split is two shards
   written uncompressed, so that each record's bytes stand verbatim in its file: (the dataset
   folder, the two shard paths, the split's records)."""
-  shutil.copytree(os.path.join(data_dir, "mm_shapes"), tmp_path / "mm_shapes")
+  # Without the 'columns' cache another test may have left in the shared data_dir: it would
+  # serve the split without reading the damaged shards.
+  shutil.copytree(os.path.join(data_dir, "mm_shapes"), tmp_path / "mm_shapes",
+                  ignore=shutil.ignore_patterns("columns"))
   dataset_dir = str(next((tmp_path / "mm_shapes").iterdir()))
   template = os.path.join(dataset_dir, "mm_shapes-validation.array_record-{:05d}-of-{:05d}")
   reader = array_record_module.ArrayRecordReader(template.format(0, 1))

@@ -10,7 +10,9 @@ import pytest
 
 from mmjax import data
 from mmjax.errors import DataError, WorkdirError
-from mmjax.train import loop
+from mmjax.model import model_from_config
+from mmjax.tasks.objective import tasks_from_config
+from mmjax.train import checks, loop
 from mmjax.train.state import make_optimizer
 from mmjax.train.step import train_step
 from mmjax.train.defaults import load_config
@@ -91,40 +93,71 @@ def test_a_bad_value_under_jit_is_flagged_and_applies_nothing(seed_step, case):
     np.testing.assert_array_equal(a, b)
 
 
-TRAINER = {
+BATCHES = {
     "label out of range": (lambda b: _set(b, "label", 3, 9),
-                           r"the batch of step 2 \(split 'train'\): 'label' holds class 9 at row "
-                           r"3, outside task 'label''s 9 classes"),
-    "token id out of range": (lambda b: _set(b, "text", (1, 2), 70),
-                              r"the batch of step 2 \(split 'train'\): batch\['text'\] has token "
-                              r"id 70 at position \(1, 2\)"),
+                           r"^here: 'label' holds class 9 at row 3, outside task 'label''s 9 "
+                           r"classes \[0, 9\); fix the labels or config.model.heads.label"),
+    "negative label": (lambda b: _set(b, "label", 6, -1), "holds class -1 at row 6"),
+    "token id out of range": (lambda b: _set(b, "text", (1, 2), 64),
+                              r"^here: batch\['text'\] has token id 64 at position \(1, 2\)"),
     "image shape changes": (lambda b: _with(b, "image", b["image"][:, :16]),
-                            r"the batch of step 2 \(split 'train'\): 'image' has shape "
-                            r"\(8, 16, 32, 3\) and dtype float32, but the model was built for "
-                            r"\(8, 32, 32, 3\)"),
+                            r"^here: 'image' has shape \(8, 16, 32, 3\) and dtype float32, but "
+                            r"the model was built for \(8, 32, 32, 3\) float32"),
     "label key missing": (lambda b: {k: v for k, v in b.items() if k != "label"},
-                          r"the batch of step 2 \(split 'train'\) lacks \['label'\]"),
+                          r"^here lacks \['label'\]"),
     "wrong dtype": (lambda b: _with(b, "image", b["image"].astype(np.float64)),
                     "dtype float64, but the model was built for"),
+    "rows of another batch size": (lambda b: {k: v[:4] for k, v in b.items()},
+                                   r"has shape \(4, .*but the model was built for \(8,"),
 }
 
 
-@pytest.mark.parametrize("case", list(TRAINER))
+@pytest.fixture(scope="module")
+def batch_check(data_dir, tmp_path_factory):
+  """The trainer's check of every batch, for the small seed config, and one clean batch."""
+  config = load_config(write_config(tmp_path_factory.mktemp("check") / "run.py", data_dir))
+  builder = data.prepare("mm_shapes", data_dir)
+  batch = data.ExampleReader(builder, "train").read(np.arange(config.batch_size))
+  check = checks.BatchCheck(config, batch, tasks_from_config(config.tasks),
+                            model_from_config(config.model))
+  return check, batch
+
+
+@pytest.mark.parametrize("case", list(BATCHES))
+def test_every_batch_is_checked_on_the_host_against_the_first(batch_check, case):
+  check, batch = batch_check
+  check(batch, "here", 8)   # the clean batch passes
+  corrupt, message = BATCHES[case]
+  with pytest.raises(DataError, match=message) as error:
+    check(corrupt(dict(batch)), "here", 8)
+  assert "\n" not in str(error.value)
+
+
+def test_a_padding_row_or_an_unlabelled_row_may_hold_any_label(batch_check):
+  """Padding (weight 0) and unlabelled rows (mask 0) are zeroed before the loss: their labels
+  are not checked (bug caught: checking every row, which rejects valid padded eval batches)."""
+  check, batch = batch_check
+  padded = dict(_set(batch, "label", 7, 99), weight=np.float32([1] * 7 + [0]))
+  check(padded, "here", 8)
+  unlabelled = dict(_set(batch, "label", 2, -5), label_mask=np.array([1, 1, 0, 1, 1, 1, 1, 1]))
+  check(unlabelled, "here", 8)
+
+
 def test_the_trainer_names_the_step_of_a_bad_batch_before_it_reaches_the_step(
-    data_dir, tmp_path, monkeypatch, case):
+    data_dir, tmp_path, monkeypatch):
   """A bad batch from the data at step 2: one line naming the step, the key and the fix; the
   checkpoint of step 1 is all that is saved."""
-  corrupt, message = TRAINER[case]
   config = load_config(write_config(tmp_path / "run.py", data_dir, total_steps=3,
                                     checkpoint_every_steps=1))
   original = loop.data.train_batches
 
   def bad_at_step_2(reader, batch_size, **kwargs):
     for step, batch in enumerate(original(reader, batch_size, **kwargs), start=1):
-      yield corrupt(batch) if step == 2 else batch
+      yield _set(batch, "label", 3, 9) if step == 2 else batch
 
   monkeypatch.setattr(loop.data, "train_batches", bad_at_step_2)
-  with pytest.raises(DataError, match=message) as error:
+  with pytest.raises(DataError, match=r"^the batch of step 2 \(split 'train'\): 'label' holds "
+                     r"class 9 at row 3") as error:
     loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert "\n" not in str(error.value)
   assert loop.restore_checkpoint(config, str(tmp_path / "run")).state.step == 1

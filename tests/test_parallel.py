@@ -74,11 +74,11 @@ def test_metric_sums_over_padded_eval_batches_are_exact_on_many_devices(eight_de
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_one_line():
-  probe = ("from mmjax.train import loop\n"
-           "import ml_collections as mc\n"
+  probe = ("from mmjax.errors import ConfigError\n"
+           "from mmjax.train import checks\n"
            "from mmjax.train.defaults import trainer_config\n"
            "c = trainer_config('mm_shapes'); c.batch_size = 30\n"
-           "try:\n  loop.check_step_counts(c)\nexcept loop.ConfigError as e:\n  print(e)\n")
+           "try:\n  checks.check_step_counts(c)\nexcept ConfigError as e:\n  print(e)\n")
   output = run_script(["-c", probe], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   assert output.strip() == ("config.batch_size=30 does not split into 1 micro-batch(es) over 8 "
                             "devices; use a multiple of 8")

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmjax import data, robustness
-from mmjax.errors import ConfigError, NonFiniteError, WorkdirError
+from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
@@ -83,8 +83,13 @@ def _setup(config: Any) -> Setup:
   if config.dataset.cache not in data.pipeline.CACHES:
     raise ConfigError(f"config.dataset.cache={config.dataset.cache!r}; use one of "
                       f"{', '.join(data.pipeline.CACHES)}")
-  builder = data.prepare(config.dataset.name, config.dataset.data_dir, config.dataset.manual_dir,
-                         config.dataset.options.to_dict())
+  try:
+    builder = data.prepare(config.dataset.name, config.dataset.data_dir,
+                           config.dataset.manual_dir, config.dataset.options.to_dict())
+  except ValueError as error:   # an unknown dataset or config name, a bad option
+    if isinstance(error, UserError):
+      raise
+    raise ConfigError(str(error)) from error
   splits = {config.dataset.train_split, *config.eval_splits}
   missing = splits - set(builder.info.splits)
   if missing:

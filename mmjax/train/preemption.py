@@ -15,19 +15,19 @@ class StopSignals:
   of killing the process; a second signal while the checkpoint is saved is reported and ignored,
   so it cannot cut the save short. The previous handlers are restored on exit.
 
-  With several processes, SIGTERM is left to JAX's preemption service (it must reach every
-  process's step loop at the same step: `CheckpointManager.reached_preemption` agrees on it), and
-  only SIGINT is handled here. Handlers can only be installed from the main thread; elsewhere
-  this does nothing."""
+  With several processes nothing is installed: every process must stop at the same step (the
+  save is collective), which a signal reaching one process cannot arrange. SIGTERM is then left to
+  JAX's preemption service, which `CheckpointManager.reached_preemption` turns into a step that
+  all processes agree on. Handlers can only be installed from the main thread; elsewhere this
+  does nothing either."""
 
   def __init__(self):
     self.received: Optional[str] = None
     self._previous = {}
 
   def __enter__(self) -> "StopSignals":
-    if threading.current_thread() is threading.main_thread():
-      handled = STOP_SIGNALS if jax.process_count() == 1 else (signal.SIGINT,)
-      self._previous = {number: signal.signal(number, self._handle) for number in handled}
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+      self._previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS}
     return self
 
   def _handle(self, number: int, _frame) -> None:
