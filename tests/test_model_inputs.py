@@ -260,3 +260,16 @@ def test_nan_in_an_absent_image_is_ignored():
   poisoned = edited(absent, image=with_value(B["image"], 0, np.nan))
   np.testing.assert_allclose(logits("lstm_image", poisoned), logits("lstm_image", absent),
                              atol=1e-6)
+
+
+def test_nan_at_a_padded_step_of_a_transformer_changes_nothing():
+  """Example 1's text has 3 real tokens; an id outside the vocabulary at its padded step 4 embeds
+  to NaN under jit and must not reach any output (bug caught: masking the attention weights
+  only, where 0 · NaN is NaN)."""
+  model, params = built("transformer_image")
+  batch = clean_batch("transformer_image")
+  text = np.array(batch["text"])
+  text[1, 4] = VOCAB + 3
+  np.testing.assert_array_equal(
+      np.asarray(jax.jit(model.apply)(params, edited(batch, text=text))["label"]),
+      logits("transformer_image", batch, jit=True))

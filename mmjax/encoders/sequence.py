@@ -90,13 +90,17 @@ def transformer_mean(x: Array, mask: Array, position_table: Array, *, num_layers
 
   A real step's position is its rank among the real steps (cumsum(mask) − 1), not its index in
   the array, so left padding does not shift the positions: a padded sequence gives the same
-  output as the unpadded one. `position_table` is `(max_length, D)`.
+  output as the unpadded one, whatever the padded steps hold (NaN included). `position_table` is
+  `(max_length, D)`.
   """
   length = x.shape[1]
   if length > position_table.shape[0]:
     raise ValueError(f"sequence length {length} exceeds max_length={position_table.shape[0]}; "
                      "raise the encoder's max_length")
   rank = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+  # Padded steps are zeroed first: masked attention gives them weight 0, but 0 · NaN is NaN, so a
+  # NaN or Inf there (e.g. a padding id outside the vocabulary) would still reach real steps.
+  x = jnp.where(mask[..., None], x, 0)
   x = (x + position_table[rank]).astype(dtype)
   attention_mask = nn.make_attention_mask(mask, mask)
   for layer in range(num_layers):
