@@ -1,9 +1,11 @@
-"""`mmjax train|eval --config experiments/configs/NAME.py --workdir DIR [--config.a.b=VALUE ...]`
-(`mmjax eval ... [--step N] [--robustness]`).
+"""`mmjax train|eval|analyze --config experiments/configs/NAME.py --workdir DIR
+[--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]`, `mmjax analyze ... [--step N]
+[--examples N] [--emap_reference N]`).
 
 Bad input (a config, workdir, dataset or batch) is one line `mmjax: error: ...` and exit code 2;
 a run stopped by a non-finite step, the same line and exit code 1; `--debug` shows the traceback
 instead. A run stopped by SIGTERM or SIGINT saves a checkpoint and exits with code 0."""
+import json
 import sys
 from typing import List, Optional
 
@@ -34,7 +36,12 @@ _LOCAL_DEVICES = flags.DEFINE_list(
     "process per node (default: JAX's choice; under SLURM, the task's local rank).")
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of the "
                            "one line `mmjax: error: ...`.")
-COMMANDS = ("train", "eval")
+_EXAMPLES = flags.DEFINE_integer(
+    "examples", 2000, "analyze: how many examples of the last eval split (whole eval batches).")
+_REFERENCE = flags.DEFINE_integer(
+    "emap_reference", None, "analyze: the EMAP reference set's size (default: every example with "
+    "two modalities, 100 with more).")
+COMMANDS = ("train", "eval", "analyze")
 
 
 def unknown_override(argv: List[str]) -> Optional[str]:
@@ -85,9 +92,12 @@ def main(argv):
   try:
     if argv[1] == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    else:
+    elif argv[1] == "eval":
       print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
                                      robustness=_ROBUSTNESS.value))
+    else:
+      print(json.dumps(loop.analyze_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
+                                               _EXAMPLES.value, _REFERENCE.value), indent=2))
   except (UserError, NonFiniteError) as error:
     if _DEBUG.value:
       raise

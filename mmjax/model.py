@@ -109,7 +109,12 @@ class MultimodalModel(nn.Module):
 
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
     masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
-    features = self.encode(batch, train=train)
+    return self.decode(self.encode(batch, train=train), masks, train=train)
+
+  def decode(self, features: Mapping[str, Array], masks: Mapping[str, Array], *,
+             train: bool = False) -> Dict[str, Array]:
+    """`{task: output}` from per-modality features (`encode`) and the batch's masks: fusion and
+    heads, so that features of different examples can be combined (`mmjax/analysis.py`)."""
     reads = lambda head: getattr(head, "reads_modalities", False)
     fused = (self.fusion(features, masks, train=train)
              if not all(reads(head) for head in self.heads.values()) else None)

@@ -8,7 +8,9 @@ skipped or stops the run, as `config.on_nonfinite` says, and is never saved. On 
 every batch, all save and restore checkpoints together, and only process 0 writes logs and results.
 """
 import functools
+import itertools
 import json
+import math
 import os
 import time
 from typing import Any, Dict, Mapping, NamedTuple, Optional
@@ -17,7 +19,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mmjax import data, robustness
+from mmjax import analysis, data, robustness
 from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import task_metrics, tasks_from_config
@@ -379,9 +381,8 @@ def evaluate_robustness(config: Any, driver: Any, tasks: Mapping[str, Any], stat
   clean = list(data.eval_batches(readers[split], config.eval_batch_size,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count()))
-  metrics = [f"{name}/{task.primary_metric}" for name, task in tasks.items()]
-  score = lambda batches: (lambda found: {m: found[m] for m in metrics})(evaluate(
-      driver.evaluate, state, _local_batches(driver, batches), tasks))
+  score = _primary_scorer(driver, tasks, state)
+  metrics = list(score(clean[:1]))
   report: Dict[str, Any] = {"split": split, "levels": list(robustness.LEVELS),
                             "clean": score(clean), "missing": {}, "curves": {}, "area": {}}
   for modality in config.model.encoders:
@@ -396,6 +397,39 @@ def evaluate_robustness(config: Any, driver: Any, tasks: Mapping[str, Any], stat
       report["area"][modality][name] = {m: robustness.area(robustness.LEVELS,
                                                            report["curves"][modality][name][m])
                                         for m in metrics}
+  return report
+
+
+def _primary_scorer(driver: Any, tasks: Mapping[str, Any], state: Any):
+  """`batches -> {"<task>/<primary metric>": value}` for host batches of this process's rows."""
+  metrics = [f"{name}/{task.primary_metric}" for name, task in tasks.items()]
+  return lambda batches: (lambda found: {m: found[m] for m in metrics})(evaluate(
+      driver.evaluate, state, _local_batches(driver, batches), tasks))
+
+
+def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
+                       examples: int = 2000, reference_size: Optional[int] = None
+                       ) -> Dict[str, Any]:
+  """EMAP and per-modality ablation (`mmjax/analysis.py`) of the checkpoint at `step` (the latest
+  when None) on the first `examples` examples of the last eval split (rounded up to whole eval
+  batches), into `analysis.json`.
+  One process: the combinations are decoded outside the drivers."""
+  if jax.process_count() > 1:
+    raise ConfigError("mmjax analyze runs in one process; run it without --distributed")
+  readers, tasks, driver, state, _, _ = restore_checkpoint(config, workdir, step)
+  split = config.eval_splits[-1]
+  batches = list(itertools.islice(data.eval_batches(readers[split], config.eval_batch_size),
+                                  math.ceil(examples / config.eval_batch_size)))
+  params = state.params if state.ema_params is None else state.ema_params
+  modalities = list(config.model.encoders)
+  report = {"split": split, "step": int(state.step),
+            "emap": analysis.emap_report(state.apply_fn, params, batches, modalities, tasks,
+                                         reference_size=reference_size, seed=config.seed),
+            "ablation": analysis.ablations(_primary_scorer(driver, tasks, state), batches,
+                                           modalities),
+            "clean": _primary_scorer(driver, tasks, state)(batches)}
+  with open(os.path.join(workdir, "analysis.json"), "w") as file:
+    json.dump(report, file, indent=2, sort_keys=True)
   return report
 
 
