@@ -60,7 +60,7 @@ def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path)
   with open(tmp_path / "results.json") as file:
     written = json.load(file)
   assert written["test"]["accuracy"] == results["test"]["accuracy"]
-  assert set(written) == {"step", "validation", "test"}
+  assert set(written) == {"step", "validation", "test", "complexity"}
   assert written["test"]["examples"] == 2000 and written["validation"]["examples"] == 1000
   assert os.listdir(tmp_path / "checkpoints")
 
@@ -78,7 +78,9 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
   with open(os.path.join(straight, "results.json")) as f, \
       open(os.path.join(split, "results.json")) as g:
-    assert json.load(f) == json.load(g)
+    timings = ("complexity",)   # the two runs' speeds differ; their metrics must not
+    assert ({k: v for k, v in json.load(f).items() if k not in timings}
+            == {k: v for k, v in json.load(g).items() if k not in timings})
 
 
 def test_checkpoints_kept_are_the_best_k_by_validation_accuracy_plus_the_latest(data_dir, tmp_path):
@@ -140,7 +142,7 @@ def test_cli_train_then_eval(data_dir, tmp_path):
                               capture_output=True, text=True)
   assert evaluation.returncode == 0, evaluation.stderr[-2000:]
   evaluated = json.loads((tmp_path / "eval_results.json").read_text())
-  assert evaluated == results
+  assert evaluated == {k: v for k, v in results.items() if k != "complexity"}
   usage = subprocess.run([sys.executable, "-m", "mmjax.cli", "fit", *common], env=env,
                          capture_output=True, text=True)
   assert usage.returncode != 0 and "usage: mmjax {train|eval|analyze}" in usage.stderr
@@ -269,3 +271,20 @@ def test_cli_reports_a_bad_config_in_one_line_with_exit_code_2(data_dir, tmp_pat
                           env={**os.environ, "TQDM_DISABLE": "1"})
   assert result.returncode == 2
   assert result.stderr.strip() == message
+
+
+def test_results_report_the_runs_complexity(data_dir, tmp_path):
+  """Parameters as counted, XLA's FLOPs per example of the compiled steps (a train step, with
+  its backward pass, costs more than an eval step: bug caught, dividing the eval step's count
+  by the train batch size, 16 instead of 1,000), speeds, the compile time, and no accelerator
+  memory on the CPU ('n/a', not host RSS)."""
+  config = tiny_config(data_dir, total_steps=4)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  complexity = json.load(open(tmp_path / "results.json"))["complexity"]
+  assert complexity == json.loads(json.dumps(results["complexity"]))
+  state = loop.restore_checkpoint(config, str(tmp_path)).state
+  assert complexity["parameters"] == sum(x.size for x in jax.tree.leaves(state.params))
+  assert complexity["train_flops_per_example"] > complexity["eval_flops_per_example"] > 0
+  assert complexity["compile_seconds"] > 0 and complexity["train_samples_per_second"] > 0
+  assert complexity["eval_samples_per_second"] > 0
+  assert complexity["peak_memory_bytes"] == "n/a"

@@ -175,6 +175,14 @@ def _line_weights(window, tasks) -> Dict[str, float]:
   return weights
 
 
+def _flops(lowered: Any) -> float:
+  """XLA's floating-point operation count of a lowered step (its cost analysis; for a program
+  split over devices, the count of one device's part)."""
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", float("nan")))
+
+
 def _nonfinite_parts(finite: Mapping[str, Any], tasks) -> str:
   """What went non-finite in a step, from its `metrics["finite"]` on the host."""
   parts = [f"the loss of task {t!r}" for t, ok in zip(tasks, finite["tasks"]) if not ok]
@@ -252,18 +260,28 @@ def train_and_evaluate(config: Any, workdir: str, *,
                          process_count=jax.process_count()),
       lambda i: f"the batch of step {start_step + 1 + i} (split {split!r})",
       config.batch_size // jax.process_count()))
+  first_batch = next(batches)
+  start = time.perf_counter()
+  lowered = driver.train.lower(state, first_batch, step_rng)
+  train = lowered.compile()   # ahead of time: its duration is the compile time
+  complexity = {"parameters": parameter_count(state.params),
+                "compile_seconds": time.perf_counter() - start,
+                "train_flops_per_example": _flops(lowered) * driver.mesh.devices.size
+                / config.batch_size}
+  batches = itertools.chain([first_batch], batches)
   writer = MetricsWriter(workdir, start_step) if lead else None
   last_step = config.total_steps if stop_after_step is None else min(stop_after_step,
                                                                      config.total_steps)
   stop_on_nonfinite = config.on_nonfinite == "stop"
   window, window_start, unchecked, stopping = [], time.perf_counter(), None, None
+  train_seconds, trained_steps = 0.0, 0
   quiet = {} if lead else {"disable": True}
   try:
     with preemption.StopSignals() as signals, tqdm(
         total=config.total_steps, initial=start_step, desc="train", unit="step",
         dynamic_ncols=True, **quiet) as progress:
       for step in range(start_step + 1, last_step + 1):
-        state, metrics = driver.train(state, next(batches), step_rng)
+        state, metrics = train(state, next(batches), step_rng)
         if stop_on_nonfinite and unchecked:   # the previous step: done by now, no stall
           _check_finite(*unchecked, tasks, manager.latest_step())
         unchecked = (metrics, step)
@@ -273,7 +291,9 @@ def train_and_evaluate(config: Any, workdir: str, *,
                                         and manager.reached_preemption(step) and "SIGTERM")
         if step % config.log_every_steps == 0 or step == last_step or stopping:
           window = jax.device_get(window)
-          logged = _train_line(window, tasks, config.batch_size, time.perf_counter() - window_start)
+          seconds = time.perf_counter() - window_start
+          train_seconds, trained_steps = train_seconds + seconds, trained_steps + len(window)
+          logged = _train_line(window, tasks, config.batch_size, seconds)
           if stop_on_nonfinite:
             _check_finite(*unchecked, tasks, manager.latest_step())
           if writer:
@@ -309,6 +329,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
           checkpoint.save(manager, state, validation)
         if stopping:
           break
+        if not window:   # the next line's time is training only, not this step's eval or save
+          window_start = time.perf_counter()
   finally:   # an error or a signal never leaves a save half-written
     manager.wait_until_finished()
     manager.close()
@@ -321,17 +343,31 @@ def train_and_evaluate(config: Any, workdir: str, *,
              f"checkpoint saved in {os.path.join(workdir, 'checkpoints')}; run the same command "
              "to resume")
     return {}
+  start = time.perf_counter()
   results = {split: _flatten_single_task(metrics, tasks)
              for split, metrics in _evaluate_splits(config, driver, tasks, state, readers,
                                                     config.eval_splits, batch_check).items()}
+  eval_seconds = time.perf_counter() - start
+  eval_batch = driver.put_batch(next(data.eval_batches(
+      readers[config.eval_splits[0]], config.eval_batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count())))
+  memory = jax.local_devices()[0].memory_stats()
+  complexity.update(
+      eval_flops_per_example=_flops(driver.evaluate.lower(state, eval_batch))
+      * driver.mesh.devices.size / config.eval_batch_size,
+      train_samples_per_second=(trained_steps * config.batch_size / train_seconds
+                                if train_seconds else None),
+      eval_samples_per_second=sum(m["examples"] for m in results.values()) / eval_seconds,
+      peak_memory_bytes=memory.get("peak_bytes_in_use", "n/a") if memory else "n/a")
   if not lead:
-    return results
+    return {**results, "complexity": complexity}
   for split, metrics in results.items():
     writer.write(int(state.step), f"final_{split}", metrics)
   writer.close()
-  _write_results(os.path.join(workdir, "results.json"), int(state.step), results)
   print("mmjax: final " + "; ".join(f"{split}: {_format(metrics)}"
                                      for split, metrics in results.items()))
+  results["complexity"] = complexity
+  _write_results(os.path.join(workdir, "results.json"), int(state.step), results)
   return results
 
 
