@@ -1,6 +1,7 @@
 """`mmjax train|eval|analyze --config experiments/configs/NAME.py --workdir DIR
 [--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]`, `mmjax analyze ... [--step N]
-[--examples N] [--emap_reference N]`).
+[--examples N] [--emap_reference N]`); `mmjax sweep --config experiments/sweeps/NAME.py --workdir
+DIR` (`mmjax/sweep.py`).
 
 Bad input (a config, workdir, dataset or batch) is one line `mmjax: error: ...` and exit code 2;
 a run stopped by a non-finite step, the same line and exit code 1; `--debug` shows the traceback
@@ -12,6 +13,7 @@ from typing import List, Optional
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mmjax import sweep
 from mmjax.errors import NonFiniteError, UserError
 from mmjax.train import loop, parallel
 from mmjax.train.defaults import load_config
@@ -41,7 +43,7 @@ _EXAMPLES = flags.DEFINE_integer(
 _REFERENCE = flags.DEFINE_integer(
     "emap_reference", None, "analyze: the EMAP reference set's size (default: every example with "
     "two modalities, 100 with more).")
-COMMANDS = ("train", "eval", "analyze")
+COMMANDS = ("train", "eval", "analyze", "sweep")
 
 
 def unknown_override(argv: List[str]) -> Optional[str]:
@@ -92,6 +94,8 @@ def main(argv):
   try:
     if argv[1] == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    elif argv[1] == "sweep":
+      sweep.run(_CONFIG.value, _WORKDIR.value)
     elif argv[1] == "eval":
       print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
                                      robustness=_ROBUSTNESS.value))

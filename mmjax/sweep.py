@@ -1,0 +1,234 @@
+"""Sweeps: one experiment config trained over a grid of values, summarised over seeds.
+
+A sweep file's `get_config()` returns
+
+    config_file   the experiment config (`experiments/configs/NAME.py`)
+    axes          the grid: config fields, nested as in the config, each holding the tuple of
+                  its values (`axes.seed = (0, 1, 2)`, `axes.optimizer.learning_rate = ...`), and
+                  `axes.config_arg`, the argument of the config file's get_config (e.g.
+                  'synergy,low_rank' for interactions.py); the grid is their product, the axes
+                  in alphabetical order of their paths
+    fixed         config fields, nested as in the config, set in every cell (e.g.
+                  `fixed.total_steps`); an unset placeholder (None) is left alone, so a sweep
+                  file can offer `--config.fixed.dataset.data_dir=DIR`
+    metrics       the results.json metrics to summarise, 'split/metric' (e.g. 'test/accuracy')
+    reference     the dataset name under which `experiments/reference_results.json` lists paper
+                  numbers for these methods ('' for none)
+
+`mmjax sweep --config SWEEP.py --workdir DIR` trains each cell in `DIR/cells/<cell>` with the
+normal trainer: a cell whose results.json exists is skipped, a half-finished one resumes from its
+checkpoint, so the sweep itself resumes. It then writes `DIR/summary.csv` (one row per cell),
+`DIR/summary.md` (per method, i.e. per combination of the axes other than 'seed': mean ± std
+over seeds, their number, the complexity columns, and paper numbers beside ours with the
+difference where they exist) and `DIR/summary.png` (each metric per method with ±std error bars,
+and against the parameter count).
+"""
+import csv
+import itertools
+import json
+import os
+import re
+import statistics
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import ml_collections
+
+from mmjax.errors import ConfigError
+from mmjax.train import loop
+from mmjax.train.defaults import load_config
+
+REFERENCE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "experiments", "reference_results.json")
+COMPLEXITY = ("parameters", "train_flops_per_example", "train_samples_per_second")
+
+
+def field_paths(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+  """`{'a.b': value}` for every leaf of a nested ConfigDict, in its (alphabetical) order."""
+  paths = {}
+  for key, value in tree.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      paths.update(field_paths(value, f"{prefix}{key}."))
+    else:
+      paths[f"{prefix}{key}"] = value
+  return paths
+
+
+def cells(sweep: Mapping[str, Any]) -> List[Dict[str, Any]]:
+  """Every cell of the grid, `{axis path: value}`."""
+  axes = field_paths(sweep["axes"])
+  return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def cell_name(cell: Mapping[str, Any]) -> str:
+  """A folder name for a cell: `axis=value` pairs, unsafe characters replaced."""
+  return ",".join(re.sub(r"[^A-Za-z0-9_.=+-]", "_", f"{axis}={value}")
+                  for axis, value in cell.items())
+
+
+def _set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+  *parents, leaf = path.split(".")
+  node = config
+  for depth, key in enumerate([*parents, leaf]):
+    if not hasattr(node, "keys") or key not in node:
+      where = ".".join(["config", *parents[:depth]])
+      raise ConfigError(f"sweep field {path!r}: {where} has no field {key!r}")
+    if depth < len(parents):
+      node = node[key]
+  try:
+    node[leaf] = value
+  except TypeError as error:
+    raise ConfigError(f"sweep field {path!r}: {' '.join(str(error).split())}") from error
+
+
+def cell_config(sweep: Mapping[str, Any], cell: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """The experiment config of `cell`: the config file (with the cell's `config_arg`), the sweep's
+  fixed fields, then the cell's fields; a path that names no field is a ConfigError."""
+  config = load_config(sweep["config_file"], cell.get("config_arg"))
+  for path, value in field_paths(sweep.get("fixed", ml_collections.ConfigDict())).items():
+    if value is not None:
+      _set_field(config, path, value)
+  for path, value in cell.items():
+    if path != "config_arg":
+      _set_field(config, path, value)
+  return config
+
+
+def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
+  """Trains every unfinished cell, then writes the summaries; returns the rows of summary.csv."""
+  grid = cells(sweep)
+  configs = [cell_config(sweep, cell) for cell in grid]   # every bad field before any training
+  rows = []
+  for index, (cell, config) in enumerate(zip(grid, configs)):
+    directory = os.path.join(workdir, "cells", cell_name(cell))
+    results_path = os.path.join(directory, "results.json")
+    if not os.path.exists(results_path):
+      print(f"mmjax sweep: cell {index + 1} of {len(grid)}: {cell_name(cell)}")
+      loop.train_and_evaluate(config, directory)
+    with open(results_path) as file:
+      rows.append(_row(cell, json.load(file), sweep["metrics"]))
+  write_summaries(sweep, rows, workdir)
+  return rows
+
+
+def _row(cell: Mapping[str, Any], results: Mapping[str, Any],
+         metrics: Sequence[str]) -> Dict[str, Any]:
+  row = {axis: value for axis, value in cell.items()}
+  for metric in metrics:
+    split, name = metric.split("/", 1)
+    row[metric] = results[split][name]
+  row.update({key: results.get("complexity", {}).get(key) for key in COMPLEXITY})
+  return row
+
+
+def method_of(row: Mapping[str, Any], axes: Sequence[str]) -> str:
+  """The row's method: its values of the axes other than 'seed'."""
+  return ",".join(str(row[axis]) for axis in axes if axis != "seed")
+
+
+def _mean_std(values: Sequence[float]) -> str:
+  if len(values) == 1:
+    return f"{values[0]:.4f}"
+  return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def reference_rows(dataset: str, path: Optional[str] = None) -> List[Dict[str, Any]]:
+  """The paper numbers listed for `dataset` in `path` (`experiments/reference_results.json`)."""
+  if not dataset:
+    return []
+  with open(path or REFERENCE_FILE) as file:
+    return [row for row in json.load(file)["results"] if row["dataset"] == dataset]
+
+
+def summarize(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+  """One record per method: each metric's mean, std and seed count, the complexity means, and
+  the paper value of each metric where the reference file lists one for this method."""
+  axes = list(field_paths(sweep["axes"]))
+  references = reference_rows(sweep.get("reference", ""))
+  methods: Dict[str, List[Mapping[str, Any]]] = {}
+  for row in rows:
+    methods.setdefault(method_of(row, axes), []).append(row)
+  summary = []
+  for method, runs in methods.items():
+    record: Dict[str, Any] = {"method": method, "seeds": len(runs)}
+    for metric in sweep["metrics"]:
+      values = [float(run[metric]) for run in runs]
+      record[metric] = {"mean": statistics.mean(values),
+                        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                        "text": _mean_std(values)}
+      paper = [r for r in references if r["method"] == method and r["metric"] == metric]
+      if paper:
+        record[metric]["paper"] = paper[0]["value"]
+        record[metric]["source"] = paper[0]["source"]
+    for key in COMPLEXITY:
+      known = [float(run[key]) for run in runs if run.get(key) is not None]
+      record[key] = statistics.mean(known) if known else None
+    summary.append(record)
+  return summary
+
+
+def write_summaries(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                    workdir: str) -> None:
+  """summary.csv (every cell), summary.md (mean ± std per method, paper beside ours) and
+  summary.png (needs matplotlib; skipped with a note when it is not installed)."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "summary.csv"), "w", newline="") as file:
+    writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  summary = summarize(sweep, rows)
+  metrics = list(sweep["metrics"])
+  header = ["method", "seeds", *metrics, "parameters", "train FLOPs/example", "train samples/s"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  papers = []
+  for record in summary:
+    cells_ = [record["method"], str(record["seeds"])]
+    for metric in metrics:
+      value = record[metric]
+      text = value["text"]
+      if "paper" in value:
+        text += f" (paper {value['paper']:.4f}, Δ {value['mean'] - value['paper']:+.4f})"
+        papers.append(f"- {record['method']} {metric}: {value['source']}")
+      cells_.append(text)
+    cells_ += [_number(record[key]) for key in COMPLEXITY]
+    lines.append("| " + " | ".join(cells_) + " |")
+  text = (f"Sweep of `{os.path.relpath(sweep['config_file'])}` over "
+          f"{', '.join(field_paths(sweep['axes']))}; mean ± std "
+          "over the seeds (sample std).\n\n" + "\n".join(lines) + "\n")
+  if papers:
+    text += "\nPaper numbers (experiments/reference_results.json):\n" + "\n".join(papers) + "\n"
+  with open(os.path.join(workdir, "summary.md"), "w") as file:
+    file.write(text)
+  _plot(summary, metrics, os.path.join(workdir, "summary.png"))
+
+
+def _number(value: Optional[float]) -> str:
+  if value is None:
+    return "n/a"
+  return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: str) -> None:
+  try:
+    import matplotlib   # the `bench` extra
+  except ImportError:
+    print("mmjax sweep: matplotlib is not installed (pip install -e '.[bench]'): no summary.png")
+    return
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  figure, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.5 * len(metrics)), squeeze=False)
+  names = [record["method"] for record in summary]
+  for row, metric in enumerate(metrics):
+    means = [record[metric]["mean"] for record in summary]
+    stds = [record[metric]["std"] for record in summary]
+    axes[row][0].bar(range(len(names)), means, yerr=stds, capsize=3)
+    axes[row][0].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    axes[row][0].set(ylabel=metric, title=f"{metric} per method (± std over seeds)")
+    counts = [record["parameters"] or 0 for record in summary]
+    axes[row][1].errorbar(counts, means, yerr=stds, fmt="o")
+    for name, x, y in zip(names, counts, means):
+      axes[row][1].annotate(name, (x, y), fontsize=6)
+    axes[row][1].set(xscale="log", xlabel="parameters", ylabel=metric,
+                     title=f"{metric} vs parameters")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)

@@ -1,0 +1,124 @@
+"""`mmjax sweep`: the grid through the real trainer, resumable, summarised as mean ± std over seeds
+with complexity columns and paper numbers beside ours; the committed reference results are data
+with a source and a convention for every number."""
+import csv
+import json
+import os
+import statistics
+
+import ml_collections
+import pytest
+
+from mmjax import data, sweep
+from mmjax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_sweep(data_dir):
+  config = ml_collections.ConfigDict()
+  config.config_file = os.path.join(REPO, "experiments", "configs", "interactions.py")
+  config.axes = ml_collections.ConfigDict()
+  config.axes.config_arg = ("synergy,concat", "synergy,low_rank")
+  config.axes.seed = (0, 1)
+  config.fixed = ml_collections.ConfigDict()
+  config.fixed.total_steps = config.fixed.eval_every_steps = 30
+  config.fixed.checkpoint_every_steps = 30
+  config.fixed.eval_batch_size = 1000
+  config.fixed.dataset = ml_collections.ConfigDict()
+  config.fixed.dataset.data_dir = data_dir
+  config.fixed.dataset.cache = ml_collections.config_dict.placeholder(str)   # left alone
+  config.metrics = ("test/accuracy", "test/loss")
+  config.reference = "interactions"
+  return config
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("tfds"))
+  data.prepare("interactions/synergy", directory)
+  workdir = str(tmp_path_factory.mktemp("sweep"))
+  config = tiny_sweep(directory)
+  return config, workdir, sweep.run(config, workdir)
+
+
+def test_every_cell_is_trained_and_summarised_over_its_seeds(swept):
+  config, workdir, rows = swept
+  assert sorted(os.listdir(os.path.join(workdir, "cells"))) == [
+      "config_arg=synergy_concat,seed=0", "config_arg=synergy_concat,seed=1",
+      "config_arg=synergy_low_rank,seed=0", "config_arg=synergy_low_rank,seed=1"]
+  with open(os.path.join(workdir, "summary.csv")) as file:
+    written = list(csv.DictReader(file))
+  assert len(written) == 4 and written[0]["config_arg"] == "synergy,concat"
+  for row in rows:   # each row is its cell's results.json
+    results = json.load(open(os.path.join(workdir, "cells", sweep.cell_name(
+        {"config_arg": row["config_arg"], "seed": row["seed"]}), "results.json")))
+    assert row["test/accuracy"] == results["test"]["accuracy"]
+    assert row["parameters"] == results["complexity"]["parameters"]
+  seeds = [r["test/accuracy"] for r in rows if r["config_arg"] == "synergy,low_rank"]
+  assert seeds[0] != seeds[1]   # the seed reaches the config
+  summary = {r["method"]: r for r in sweep.summarize(config, rows)}
+  assert summary["synergy,low_rank"]["seeds"] == 2
+  assert summary["synergy,low_rank"]["test/accuracy"]["mean"] == pytest.approx(
+      statistics.mean(seeds))
+  assert summary["synergy,low_rank"]["test/accuracy"]["std"] == pytest.approx(
+      statistics.stdev(seeds))
+  markdown = open(os.path.join(workdir, "summary.md")).read()
+  assert f"| synergy,low_rank | 2 | {statistics.mean(seeds):.4f} ± {statistics.stdev(seeds):.4f}" \
+      in markdown
+  assert os.path.getsize(os.path.join(workdir, "summary.png")) > 0
+
+
+def test_a_second_run_trains_nothing_and_a_half_finished_cell_resumes(swept, monkeypatch):
+  config, workdir, rows = swept
+  calls = []
+  original = sweep.loop.train_and_evaluate
+  monkeypatch.setattr(sweep.loop, "train_and_evaluate",
+                      lambda c, w: calls.append(w) or original(c, w))
+  unfinished = os.path.join(workdir, "cells", "config_arg=synergy_concat,seed=1")
+  os.remove(os.path.join(unfinished, "results.json"))   # its checkpoint is still there
+  again = sweep.run(config, workdir)
+  assert calls == [unfinished]
+  # The resumed cell ends where it had (it trains no step, so it has no train speed).
+  metrics = lambda table: [{k: r[k] for k in ("config_arg", "seed", *config.metrics)}
+                           for r in table]
+  assert metrics(again) == metrics(rows) and again[1]["train_samples_per_second"] is None
+
+
+def test_paper_numbers_appear_beside_ours_with_the_difference(swept, tmp_path, monkeypatch):
+  config, workdir, rows = swept
+  reference = {"results": [{"dataset": "interactions", "method": "synergy,low_rank",
+                            "metric": "test/accuracy", "value": 0.9, "reported": 90.0,
+                            "source": "a paper", "convention": "c", "paper_method": "LMF"}]}
+  path = tmp_path / "reference.json"
+  path.write_text(json.dumps(reference))
+  monkeypatch.setattr(sweep, "REFERENCE_FILE", str(path))
+  sweep.write_summaries(config, rows, str(tmp_path))
+  ours = statistics.mean(r["test/accuracy"] for r in rows if r["config_arg"] == "synergy,low_rank")
+  markdown = (tmp_path / "summary.md").read_text()
+  assert f"(paper 0.9000, Δ {ours - 0.9:+.4f})" in markdown and "- synergy,low_rank" in markdown
+  assert "paper" not in markdown.split("synergy,concat")[1].split("\n")[0]
+
+
+def test_a_sweep_field_that_does_not_exist_is_named_before_training(tmp_path):
+  config = tiny_sweep(str(tmp_path))
+  config.fixed.optimizer = ml_collections.ConfigDict({"learning_rat": 0.1})
+  with pytest.raises(ConfigError, match="sweep field 'optimizer.learning_rat': config.optimizer "
+                     "has no field 'learning_rat'"):
+    sweep.run(config, str(tmp_path / "sweep"))
+  assert not os.path.exists(tmp_path / "sweep" / "cells")
+
+
+def test_the_reference_results_are_data_with_a_source_and_a_convention():
+  rows = json.load(open(sweep.REFERENCE_FILE))["results"]
+  assert len(rows) >= 20
+  for row in rows:
+    assert set(row) == {"dataset", "method", "metric", "value", "reported", "source",
+                        "convention", "paper_method"}, row
+    split, task, metric = row["metric"].split("/")
+    assert split == "test" and row["source"] and row["convention"]
+    scale = 1.0 if metric in ("mae", "pearson") else 100.0
+    assert row["value"] == pytest.approx(row["reported"] / scale)
+  mm_imdb = {(r["method"], r["metric"]): r["reported"] for r in rows if r["dataset"] == "mm_imdb"}
+  assert mm_imdb[("low_rank", "test/genres/micro_f1")] == 59.2
+  assert mm_imdb[("text", "test/genres/macro_f1")] == 45.59
