@@ -122,3 +122,21 @@ def test_the_reference_results_are_data_with_a_source_and_a_convention():
   mm_imdb = {(r["method"], r["metric"]): r["reported"] for r in rows if r["dataset"] == "mm_imdb"}
   assert mm_imdb[("low_rank", "test/genres/micro_f1")] == 59.2
   assert mm_imdb[("text", "test/genres/macro_f1")] == 45.59
+
+
+@pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(
+    os.path.join(REPO, "experiments", "sweeps")) if f.endswith(".py")))
+def test_every_committed_sweep_builds_each_cells_config(name):
+  """Every cell's config builds (no field misnamed), and every paper number a sweep names is
+  one of its methods and metrics (bug caught: a reference method spelt unlike the config arg,
+  which would silently show no paper column)."""
+  from mmjax.train.defaults import load_config
+  config = load_config(os.path.join(REPO, "experiments", "sweeps", f"{name}.py"))
+  grid = sweep.cells(config)
+  assert len({sweep.cell_name(cell) for cell in grid}) == len(grid)
+  for cell in grid:
+    sweep.cell_config(config, cell)
+  methods = {sweep.method_of(cell, list(sweep.field_paths(config.axes))) for cell in grid}
+  for row in sweep.reference_rows(config.reference):
+    if row["method"] != "mult":   # MulT on MOSI needs a sequence passthrough encoder (not yet)
+      assert row["method"] in methods and row["metric"] in config.metrics, row
