@@ -94,7 +94,8 @@ def cell_config(sweep: Mapping[str, Any], cell: Mapping[str, Any]) -> ml_collect
 
 
 def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
-  """Trains every unfinished cell, then writes the summaries; returns the rows of summary.csv."""
+  """Trains every unfinished cell, then writes the summaries; returns the rows of summary.csv (a
+  run stopped by SIGTERM or SIGINT returns the rows so far, without summaries)."""
   grid = cells(sweep)
   configs = [cell_config(sweep, cell) for cell in grid]   # every bad field before any training
   rows = []
@@ -103,7 +104,9 @@ def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
     results_path = os.path.join(directory, "results.json")
     if not os.path.exists(results_path):
       print(f"mmjax sweep: cell {index + 1} of {len(grid)}: {cell_name(cell)}")
-      loop.train_and_evaluate(config, directory)
+      if not loop.train_and_evaluate(config, directory):   # stopped by a signal, saved
+        print("mmjax sweep: stopped; run the same command to resume")
+        return rows
     with open(results_path) as file:
       rows.append(_row(cell, json.load(file), sweep["metrics"]))
   write_summaries(sweep, rows, workdir)
@@ -112,9 +115,14 @@ def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
 
 def _row(cell: Mapping[str, Any], results: Mapping[str, Any],
          metrics: Sequence[str]) -> Dict[str, Any]:
-  row = {axis: value for axis, value in cell.items()}
+  row = dict(cell)
   for metric in metrics:
     split, name = metric.split("/", 1)
+    if name not in results.get(split, {}):
+      known = [f"{s}/{m}" for s, values in results.items() if s != "complexity"
+               and isinstance(values, dict) for m in values]
+      raise ConfigError(f"sweep metric {metric!r} is not in results.json; its metrics are "
+                        f"{', '.join(known)}")
     row[metric] = results[split][name]
   row.update({key: results.get("complexity", {}).get(key) for key in COMPLEXITY})
   return row

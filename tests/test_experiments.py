@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -52,3 +54,28 @@ def test_bench_input_measures_every_cache_beside_the_step(data_dir):
   for cache in ("memory", "columns", "none"):
     assert summary[f"{cache}_samples_per_s"] > 0 and summary[f"{cache}_headroom"] > 0
   assert summary["step_samples_per_s"] > 0
+
+
+def test_results_page_has_a_section_with_its_command_per_committed_summary(tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  from write_results import results_page
+  for name, table in (("b_sweep", "| b |"), ("a_sweep", "| a |")):
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / "summary.md").write_text(table + "\n")
+  (tmp_path / "a_sweep" / "NOTES.md").write_text("3 seeds, this CPU.")
+  os.makedirs(tmp_path / "no_summary")
+  page = results_page(str(tmp_path))
+  assert page.index("## a_sweep") < page.index("## b_sweep") and "no_summary" not in page
+  assert ("Reproduce: `mmjax sweep --config experiments/sweeps/a_sweep.py --workdir "
+          "runs/a_sweep`") in page
+  assert "3 seeds, this CPU.\n\n| a |" in page
+  committed = open(os.path.join(REPO, "experiments", "RESULTS.md")).read()
+  assert committed == results_page(os.path.join(REPO, "experiments", "results", "sweeps"))
+
+
+def test_bench_lmf_tfn_prints_both_models_and_their_ratio():
+  output = run_script("bench_lmf_tfn.py", "--batch=4", "--steps=2", "--repeats=1")
+  lines = [json.loads(line) for line in output.strip().splitlines()]
+  assert [line.get("model") for line in lines[:2]] == ["low_rank", "tensor"]
+  assert lines[2]["lmf_over_tfn_train"] == pytest.approx(
+      lines[0]["train_samples_per_s"] / lines[1]["train_samples_per_s"])

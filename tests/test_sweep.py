@@ -140,3 +140,12 @@ def test_every_committed_sweep_builds_each_cells_config(name):
   for row in sweep.reference_rows(config.reference):
     if row["method"] != "mult":   # MulT on MOSI needs a sequence passthrough encoder (not yet)
       assert row["method"] in methods and row["metric"] in config.metrics, row
+
+
+def test_a_metric_the_results_lack_is_named_with_the_ones_they_have(swept, tmp_path):
+  config, workdir, _ = swept
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.metrics = ("test/acuracy",)
+  with pytest.raises(ConfigError, match=r"sweep metric 'test/acuracy' is not in results.json; "
+                     r"its metrics are .*test/accuracy"):
+    sweep.run(config, workdir)
