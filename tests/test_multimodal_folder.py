@@ -308,5 +308,5 @@ def test_trainer_runs_two_steps_on_a_folder(csv_builder, csv_folder, tfds_dir, t
   config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
   config.optimizer.warmup_steps = 1
   results = loop.train_and_evaluate(config, str(tmp_path))
-  assert set(results) == {"validation", "test"}
+  assert set(results) == {"validation", "test", "complexity"}
   assert np.isfinite(results["test"]["score/mae"]) and 0 <= results["test"]["animal/accuracy"] <= 1
