@@ -1,9 +1,10 @@
 """One process of a multi-process run on localhost: 2 CPU devices per process, gloo collectives.
 
-    python train_multiprocess.py PROCESS_ID NUM_PROCESSES COORDINATOR DATA_DIR WORKDIR STOP_AFTER
+    python train_multiprocess.py PROCESS_ID NUM_PROCESSES COORDINATOR DATA_DIR WORKDIR TOTAL_STEPS
 
-Trains the small seed model of `train_on_devices.py` for 10 steps, stopping after STOP_AFTER (a
-preemption; the next launch resumes). Run by tests/test_parallel.py."""
+Trains `train_on_devices.multiprocess_config` (the small seed model at a constant learning rate
+after warm-up, so that a run's steps do not depend on its length) for TOTAL_STEPS steps.
+Run by tests/test_parallel.py, which preempts the first launch with SIGTERM and resumes."""
 import os
 import sys
 
@@ -13,16 +14,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from mmjax.train import loop, parallel  # noqa: E402  (XLA_FLAGS must be set before JAX starts)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_on_devices import config_for  # noqa: E402
-
-TOTAL_STEPS = 10
+from train_on_devices import multiprocess_config  # noqa: E402
 
 
-def main(process_id, num_processes, coordinator, data_dir, workdir, stop_after):
+
+def main(process_id, num_processes, coordinator, data_dir, workdir, total_steps):
   parallel.initialize_distributed(coordinator, int(num_processes), int(process_id))
-  config = config_for(data_dir, "jit", 0, 1, TOTAL_STEPS)
-  config.checkpoint_every_steps = 2
-  loop.train_and_evaluate(config, workdir, stop_after_step=int(stop_after))
+  loop.train_and_evaluate(multiprocess_config(data_dir, 0, int(total_steps)), workdir)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,16 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contr
   return config
 
 
+def multiprocess_config(data_dir, devices, total_steps):
+  """The config of `train_multiprocess.py`: constant learning rate after warm-up, a log line per
+  step, no regular checkpoint before the end."""
+  config = config_for(data_dir, "jit", devices, 1, total_steps)
+  config.optimizer.final_lr_fraction = 1.0
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 100_000
+  return config
+
+
 def final_params(config, workdir):
   return jax.device_get(loop.restore_checkpoint(config, workdir).state.params)
 
