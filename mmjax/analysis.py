@@ -65,21 +65,23 @@ def _decoder(apply_fn: Callable, params: Any, modalities: Sequence[str], masked:
 
 def emap_outputs(apply_fn: Callable, params: Any, features: Mapping[str, np.ndarray],
                  masks: Mapping[str, np.ndarray], reference: np.ndarray,
-                 tasks: Sequence[str]) -> Dict[str, np.ndarray]:
+                 tasks: Sequence[str], decode: Optional[Callable] = None
+                 ) -> Dict[str, np.ndarray]:
   """`{task: f̂ (N, ...)}`: each task's outputs projected onto additive functions of the
-  modalities (module docstring), the expectations over the examples `reference` (indices)."""
+  modalities (module docstring), the expectations over the examples `reference` (indices).
+  `decode` is `_decoder(apply_fn, params, ...)` when the caller already compiled one."""
   modalities = list(features)
   count = len(next(iter(features.values())))
-  decode = _decoder(apply_fn, params, modalities, list(masks))
+  decode = decode or _decoder(apply_fn, params, modalities, list(masks))
   features, masks = jax.device_put(dict(features)), jax.device_put(dict(masks))
   others = len(modalities) - 1
   tuples = np.asarray(list(itertools.product(reference, repeat=others)), np.int32).reshape(
       -1, others)
   # Row k of the flat list of combinations: example k // len(tuples), tuple k % len(tuples).
   total = count * len(tuples)
-  sums = {t: None for t in tasks}
-  for m_index, m in enumerate(modalities):
-    partial = {t: None for t in tasks}
+  projected, grand = {}, {}
+  for m in modalities:
+    sums = {}
     for start in range(0, total, BLOCK):
       flat = np.arange(start, start + BLOCK) % total
       example, tuple_index = flat // len(tuples), flat % len(tuples)
@@ -88,15 +90,14 @@ def emap_outputs(apply_fn: Callable, params: Any, features: Mapping[str, np.ndar
       outputs = jax.device_get(decode(features, masks, rows))
       valid = np.arange(start, start + BLOCK) < total
       for t in tasks:
-        value = np.zeros((count, *outputs[t].shape[1:]), np.float64)
-        np.add.at(value, example[valid], outputs[t][valid])
-        partial[t] = value if partial[t] is None else partial[t] + value
+        if t not in sums:
+          sums[t] = np.zeros((count, *outputs[t].shape[1:]), np.float64)
+        np.add.at(sums[t], example[valid], outputs[t][valid])
     for t in tasks:
-      mean_m = partial[t] / len(tuples)
-      sums[t] = mean_m if sums[t] is None else sums[t] + mean_m
-      if m_index == 0:
-        sums[f"{t}:grand"] = mean_m[reference].mean(axis=0)
-  return {t: sums[t] - others * sums[f"{t}:grand"] for t in tasks}
+      mean_m = sums[t] / len(tuples)
+      projected[t] = projected[t] + mean_m if t in projected else mean_m
+      grand.setdefault(t, mean_m[reference].mean(axis=0))   # the first modality's: over R^M
+  return {t: projected[t] - others * grand[t] for t in tasks}
 
 
 def _accuracy(outputs: np.ndarray, batch: Batch, label_key: str) -> float:
@@ -119,8 +120,9 @@ def emap_report(apply_fn: Callable, params: Any, batches: Sequence[Batch],
                np.sort(np.random.default_rng(seed).choice(count, reference_size, replace=False)))
   classified = {name: task for name, task in tasks.items()
                 if isinstance(task, kinds.Classification)}
-  projected = emap_outputs(apply_fn, params, features, masks, reference, list(classified))
   decode = _decoder(apply_fn, params, list(features), list(masks))
+  projected = emap_outputs(apply_fn, params, features, masks, reference, list(classified),
+                           decode)
   model = {t: np.concatenate([jax.device_get(decode(features, masks, {
       m: np.minimum(np.arange(s, s + BLOCK), count - 1).astype(np.int32) for m in features}))[t]
                               for s in range(0, count, BLOCK)])[:count] for t in classified}
