@@ -9,8 +9,8 @@ A sweep file's `get_config()` returns
                   'synergy,low_rank' for interactions.py); the grid is their product, the axes
                   in alphabetical order of their paths
     fixed         config fields, nested as in the config, set in every cell (e.g.
-                  `fixed.total_steps`); an unset placeholder (None) is left alone, so a sweep
-                  file can offer `--config.fixed.dataset.data_dir=DIR`
+                  `fixed.total_steps`); an unset placeholder (None) or an empty group is left
+                  alone, so a sweep file can offer `--config.fixed.dataset.data_dir=DIR`
     metrics       the results.json metrics to summarise, 'split/metric' (e.g. 'test/accuracy')
     reference     the dataset name under which `experiments/reference_results.json` lists paper
                   numbers for these methods ('' for none)
@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import ml_collections
 
 from mmjax.errors import ConfigError
-from mmjax.train import loop
+from mmjax.train import checks, loop
 from mmjax.train.defaults import load_config
 
 REFERENCE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -42,20 +42,9 @@ REFERENCE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 COMPLEXITY = ("parameters", "train_flops_per_example", "train_samples_per_second")
 
 
-def field_paths(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-  """`{'a.b': value}` for every leaf of a nested ConfigDict, in its (alphabetical) order."""
-  paths = {}
-  for key, value in tree.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      paths.update(field_paths(value, f"{prefix}{key}."))
-    else:
-      paths[f"{prefix}{key}"] = value
-  return paths
-
-
 def cells(sweep: Mapping[str, Any]) -> List[Dict[str, Any]]:
   """Every cell of the grid, `{axis path: value}`."""
-  axes = field_paths(sweep["axes"])
+  axes = checks.field_paths(sweep["axes"])
   return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
@@ -84,8 +73,9 @@ def cell_config(sweep: Mapping[str, Any], cell: Mapping[str, Any]) -> ml_collect
   """The experiment config of `cell`: the config file (with the cell's `config_arg`), the sweep's
   fixed fields, then the cell's fields; a path that names no field is a ConfigError."""
   config = load_config(sweep["config_file"], cell.get("config_arg"))
-  for path, value in field_paths(sweep.get("fixed", ml_collections.ConfigDict())).items():
-    if value is not None:
+  fixed = checks.field_paths(sweep.get("fixed", ml_collections.ConfigDict()))
+  for path, value in fixed.items():
+    if value is not None and value != {}:   # an unset placeholder or an empty group
       _set_field(config, path, value)
   for path, value in cell.items():
     if path != "config_arg":
@@ -150,7 +140,7 @@ def reference_rows(dataset: str, path: Optional[str] = None) -> List[Dict[str, A
 def summarize(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
   """One record per method: each metric's mean, std and seed count, the complexity means, and
   the paper value of each metric where the reference file lists one for this method."""
-  axes = list(field_paths(sweep["axes"]))
+  axes = list(checks.field_paths(sweep["axes"]))
   references = reference_rows(sweep.get("reference", ""))
   methods: Dict[str, List[Mapping[str, Any]]] = {}
   for row in rows:
@@ -200,7 +190,7 @@ def write_summaries(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     cells_ += [_number(record[key]) for key in COMPLEXITY]
     lines.append("| " + " | ".join(cells_) + " |")
   text = (f"Sweep of `{os.path.relpath(sweep['config_file'])}` over "
-          f"{', '.join(field_paths(sweep['axes']))}; mean ± std "
+          f"{', '.join(checks.field_paths(sweep['axes']))}; mean ± std "
           "over the seeds (sample std).\n\n" + "\n".join(lines) + "\n")
   if papers:
     text += "\nPaper numbers (experiments/reference_results.json):\n" + "\n".join(papers) + "\n"

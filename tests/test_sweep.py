@@ -10,6 +10,7 @@ import ml_collections
 import pytest
 
 from mmjax import data, sweep
+from mmjax.train import checks
 from mmjax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,7 +137,7 @@ def test_every_committed_sweep_builds_each_cells_config(name):
   assert len({sweep.cell_name(cell) for cell in grid}) == len(grid)
   for cell in grid:
     sweep.cell_config(config, cell)
-  methods = {sweep.method_of(cell, list(sweep.field_paths(config.axes))) for cell in grid}
+  methods = {sweep.method_of(cell, list(checks.field_paths(config.axes))) for cell in grid}
   for row in sweep.reference_rows(config.reference):
     if row["method"] != "mult":   # MulT on MOSI needs a sequence passthrough encoder (not yet)
       assert row["method"] in methods and row["metric"] in config.metrics, row

@@ -6,7 +6,7 @@ import json
 import os
 import re
 import tempfile
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import jax
 import numpy as np
@@ -18,10 +18,13 @@ from mmjax.tasks.objective import is_shared, parameter_path
 from mmjax.tasks.weighting import GradNorm
 from mmjax.train import parallel
 
+NONFINITE_POLICIES = ("stop", "skip")   # config.on_nonfinite
+
 
 def check_step_counts(config: Any) -> None:
   """Raises ConfigError for a batch size or step interval that is not positive, or that does not
-  split over the devices and micro-batches."""
+  split over the devices and micro-batches, and for an unknown driver, non-finite policy or EMA
+  decay outside [0, 1)."""
   positive = ("batch_size", "eval_batch_size", "total_steps", "log_every_steps",
               "eval_every_steps", "checkpoint_every_steps", "grad_accum_steps")
   for field in positive:
@@ -30,6 +33,9 @@ def check_step_counts(config: Any) -> None:
   if config.parallel.driver not in parallel.DRIVERS:
     raise ConfigError(f"config.parallel.driver={config.parallel.driver!r}; use one of "
                       f"{', '.join(parallel.DRIVERS)}")
+  if config.on_nonfinite not in NONFINITE_POLICIES:
+    raise ConfigError(f"config.on_nonfinite={config.on_nonfinite!r}; use one of "
+                      f"{', '.join(NONFINITE_POLICIES)}")
   if not 0 <= config.ema_decay < 1:
     raise ConfigError(f"config.ema_decay={config.ema_decay} must lie in [0, 1); 0 keeps no EMA")
   devices = parallel.device_count(config.parallel)
@@ -153,13 +159,15 @@ EVALUATED_FIELDS = ("model", "tasks", "task_weighting", "dataset.name", "dataset
 CONFIG_FILE = "config.json"
 
 
-def _flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
-  if isinstance(tree, dict):
-    flat = {}
-    for key, value in tree.items():
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    return flat or {prefix[:-1]: {}}
-  return {prefix[:-1]: tree}
+def field_paths(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  """`{'a.b': value}` for every leaf of a nested dict or ConfigDict, in its order (an empty
+  mapping is a leaf)."""
+  if not hasattr(tree, "items"):
+    return {prefix[:-1]: tree}
+  paths = {}
+  for key, value in tree.items():
+    paths.update(field_paths(value, f"{prefix}{key}."))
+  return paths or {prefix[:-1]: {}}
 
 
 def _as_json(config: Any) -> Dict[str, Any]:
@@ -170,17 +178,18 @@ def _within(field: str, prefixes: Iterable[str]) -> bool:
   return any(field == p or field.startswith(p + ".") for p in prefixes)
 
 
-def config_changes(workdir: str, config: Any) -> Optional[List[str]]:
-  """The fields whose values differ between `config` and the one stored in `workdir` by the run
-  that wrote it, as `field: stored -> new`; None when the workdir stores none."""
+def config_changes(workdir: str, config: Any) -> List[Tuple[str, Any, Any]]:
+  """`(field, stored value, new value)` for every field whose value differs between `config`
+  and the one stored in `workdir` by the run that wrote it ('(absent)' for a missing field);
+  none when the workdir stores no config."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    return None
+    return []
   with open(path) as file:
-    stored = _flatten(json.load(file))
-  current = _flatten(_as_json(config))
+    stored = field_paths(json.load(file))
+  current = field_paths(_as_json(config))
   missing = "(absent)"
-  return [f"{field}: {stored.get(field, missing)!r} -> {current.get(field, missing)!r}"
+  return [(field, stored.get(field, missing), current.get(field, missing))
           for field in sorted(set(stored) | set(current))
           if stored.get(field, missing) != current.get(field, missing)]
 
@@ -188,18 +197,19 @@ def config_changes(workdir: str, config: Any) -> Optional[List[str]]:
 def check_resumable(workdir: str, config: Any, compared: Optional[Iterable[str]] = None) -> None:
   """WorkdirError when `config` differs from the config stored in `workdir` in a field outside
   `RESUMABLE_CHANGES` (or, with `compared`, in a field within those)."""
-  changes = config_changes(workdir, config) or []
+  changes = config_changes(workdir, config)
   if compared is None:
-    bad = [c for c in changes if not _within(c.split(":")[0], RESUMABLE_CHANGES)]
+    bad = [c for c in changes if not _within(c[0], RESUMABLE_CHANGES)]
     allowed = ", ".join(RESUMABLE_CHANGES)
   else:
-    bad = [c for c in changes if _within(c.split(":")[0], compared)]
+    bad = [c for c in changes if _within(c[0], compared)]
     allowed = "every field but " + ", ".join(compared)
   if bad:
     more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-    raise WorkdirError(f"--workdir {workdir} holds a run of another config: "
-                       f"{'; '.join(bad[:3])}{more}; use a new --workdir, or the config that "
-                       f"wrote it (fields that may change on resume: {allowed})")
+    shown = "; ".join(f"{field}: {old!r} -> {new!r}" for field, old, new in bad[:3])
+    raise WorkdirError(f"--workdir {workdir} holds a run of another config: {shown}{more}; use "
+                       f"a new --workdir, or the config that wrote it (fields that may change "
+                       f"on resume: {allowed})")
 
 
 def store_config(workdir: str, config: Any) -> None:

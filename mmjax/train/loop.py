@@ -4,8 +4,9 @@ results.json.
 One linear function a reader follows top to bottom. Every problem in the config, the workdir or
 the data is reported in one line before anything is compiled (`mmjax/train/checks.py`); SIGTERM
 or SIGINT stops the run after its current step with a checkpoint saved; a non-finite step is
-skipped or stops the run, as `config.on_nonfinite` says, and is never saved. On many hosts every process runs it: each reads its own rows of
-every batch, all save and restore checkpoints together, and only process 0 writes logs and results.
+skipped or stops the run, as `config.on_nonfinite` says, and is never saved. On many hosts every
+process runs it: each reads its own rows of every batch, all save and restore checkpoints
+together, and only process 0 writes logs and results.
 """
 import functools
 import itertools
@@ -13,7 +14,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -28,9 +29,6 @@ from mmjax.train import checkpoint, checks, parallel, preemption
 from mmjax.train.metrics_writer import MetricsWriter
 from mmjax.train.state import init_state, make_optimizer, parameter_count
 from mmjax.train.step import evaluate, task_weight_vectors
-
-
-NONFINITE_POLICIES = ("stop", "skip")
 
 
 def _objective_from_config(config: Any):
@@ -228,22 +226,21 @@ def train_and_evaluate(config: Any, workdir: str, *,
   calling again resumes exactly where it stopped. Returns the final results (empty when stopped
   early).
   """
-  if config.on_nonfinite not in NONFINITE_POLICIES:
-    raise ConfigError(f"config.on_nonfinite={config.on_nonfinite!r}; use one of "
-                      f"{', '.join(NONFINITE_POLICIES)}")
   checks.prepare_workdir(workdir)
   if checkpoint.has_checkpoint(workdir):
     checks.check_resumable(workdir, config)
   readers, tasks, driver, state, step_rng, batch_check = _setup(config)
   lead = jax.process_index() == 0
   report = print if lead else (lambda *args, **kwargs: None)
-  report(f"mmjax: {parameter_count(state.params):,} parameters; dataset {config.dataset.name}; "
+  parameters = parameter_count(state.params)
+  report(f"mmjax: {parameters:,} parameters; dataset {config.dataset.name}; "
          f"{config.parallel.driver} driver on {driver.mesh.devices.size} device(s), "
          f"{jax.process_count()} process(es); workdir {workdir}")
 
   # Checkpoints: resume from the latest one.
   manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep_best,
-                                          config.checkpoint.best_metric, config.checkpoint.best_mode)
+                                          config.checkpoint.best_metric,
+                                          config.checkpoint.best_mode)
   restored = checkpoint.restore(manager, state)
   if restored is not None:
     state = restored
@@ -260,18 +257,19 @@ def train_and_evaluate(config: Any, workdir: str, *,
                          process_count=jax.process_count()),
       lambda i: f"the batch of step {start_step + 1 + i} (split {split!r})",
       config.batch_size // jax.process_count()))
+  last_step = config.total_steps if stop_after_step is None else min(stop_after_step,
+                                                                     config.total_steps)
   first_batch = next(batches)
   start = time.perf_counter()
   lowered = driver.train.lower(state, first_batch, step_rng)
-  train = lowered.compile()   # ahead of time: its duration is the compile time
-  complexity = {"parameters": parameter_count(state.params),
-                "compile_seconds": time.perf_counter() - start,
+  # Compiled ahead of time, and only when there are steps to run: its duration is the compile time.
+  train = lowered.compile() if start_step < last_step else None
+  complexity = {"parameters": parameters,
+                "compile_seconds": time.perf_counter() - start if train else None,
                 "train_flops_per_example": _flops(lowered) * driver.mesh.devices.size
                 / config.batch_size}
   batches = itertools.chain([first_batch], batches)
   writer = MetricsWriter(workdir, start_step) if lead else None
-  last_step = config.total_steps if stop_after_step is None else min(stop_after_step,
-                                                                     config.total_steps)
   stop_on_nonfinite = config.on_nonfinite == "stop"
   window, window_start, unchecked, stopping = [], time.perf_counter(), None, None
   train_seconds, trained_steps = 0.0, 0
@@ -418,7 +416,7 @@ def evaluate_robustness(config: Any, driver: Any, tasks: Mapping[str, Any], stat
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count()))
   score = _primary_scorer(driver, tasks, state)
-  metrics = list(score(clean[:1]))
+  metrics = _primary_metrics(tasks)
   report: Dict[str, Any] = {"split": split, "levels": list(robustness.LEVELS),
                             "clean": score(clean), "missing": {}, "curves": {}, "area": {}}
   for modality in config.model.encoders:
@@ -436,9 +434,13 @@ def evaluate_robustness(config: Any, driver: Any, tasks: Mapping[str, Any], stat
   return report
 
 
+def _primary_metrics(tasks: Mapping[str, Any]) -> List[str]:
+  return [f"{name}/{task.primary_metric}" for name, task in tasks.items()]
+
+
 def _primary_scorer(driver: Any, tasks: Mapping[str, Any], state: Any):
   """`batches -> {"<task>/<primary metric>": value}` for host batches of this process's rows."""
-  metrics = [f"{name}/{task.primary_metric}" for name, task in tasks.items()]
+  metrics = _primary_metrics(tasks)
   return lambda batches: (lambda found: {m: found[m] for m in metrics})(evaluate(
       driver.evaluate, state, _local_batches(driver, batches), tasks))
 
@@ -458,12 +460,12 @@ def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
                                   math.ceil(examples / config.eval_batch_size)))
   params = state.params if state.ema_params is None else state.ema_params
   modalities = list(config.model.encoders)
+  score = _primary_scorer(driver, tasks, state)
   report = {"split": split, "step": int(state.step),
             "emap": analysis.emap_report(state.apply_fn, params, batches, modalities, tasks,
                                          reference_size=reference_size, seed=config.seed),
-            "ablation": analysis.ablations(_primary_scorer(driver, tasks, state), batches,
-                                           modalities),
-            "clean": _primary_scorer(driver, tasks, state)(batches)}
+            "ablation": analysis.ablations(score, batches, modalities),
+            "clean": score(batches)}
   with open(os.path.join(workdir, "analysis.json"), "w") as file:
     json.dump(report, file, indent=2, sort_keys=True)
   return report

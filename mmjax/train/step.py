@@ -72,8 +72,8 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
 
   Returns the new state and `{"values": this step's terms of the objective (global means, adding
   up to `loss`, the value differentiated), the task weights, gradient norms and the learning
-  rate; "sums": the metric sums over the batch (see `objective_sums`); "finite": `_finiteness`}`. `grad_norm` is the
-  model's gradient norm (the task weighting's parameters left out).
+  rate; "sums": the metric sums over the batch (see `objective_sums`); "finite": `_finiteness`}`.
+  `grad_norm` is the model's gradient norm (the task weighting's parameters left out).
   """
   names = tuple(tasks)
   static, factors = task_weight_vectors(tasks)
@@ -181,9 +181,10 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
 
 
 def _finiteness(values: Mapping[str, Array], names, grads: Mapping[str, Any]) -> Dict[str, Any]:
-  """`{"step": whether the loss (hence every term of it) and every gradient is finite, "tasks": (T,) whether
-  each task's loss and regularisers are, "groups": {top-level parameter collection: whether its
-  gradients are}}`, computed on device so that every step is checked without a host sync."""
+  """`{"step": whether the loss (hence every term of it) and every gradient is finite, "tasks":
+  (T,) whether each task's loss and regularisers are, "groups": {top-level parameter collection:
+  whether its gradients are}}`, computed on device so that every step is checked without a host
+  sync."""
   all_finite = lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
                                                for x in jax.tree.leaves(tree)] or [True]))
   tasks = jnp.stack([all_finite({k: v for k, v in values.items() if k.startswith(f"{t}/")})
