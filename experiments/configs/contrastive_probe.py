@@ -44,7 +44,7 @@ def get_config(arg: str = "pretrain,infonce") -> ml_collections.ConfigDict:
     config.checkpoint.best_mode = "min"
   elif stage == "probe":
     config.model.heads.label = head_config(
-        "linear", num_classes=interactions.NUM_CLASSES["redundancy"])
+        "linear", num_classes=interactions.STRUCTURES["redundancy"].num_classes)
     config.tasks.label = task_config("classification")
     config.optimizer.frozen = "^encoders_"
   else:

@@ -1,10 +1,13 @@
 """One fusion on one `interactions` config: `--config=experiments/configs/interactions.py:CONFIG,FUSION`.
 
-CONFIG is redundancy, uniqueness, synergy or mixed; FUSION any registered fusion name, e.g.
+CONFIG is redundancy, uniqueness, synergy, mixed, synergy3 (three modalities) or rank6 (a
+regression target of bilinear rank 6); FUSION any registered fusion name, e.g.
     mmjax train --config=experiments/configs/interactions.py:synergy,low_rank --workdir=runs/lmf
 
 Each modality is encoded by an MLP (by per-modality tokens for the sequence fusions mult and mbt),
 and the head is linear, so what the model can represent across modalities is its fusion's doing.
+On rank6, LMF outputs one coordinate, so that its rank is the rank of the prediction (see
+`mmjax/data/interactions.py`).
 """
 import ml_collections
 
@@ -21,18 +24,27 @@ FUSION_OPTIONS = {"late": {"dim": 16}, "film": {"conditioned": "b"},
 
 def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   data_config, fusion = arg.split(",")
+  structure = interactions.STRUCTURES[data_config]
   config = trainer_config(f"interactions/{data_config}")
   if fusion in SEQUENCE_FUSIONS:
     encoder = lambda: encoder_config("feature_tokens", num_tokens=4, model_dim=16)
   else:
     encoder = lambda: encoder_config("mlp", hidden_dims=(32,), dim=16)
-  config.model.encoders = ml_collections.ConfigDict({"a": encoder(), "b": encoder()})
-  config.model.fusion = fusion_config(fusion, **FUSION_OPTIONS.get(fusion, {}))
+  config.model.encoders = ml_collections.ConfigDict({m: encoder() for m in structure.modalities})
+  options = dict(FUSION_OPTIONS.get(fusion, {}))
+  if structure.num_classes == 0 and fusion == "low_rank":
+    options["dim"] = 1
+  config.model.fusion = fusion_config(fusion, **options)
   config.model.heads = ml_collections.ConfigDict()
-  config.model.heads.label = head_config("linear",
-                                         num_classes=interactions.NUM_CLASSES[data_config])
   config.tasks = ml_collections.ConfigDict()
-  config.tasks.label = task_config("classification")
+  if structure.num_classes:
+    config.model.heads.label = head_config("linear", num_classes=structure.num_classes)
+    config.tasks.label = task_config("classification")
+  else:
+    config.model.heads.label = head_config("linear", num_classes=1)
+    config.tasks.label = task_config("regression", loss="mse")
+    config.checkpoint.best_metric = "label/mse"
+    config.checkpoint.best_mode = "min"
 
   config.batch_size = 128
   config.eval_batch_size = 1000

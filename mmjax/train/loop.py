@@ -91,10 +91,14 @@ def _setup(config: Any) -> Setup:
       raise
     raise ConfigError(str(error)) from error
   splits = {config.dataset.train_split, *config.eval_splits}
-  missing = splits - set(builder.info.splits)
-  if missing:
-    raise ConfigError(f"splits {sorted(missing)} are not in dataset {builder.name!r}; its splits "
-                      f"are {sorted(builder.info.splits)}")
+  for split in sorted(splits):
+    try:   # a split's name or a tfds slice of it, e.g. 'train[:1000]' (sample-efficiency sweeps)
+      builder.info.splits[split]
+    except (KeyError, ValueError) as error:
+      raise ConfigError(f"split {split!r} of dataset {builder.name!r}: "
+                        f"{' '.join(str(error).split())}; its splits are "
+                        f"{sorted(builder.info.splits)}, sliced as in 'train[:1000]' or "
+                        "'train[:10%]'") from error
   readers = {split: data.ExampleReader(builder, split, config.dataset.cache)
              for split in splits}
   example_batch = next(data.eval_batches(readers[config.dataset.train_split],
