@@ -104,6 +104,10 @@ def test_checkpoints_kept_are_the_best_k_by_validation_accuracy_plus_the_latest(
      "config.model.encoders.text.vocab_size=10 is smaller than the dataset's vocabulary"),
     (("checkpoint.best_metric", "shape/accuracy"), "config.checkpoint.best_metric='shape/accuracy'"),
     (("batch_size", 0), "config.batch_size=0 must be positive"),
+    (("dataset.train_examples", -1), "config.dataset.train_examples=-1 must be positive"),
+    (("dataset.train_split", "trian"), "split 'trian' of dataset 'mm_shapes': Unknown split"),
+    (("dataset.train_examples", 10 ** 6), "split 'train[:1000000]' of dataset 'mm_shapes': "
+                                          "Requested slice [:1000000] incompatible"),
 ])
 def test_bad_config_fails_in_one_line_before_compiling(data_dir, tmp_path, override, message):
   config = tiny_config(data_dir)
@@ -112,7 +116,7 @@ def test_bad_config_fails_in_one_line_before_compiling(data_dir, tmp_path, overr
   for part in field.split(".")[:-1]:
     node = node[part]
   node[field.split(".")[-1]] = value
-  with pytest.raises(loop.ConfigError, match=message.replace("(", r"\(")) as error:
+  with pytest.raises(loop.ConfigError, match=re.escape(message)) as error:
     loop.train_and_evaluate(config, str(tmp_path))
   assert "\n" not in str(error.value)
   assert not os.path.exists(tmp_path / "checkpoints")
@@ -288,3 +292,19 @@ def test_results_report_the_runs_complexity(data_dir, tmp_path):
   assert complexity["compile_seconds"] > 0 and complexity["train_samples_per_second"] > 0
   assert complexity["eval_samples_per_second"] > 0
   assert complexity["peak_memory_bytes"] == "n/a"
+
+
+def test_train_examples_trains_on_the_first_n_examples_of_the_split(data_dir, tmp_path,
+                                                                   monkeypatch):
+  """Learning curves: `dataset.train_examples` = N reads the train split's first N rows only (a
+  reader of the whole split would pass every other test)."""
+  config = tiny_config(data_dir, total_steps=2)
+  config.dataset.train_examples = 48
+  read = []
+  original = loop.data.train_batches
+  monkeypatch.setattr(loop.data, "train_batches", lambda reader, *args, **kwargs: (
+      read.append(reader.read(np.arange(len(reader)))) or original(reader, *args, **kwargs)))
+  loop.train_and_evaluate(config, str(tmp_path))
+  whole = data.ExampleReader(data.prepare("mm_shapes", data_dir), "train")
+  assert len(read) == 1 and len(read[0]["label"]) == 48
+  np.testing.assert_array_equal(read[0]["label"], whole.read(np.arange(48))["label"])

@@ -1,4 +1,4 @@
-"""Every fusion family on the interactions benchmark's four configs, 3 seeds each, through the
+"""Every fusion on the interactions benchmark's four two-modality configs, 3 seeds each, through the
 normal trainer:
 
     mmjax sweep --config experiments/sweeps/interactions_fusions.py --workdir runs/sweep \\
@@ -10,7 +10,8 @@ import ml_collections
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DATA = ("redundancy", "uniqueness", "synergy", "mixed")
-FUSIONS = ("concat", "late", "attention", "gmu", "film", "tensor", "low_rank", "mfb")
+FUSIONS = ("concat", "late", "sum", "mean", "max", "product", "gmu", "attention", "film", "tensor",
+           "low_rank", "multiplicative", "mfb", "mult", "mbt")
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -3,7 +3,7 @@ uniqueness or synergy (Liang et al. 2023's taxonomy), of known interaction order
 generated locally.
 
 Each modality m is a vector x_m = R_m (s_m + u_m) ∈ R^D, where s_m ∈ {−1, +1}^B are the modality's
-bits as signs, u_m ~ Uniform[−0.5, 0.5]^B is noise, and R_m is a fixed D×B matrix with orthonormal
+bits as signs, u_m ~ Uniform[−h, h]^B is noise (h = 0.5; 0 for rank6), and R_m is a fixed D×B matrix with orthonormal
 columns (the same for every example). Since R_mᵀ x_m = s_m + u_m, every bit is recoverable without
 error from its own modality and from no other. Bits that the label does not use are independent
 fair coins (distractors).
@@ -32,7 +32,9 @@ chance. It cannot reach Bayes either: sign(s_a s_b s_c) is the parity of three b
 polynomial threshold of degree < 3 represents (Minsky & Papert). A trimodal product
 (tensor fusion's s_a ⊗ s_b ⊗ s_c term, LMF's Π_m) represents it exactly.
 
-rank6 (modalities a, b; B = 8, D = 16) is a regression target of known bilinear rank k = 6:
+rank6 (modalities a, b; B = 8, D = 16; no input noise, so each sign is a linear function of its
+modality and nothing but the rank stands between a model and Bayes) is a regression target of
+known bilinear rank k = 6:
 y = (1/√k) Σ_{i<k} s_a,i s_b,i + σ ξ with ξ ~ N(0, 1), σ = 0.5, so Var(y | bits) = σ² is the
 Bayes MSE, 0.25. The k products s_a,i s_b,i are orthonormal separable functions, so
 f(a, b) = E[y | x_a, x_b] has k equal singular values 1/√k (as an operator between functions of
@@ -53,19 +55,20 @@ SPLITS = {"train": (0, 8000), "validation": (1, 1000), "test": (2, 2000)}
 
 
 class Structure(NamedTuple):
-  """A config's shape: its modalities, B bits in D dimensions each, and K classes (0: a
-  regression target)."""
+  """A config's shape: its modalities, B bits in D dimensions each with input noise of half-width
+  h, and K classes (0: a regression target)."""
   modalities: Tuple[str, ...] = ("a", "b")
   bits: int = 4
   dim: int = 8
   num_classes: int = 2
+  input_noise: float = 0.5
 
 
 # New configs go last: a config's position seeds its examples.
 STRUCTURES = {"redundancy": Structure(), "uniqueness": Structure(), "synergy": Structure(),
               "mixed": Structure(num_classes=4),
               "synergy3": Structure(modalities=("a", "b", "c")),
-              "rank6": Structure(bits=8, dim=16, num_classes=0)}
+              "rank6": Structure(bits=8, dim=16, num_classes=0, input_noise=0.0)}
 TARGET_RANK = {"rank6": 6}
 
 
@@ -118,7 +121,8 @@ def make_example(config: str, seed: int, split_id: int, index: int) -> Dict[str,
     label = int(rng.integers(structure.num_classes))
   example = {"label": label}
   for m, project in projections(config, seed).items():
-    noisy_signs = 2.0 * bits[m] - 1 + rng.uniform(-0.5, 0.5, structure.bits)
+    noisy_signs = 2.0 * bits[m] - 1 + rng.uniform(-structure.input_noise, structure.input_noise,
+                                                  structure.bits)
     example[m] = (project @ noisy_signs).astype(np.float32)
     example[f"bits_{m}"] = bits[m].astype(np.int32)
   return example

@@ -38,6 +38,9 @@ def check_step_counts(config: Any) -> None:
                       f"{', '.join(NONFINITE_POLICIES)}")
   if not 0 <= config.ema_decay < 1:
     raise ConfigError(f"config.ema_decay={config.ema_decay} must lie in [0, 1); 0 keeps no EMA")
+  if config.dataset.train_examples < 0:
+    raise ConfigError(f"config.dataset.train_examples={config.dataset.train_examples} must be "
+                      "positive, or 0 for the whole split")
   devices = parallel.device_count(config.parallel)
   if devices > jax.device_count() or (jax.process_count() > 1 and devices != jax.device_count()):
     raise ConfigError(f"config.parallel.num_devices={config.parallel.num_devices} but "

@@ -30,7 +30,8 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
   config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)  # original files
   config.dataset.options = ml_collections.ConfigDict()  # multimodal_folder: image_size, ...
-  config.dataset.train_split = "train"
+  config.dataset.train_split = "train"  # a split, or a tfds slice of one: 'train[:10%]'
+  config.dataset.train_examples = 0     # > 0: train on the split's first N examples only
   config.dataset.cache = "memory"       # or "columns" (memory-mapped, larger than RAM), "none"
   config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection
 

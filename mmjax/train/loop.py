@@ -77,6 +77,14 @@ class Setup(NamedTuple):
   batch_check: checks.BatchCheck
 
 
+def train_split(config: Any) -> str:
+  """The split trained on: `dataset.train_split`, or its first `dataset.train_examples` examples
+  when that is set (learning curves)."""
+  if config.dataset.train_examples:
+    return f"{config.dataset.train_split}[:{config.dataset.train_examples}]"
+  return config.dataset.train_split
+
+
 def _setup(config: Any) -> Setup:
   """The `Setup` of `config`, its state freshly initialised (or from `config.init_from`)."""
   checks.check_step_counts(config)
@@ -90,23 +98,23 @@ def _setup(config: Any) -> Setup:
     if isinstance(error, UserError):
       raise
     raise ConfigError(str(error)) from error
-  splits = {config.dataset.train_split, *config.eval_splits}
+  splits = {train_split(config), *config.eval_splits}
   for split in sorted(splits):
     try:   # a split's name or a tfds slice of it, e.g. 'train[:1000]' (sample-efficiency sweeps)
       builder.info.splits[split]
     except (KeyError, ValueError) as error:
       raise ConfigError(f"split {split!r} of dataset {builder.name!r}: "
-                        f"{' '.join(str(error).split())}; its splits are "
+                        f"{' '.join(str(error).split()).rstrip('.')}; its splits are "
                         f"{sorted(builder.info.splits)}, sliced as in 'train[:1000]' or "
                         "'train[:10%]'") from error
   readers = {split: data.ExampleReader(builder, split, config.dataset.cache)
              for split in splits}
-  example_batch = next(data.eval_batches(readers[config.dataset.train_split],
+  example_batch = next(data.eval_batches(readers[train_split(config)],
                                          config.batch_size))
   model, tasks, weighting = _objective_from_config(config)
   checks.check_config(config, builder, example_batch, tasks)
   batch_check = checks.BatchCheck(config, example_batch, tasks, model)
-  batch_check(example_batch, f"the first batch of split {config.dataset.train_split!r}",
+  batch_check(example_batch, f"the first batch of split {train_split(config)!r}",
               config.batch_size)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
   static = task_weight_vectors(tasks)[0]
@@ -254,7 +262,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
   start_step = int(state.step)
 
   # Steps: one pure function, compiled by the driver with the state's buffers donated.
-  split = config.dataset.train_split
+  split = train_split(config)
   batches = _local_batches(driver, batch_check.batches(
       data.train_batches(readers[split], config.batch_size, seed=config.seed,
                          start_step=start_step, process_index=jax.process_index(),
