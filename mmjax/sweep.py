@@ -14,6 +14,13 @@ A sweep file's `get_config()` returns
     metrics       the results.json metrics to summarise, 'split/metric' (e.g. 'test/accuracy')
     reference     the dataset name under which `experiments/reference_results.json` lists paper
                   numbers for these methods ('' for none)
+    curve         (optional) a numeric axis, e.g. 'dataset.train_examples' (learning curves) or
+                  'model.fusion.rank': summary.png also plots each metric against it, one line
+                  per method of the other axes
+    robustness    (optional, False) also evaluate each trained cell with `mmjax eval
+                  --robustness` (each modality missing, and perturbed at levels 0 to 1): the
+                  summaries get each modality's missing score and each perturbation's area
+                  under the curve, and summary.png the curves, averaged over seeds
 
 `mmjax sweep --config SWEEP.py --workdir DIR` trains each cell in `DIR/cells/<cell>` with the
 normal trainer: a cell whose results.json exists is skipped, a half-finished one resumes from its
@@ -21,11 +28,12 @@ checkpoint, so the sweep itself resumes. It then writes `DIR/summary.csv` (one r
 `DIR/summary.md` (per method, i.e. per combination of the axes other than 'seed': mean ± std
 over seeds, their number, the complexity columns, and paper numbers beside ours with the
 difference where they exist) and `DIR/summary.png` (each metric per method with ±std error bars,
-and against the parameter count).
+against the parameter count, and against the curve axis; the robustness curves).
 """
 import csv
 import itertools
 import json
+import math
 import os
 import re
 import statistics
@@ -98,9 +106,33 @@ def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
         print("mmjax sweep: stopped; run the same command to resume")
         return rows
     with open(results_path) as file:
-      rows.append(_row(cell, json.load(file), sweep["metrics"]))
+      row = _row(cell, json.load(file), sweep["metrics"])
+    if sweep.get("robustness", False):
+      row.update(robustness_columns(_robustness_report(config, directory)))
+    rows.append(row)
   write_summaries(sweep, rows, workdir)
   return rows
+
+
+def _robustness_report(config: ml_collections.ConfigDict, directory: str) -> Dict[str, Any]:
+  """The cell's robustness report: from its eval_results.json, evaluated first when missing."""
+  path = os.path.join(directory, "eval_results.json")
+  if os.path.exists(path):
+    with open(path) as file:
+      results = json.load(file)
+    if "robustness" in results:
+      return results["robustness"]
+  return loop.evaluate_checkpoint(config, directory, robustness=True)["robustness"]
+
+
+def robustness_columns(report: Mapping[str, Any]) -> Dict[str, float]:
+  """The first task's primary metric with each modality missing (`missing/<modality>`) and the
+  area under each perturbation's curve (`area/<modality>/<perturbation>`)."""
+  metric = next(iter(report["clean"]))
+  columns = {f"missing/{m}": scores[metric] for m, scores in report["missing"].items()}
+  for modality, areas in report["area"].items():
+    columns.update({f"area/{modality}/{name}": area[metric] for name, area in areas.items()})
+  return columns
 
 
 def _row(cell: Mapping[str, Any], results: Mapping[str, Any],
@@ -147,7 +179,8 @@ def summarize(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Li
     methods.setdefault(method_of(row, axes), []).append(row)
   summary = []
   for method, runs in methods.items():
-    record: Dict[str, Any] = {"method": method, "seeds": len(runs)}
+    record: Dict[str, Any] = {"method": method, "seeds": len(runs),
+                              "axes": {axis: runs[0][axis] for axis in axes if axis != "seed"}}
     for metric in sweep["metrics"]:
       values = [float(run[metric]) for run in runs]
       record[metric] = {"mean": statistics.mean(values),
@@ -160,6 +193,8 @@ def summarize(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Li
     for key in COMPLEXITY:
       known = [float(run[key]) for run in runs if run.get(key) is not None]
       record[key] = statistics.mean(known) if known else None
+    record["robustness"] = {key: statistics.mean(float(run[key]) for run in runs)
+                            for key in runs[0] if key.startswith(("missing/", "area/"))}
     summary.append(record)
   return summary
 
@@ -194,9 +229,44 @@ def write_summaries(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
           "over the seeds (sample std).\n\n" + "\n".join(lines) + "\n")
   if papers:
     text += "\nPaper numbers (experiments/reference_results.json):\n" + "\n".join(papers) + "\n"
+  text += _robustness_table(summary)
   with open(os.path.join(workdir, "summary.md"), "w") as file:
     file.write(text)
-  _plot(summary, metrics, os.path.join(workdir, "summary.png"))
+  curves = {record["method"]: _mean_robustness_curves(sweep, rows, workdir, record["method"])
+            for record in summary} if sweep.get("robustness", False) else {}
+  _plot(summary, metrics, sweep.get("curve", ""), curves, os.path.join(workdir, "summary.png"))
+
+
+def _robustness_table(summary: Sequence[Mapping[str, Any]]) -> str:
+  columns = list(summary[0]["robustness"])
+  if not columns:
+    return ""
+  lines = ["| method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+  lines += [f"| {record['method']} | " + " | ".join(f"{record['robustness'][c]:.4f}"
+                                                   for c in columns) + " |" for record in summary]
+  return ("\nRobustness on the last eval split, mean over seeds: the first task's primary metric "
+          "with each modality missing, and the area under each perturbation's curve (levels 0 "
+          "to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n" + "\n".join(lines) + "\n")
+
+
+def _mean_robustness_curves(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                            workdir: str, method: str) -> Dict[str, Any]:
+  """`{"levels": [...], "<modality>/<perturbation>": mean curve over the method's seeds}` of the
+  first task's primary metric, from the cells' eval_results.json."""
+  axes = list(checks.field_paths(sweep["axes"]))
+  reports = []
+  for row in rows:
+    if method_of(row, axes) == method:
+      cell = {axis: row[axis] for axis in axes}
+      with open(os.path.join(workdir, "cells", cell_name(cell), "eval_results.json")) as file:
+        reports.append(json.load(file)["robustness"])
+  metric = next(iter(reports[0]["clean"]))
+  curves: Dict[str, Any] = {"levels": reports[0]["levels"]}
+  for modality, perturbations in reports[0]["curves"].items():
+    for name in perturbations:
+      values = [report["curves"][modality][name][metric] for report in reports]
+      curves[f"{modality}/{name}"] = [statistics.mean(level) for level in zip(*values)]
+  return curves
 
 
 def _number(value: Optional[float]) -> str:
@@ -205,7 +275,10 @@ def _number(value: Optional[float]) -> str:
   return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: str) -> None:
+def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], curve: str,
+          robustness_curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
+  """Per metric: a bar per method (± std), against parameters and, with a curve axis, against
+  it (one line per method of the other axes); then one panel per robustness curve."""
   try:
     import matplotlib   # the `bench` extra
   except ImportError:
@@ -213,7 +286,10 @@ def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: st
     return
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  figure, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.5 * len(metrics)), squeeze=False)
+  columns = 3 if curve else 2
+  panels = sorted({key for curves in robustness_curves.values() for key in curves} - {"levels"})
+  rows = len(metrics) + math.ceil(len(panels) / columns)
+  figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.8 * rows), squeeze=False)
   names = [record["method"] for record in summary]
   for row, metric in enumerate(metrics):
     means = [record[metric]["mean"] for record in summary]
@@ -227,6 +303,39 @@ def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: st
       axes[row][1].annotate(name, (x, y), fontsize=6)
     axes[row][1].set(xscale="log", xlabel="parameters", ylabel=metric,
                      title=f"{metric} vs parameters")
+    if curve:
+      _plot_curve(axes[row][2], summary, metric, curve)
+  for index, panel in enumerate(panels):
+    axis = axes[len(metrics) + index // columns][index % columns]
+    for method, curves in robustness_curves.items():
+      axis.plot(curves["levels"], curves[panel], marker="o", label=method)
+    axis.set(title=f"robustness: {panel}", xlabel="level", ylabel="first task's primary metric")
+    axis.legend(fontsize=6)
+  for index in range(len(panels), (rows - len(metrics)) * columns):
+    axes[len(metrics) + index // columns][index % columns].axis("off")
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
+
+
+def curve_lines(summary: Sequence[Mapping[str, Any]], metric: str,
+                curve: str) -> Dict[str, List[tuple]]:
+  """`{method of the other axes: [(curve value, mean, std), ...] in increasing curve value]}`."""
+  lines: Dict[str, List[tuple]] = {}
+  for record in summary:
+    others = ",".join(str(v) for k, v in record["axes"].items() if k != curve)
+    lines.setdefault(others, []).append((record["axes"][curve], record[metric]["mean"],
+                                         record[metric]["std"]))
+  return {name: sorted(points) for name, points in lines.items()}
+
+
+def _plot_curve(axis, summary: Sequence[Mapping[str, Any]], metric: str, curve: str) -> None:
+  lines = curve_lines(summary, metric, curve)
+  for name, points in lines.items():
+    x, means, stds = zip(*points)
+    axis.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=name)
+  values = [x for points in lines.values() for x, _, _ in points]
+  if min(values) > 0 and max(values) >= 10 * min(values):
+    axis.set_xscale("log")
+  axis.set(xlabel=curve, ylabel=metric, title=f"{metric} vs {curve}")
+  axis.legend(fontsize=6)

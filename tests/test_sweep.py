@@ -150,3 +150,53 @@ def test_a_metric_the_results_lack_is_named_with_the_ones_they_have(swept, tmp_p
   with pytest.raises(ConfigError, match=r"sweep metric 'test/acuracy' is not in results.json; "
                      r"its metrics are .*test/accuracy"):
     sweep.run(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def swept_with_curve_and_robustness(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("tfds"))
+  data.prepare("interactions/synergy", directory)
+  config = tiny_sweep(directory)
+  config.axes.config_arg = ("synergy,low_rank",)
+  config.axes.dataset = ml_collections.ConfigDict({"train_examples": (256, 1024)})
+  config.fixed.total_steps = config.fixed.eval_every_steps = 10
+  config.fixed.checkpoint_every_steps = 10
+  config.curve = "dataset.train_examples"
+  config.robustness = True
+  workdir = str(tmp_path_factory.mktemp("sweep"))
+  return config, workdir, sweep.run(config, workdir)
+
+
+def test_a_curve_axis_gives_one_line_per_method_of_the_other_axes(swept_with_curve_and_robustness):
+  """Bug caught: grouping the lines by every axis (the curve's too) gives one point per line."""
+  config, workdir, rows = swept_with_curve_and_robustness
+  summary = sweep.summarize(config, rows)
+  lines = sweep.curve_lines(summary, "test/accuracy", "dataset.train_examples")
+  assert list(lines) == ["synergy,low_rank"]
+  points = lines["synergy,low_rank"]
+  assert [x for x, _, _ in points] == [256, 1024]
+  for x, mean, std in points:
+    seeds = [r["test/accuracy"] for r in rows if r["dataset.train_examples"] == x]
+    assert (mean, std) == pytest.approx((statistics.mean(seeds), statistics.stdev(seeds)))
+  assert os.path.getsize(os.path.join(workdir, "summary.png")) > 0
+
+
+def test_robustness_columns_come_from_each_cells_evaluation_and_are_not_recomputed(
+    swept_with_curve_and_robustness, monkeypatch):
+  config, workdir, rows = swept_with_curve_and_robustness
+  for row in rows:
+    cell = {axis: row[axis] for axis in checks.field_paths(config.axes)}
+    report = json.load(open(os.path.join(workdir, "cells", sweep.cell_name(cell),
+                                         "eval_results.json")))["robustness"]
+    assert set(report["missing"]) == {"a", "b"}
+    assert row["missing/a"] == report["missing"]["a"]["label/accuracy"]
+    assert row["area/b/gaussian_noise"] == report["area"]["b"]["gaussian_noise"]["label/accuracy"]
+  summary = sweep.summarize(config, rows)
+  expected = statistics.mean(r["missing/a"] for r in rows if r["dataset.train_examples"] == 256)
+  record = next(r for r in summary if r["axes"]["dataset.train_examples"] == 256)
+  assert record["robustness"]["missing/a"] == pytest.approx(expected)
+  markdown = open(os.path.join(workdir, "summary.md")).read()
+  assert "| method | missing/a | missing/b | area/a/gaussian_noise |" in markdown
+  assert f"| {record['method']} | {expected:.4f} |" in markdown
+  monkeypatch.setattr(sweep.loop, "evaluate_checkpoint", lambda *a, **k: pytest.fail("re-ran"))
+  assert sweep.run(config, workdir) == rows

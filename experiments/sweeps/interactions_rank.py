@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   sweep.fixed.checkpoint_every_steps = 2000
   sweep.fixed.dataset = ml_collections.ConfigDict()
   sweep.fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  sweep.metrics = ("test/mse",)
+  sweep.metrics = ("test/label/mse",)
   sweep.curve = "model.fusion.rank"
   sweep.reference = ""
   return sweep
