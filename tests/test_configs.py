@@ -18,13 +18,16 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 CASES = [(os.path.basename(path), None) for path in sorted(glob.glob(f"{CONFIG_DIR}/*.py"))
          if not path.endswith("interactions.py")]
 CASES += [("contrastive_probe.py", arg) for arg in ("pretrain,siglip", "probe")]
+CASES += [("seed_text_image.py", arg) for arg in ("late", "gmu", "tensor", "low_rank")]
 CASES += [("av_mnist.py", arg) for arg in ("image", "audio", "concat", "late", "tensor",
                                           "low_rank,multibench")]
 CASES += [("mm_imdb.py", arg) for arg in ("text", "image", "concat", "late", "low_rank")]
 CASES += [("mosi.py", arg) for arg in ("text", "audio", "vision", "concat", "late", "tensor",
                                        "low_rank,mosei")]
 CASES += [("interactions.py", f"{data_config},{fusion}") for fusion in FUSIONS
-          for data_config in ("synergy", "mixed")]
+          for data_config in ("synergy", "mixed", "rank6")]
+CASES += [("interactions.py", f"synergy3,{fusion}") for fusion in FUSIONS
+          if fusion not in ("multiplicative", "mfb")]   # 2 modalities only
 
 
 def example_batch(dataset_name, tmp_path):

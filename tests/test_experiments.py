@@ -1,5 +1,4 @@
 """The benchmark scripts run end to end at toy sizes (their numbers come from full-size runs)."""
-import csv
 import json
 import os
 import subprocess
@@ -22,20 +21,6 @@ def test_bench_seed_prints_one_json_line():
                       "--vocab=50", "--steps=2", "--warmup=1")
   record = json.loads(output.strip())
   assert record["impl"] == "mmjax" and record["samples_per_s"] > 0
-
-
-def test_bench_fusion_writes_csv_markdown_and_plot(tmp_path):
-  out = str(tmp_path / "fusion")
-  run_script("bench_fusion.py", f"--data-dir={tmp_path / 'tfds'}", f"--out={out}",
-             "--fusions=concat,low_rank", "--configs=synergy", "--seeds=2", "--steps=3",
-             "--speed-batch=4", "--speed-steps=1")
-  with open(out + ".csv") as file:
-    rows = list(csv.DictReader(file))
-  assert [(r["fusion"], r["seed"]) for r in rows] == [("concat", "0"), ("concat", "1"),
-                                                      ("low_rank", "0"), ("low_rank", "1")]
-  table = open(out + ".md").read()
-  assert "| concat |" in table and "| 32/32/64 |" in table
-  assert os.path.getsize(out + ".png") > 0
 
 
 def test_bench_scaling_runs_both_drivers_and_compiles_the_step_once():
