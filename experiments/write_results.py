@@ -1,9 +1,11 @@
 """Writes `experiments/RESULTS.md` from the committed sweep summaries
-(`experiments/results/sweeps/<sweep>/summary.md`, each copied there from a sweep's workdir), with
-the command that reproduces each table:
+(`experiments/results/sweeps/<sweep>/summary.{md,png}`, each copied there from a sweep's workdir,
+with the run's machine and budget in `NOTES.md` beside them), with the command that reproduces
+each table, and the commands of the sweeps that have no committed summary (the full datasets):
 
     python experiments/write_results.py
 """
+import ast
 import os
 import sys
 
@@ -17,8 +19,14 @@ a shared 2-core CPU.
 """
 
 
-def results_page(summaries_dir: str) -> str:
-  """The page: one section per sweep summary in `summaries_dir`, in name order."""
+def _docstring(path: str) -> str:
+  with open(path) as file:
+    return ast.get_docstring(ast.parse(file.read())) or ""
+
+
+def results_page(summaries_dir: str, sweeps_dir: str) -> str:
+  """The page: one section per sweep summary in `summaries_dir`, in name order, then each sweep
+  file of `sweeps_dir` without a summary, with its docstring (which gives its command)."""
   sections = [HEADER]
   for name in sorted(os.listdir(summaries_dir)):
     path = os.path.join(summaries_dir, name, "summary.md")
@@ -26,15 +34,29 @@ def results_page(summaries_dir: str) -> str:
       continue
     notes_path = os.path.join(summaries_dir, name, "NOTES.md")
     notes = open(notes_path).read().strip() + "\n\n" if os.path.exists(notes_path) else ""
+    plot = ""
+    if os.path.exists(os.path.join(summaries_dir, name, "summary.png")):
+      relative = os.path.relpath(os.path.join(summaries_dir, name, "summary.png"), EXPERIMENTS)
+      plot = f"\n![{name}]({relative})\n"
     sections.append(f"## {name}\n\nReproduce: `mmjax sweep --config experiments/sweeps/{name}.py "
                     f"--workdir runs/{name}`, then copy `runs/{name}/summary.*` to "
-                    f"`experiments/results/sweeps/{name}/`.\n\n{notes}{open(path).read()}")
+                    f"`experiments/results/sweeps/{name}/`.\n\n{notes}{open(path).read()}{plot}")
+  pending = [name[:-3] for name in sorted(os.listdir(sweeps_dir)) if name.endswith(".py")
+             and not os.path.exists(os.path.join(summaries_dir, name[:-3], "summary.md"))]
+  if pending:
+    sections.append("## Sweeps to run where the data and the compute are\n\nThese need the "
+                    "original datasets or more compute than the project's CPU machines; each is "
+                    "one command, and its summary goes under `experiments/results/sweeps/` like "
+                    "the ones above.\n")
+    sections += [f"### {name}\n\n{_docstring(os.path.join(sweeps_dir, name + '.py'))}\n"
+                 for name in pending]
   return "\n".join(sections)
 
 
 def main(argv=None) -> None:
   del argv
-  page = results_page(os.path.join(EXPERIMENTS, "results", "sweeps"))
+  page = results_page(os.path.join(EXPERIMENTS, "results", "sweeps"),
+                      os.path.join(EXPERIMENTS, "sweeps"))
   with open(os.path.join(EXPERIMENTS, "RESULTS.md"), "w") as file:
     file.write(page)
   print(f"wrote {os.path.join(EXPERIMENTS, 'RESULTS.md')}")
