@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mmjax.encoders import (ENCODERS, ConvPoolImageEncoder, LeNetEncoder, LSTMSequenceEncoder,
+                            SequenceFeaturesEncoder,
                             LSTMTextEncoder, ResNetImageEncoder, TransformerSequenceEncoder,
                             TransformerTextEncoder, ViTEncoder)
 from mmjax.encoders.image import _conv_relu_mean_pool, conv_relu_mean_pool
@@ -154,6 +155,20 @@ def test_sequence_encoders_take_no_mask_or_a_presence_mask(encoder):
   np.testing.assert_array_equal(present[1], 0.0)
 
 
+def test_sequence_features_are_the_input_with_padded_steps_and_absent_examples_zeroed():
+  """MulT's input: bug caught, the padding's values passed on to the fusion."""
+  encoder = SequenceFeaturesEncoder()
+  features = RNG.normal(size=(3, 5, 4)).astype(np.float32)
+  mask = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], bool)
+  params = encoder.init(jax.random.key(0), features, mask)
+  assert jax.tree.leaves(params) == []
+  np.testing.assert_array_equal(encoder.apply(params, features, mask), features * mask[..., None])
+  np.testing.assert_array_equal(encoder.apply(params, features), features)
+  present = np.asarray(encoder.apply(params, features, np.array([True, False, True])))
+  np.testing.assert_array_equal(present[[0, 2]], features[[0, 2]])
+  np.testing.assert_array_equal(present[1], 0.0)
+
+
 def test_sequence_transformer_parameter_count():
   """D_in·d + d + max_length·d + L(4d² + 2d·m + 9d + m) + 2d for MOSI's 300-d text features."""
   d, m, layers, length, d_in = 32, 64, 3, 50, 300
@@ -278,6 +293,7 @@ ABSENCE_CASES = {
     "sequence_lstm": (LSTMSequenceEncoder(hidden_dim=8), lambda: _features(4)),
     "sequence_transformer": (TransformerSequenceEncoder(max_length=8, model_dim=16, num_heads=2,
                                                         mlp_dim=32), lambda: _features(4)),
+    "sequence_features": (SequenceFeaturesEncoder(), lambda: _features(4)),
     "mlp": (ENCODERS["mlp"](hidden_dims=(8,), dim=6),
             lambda: (RNG.normal(size=(4, 8)).astype(np.float32), np.ones(4, bool))),
     "feature_tokens": (ENCODERS["feature_tokens"](num_tokens=2, model_dim=6),

@@ -6,7 +6,8 @@ fit while tracing, before anything compiles.
 """
 from mmjax.encoders.features import FeatureTokensEncoder, MLPEncoder
 from mmjax.encoders.image import ConvPoolImageEncoder, LeNetEncoder, ResNetImageEncoder, ViTEncoder
-from mmjax.encoders.sequence import LSTMSequenceEncoder, TransformerSequenceEncoder
+from mmjax.encoders.sequence import (LSTMSequenceEncoder, SequenceFeaturesEncoder,
+                                    TransformerSequenceEncoder)
 from mmjax.encoders.text import LSTMTextEncoder, TransformerTextEncoder
 from mmjax.encoders.word_vectors import load_word_vectors
 
@@ -15,6 +16,7 @@ ENCODERS = {
     "transformer": TransformerTextEncoder,
     "sequence_lstm": LSTMSequenceEncoder,
     "sequence_transformer": TransformerSequenceEncoder,
+    "sequence_features": SequenceFeaturesEncoder,
     "conv_pool": ConvPoolImageEncoder,
     "resnet": ResNetImageEncoder,
     "lenet": LeNetEncoder,
@@ -25,5 +27,5 @@ ENCODERS = {
 
 __all__ = ["ENCODERS", "ConvPoolImageEncoder", "FeatureTokensEncoder", "LSTMSequenceEncoder",
            "LSTMTextEncoder", "LeNetEncoder", "MLPEncoder", "ResNetImageEncoder",
-           "TransformerSequenceEncoder", "TransformerTextEncoder", "ViTEncoder",
-           "load_word_vectors"]
+           "SequenceFeaturesEncoder", "TransformerSequenceEncoder", "TransformerTextEncoder",
+           "ViTEncoder", "load_word_vectors"]

@@ -131,6 +131,21 @@ class LSTMSequenceEncoder(nn.Module):
                             unroll=self.unroll, dtype=self.dtype)
 
 
+class SequenceFeaturesEncoder(nn.Module):
+  """The feature sequence itself, padded steps zeroed: `(B, T, D)` -> `(B, T, D)`, for a fusion
+  that embeds each modality's sequence itself (MulT's Conv1D projection reads the features as
+  the dataset gives them). No parameters."""
+  input_axes: ClassVar[Tuple[str, ...]] = ("B", "T", "D")
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Array, mask: Optional[Array] = None, *,
+               train: bool = False) -> Array:
+    del train
+    x, real = as_sequence(inputs, mask, self.dtype)
+    return x * real[..., None].astype(self.dtype)
+
+
 class TransformerSequenceEncoder(nn.Module):
   """Dense input projection + learned position embeddings (by rank among real steps) -> pre-LN
   transformer -> LayerNorm -> mean over real steps: `(B, model_dim)`.
