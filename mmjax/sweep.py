@@ -50,6 +50,25 @@ REFERENCE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 COMPLEXITY = ("parameters", "train_flops_per_example", "train_samples_per_second")
 
 
+def sweep_config(config_file: str, axes: Mapping[str, Any], metrics: Sequence[str], *,
+                 steps: Optional[int] = None, reference: str = "", curve: str = "",
+                 robustness: bool = False, manual_dir: bool = False) -> ml_collections.ConfigDict:
+  """A sweep file's config (the fields above; `axes` nested dicts). `steps` fixes total_steps,
+  with one evaluation and one checkpoint at the end. It offers `fixed.dataset.data_dir`, and
+  with `manual_dir` (a dataset built from its original files) `fixed.dataset.manual_dir`, as
+  unset placeholders to give on the command line."""
+  fixed = ml_collections.ConfigDict()
+  if steps is not None:
+    fixed.total_steps = fixed.eval_every_steps = fixed.checkpoint_every_steps = steps
+  fixed.dataset = ml_collections.ConfigDict()
+  fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
+  if manual_dir:
+    fixed.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
+  return ml_collections.ConfigDict({
+      "config_file": config_file, "axes": axes, "fixed": fixed, "metrics": tuple(metrics),
+      "reference": reference, "curve": curve, "robustness": robustness})
+
+
 def cells(sweep: Mapping[str, Any]) -> List[Dict[str, Any]]:
   """Every cell of the grid, `{axis path: value}`."""
   axes = checks.field_paths(sweep["axes"])

@@ -200,3 +200,17 @@ def test_robustness_columns_come_from_each_cells_evaluation_and_are_not_recomput
   assert f"| {record['method']} | {expected:.4f} |" in markdown
   monkeypatch.setattr(sweep.loop, "evaluate_checkpoint", lambda *a, **k: pytest.fail("re-ran"))
   assert sweep.run(config, workdir) == rows
+
+
+def test_sweep_config_fixes_the_steps_and_offers_the_data_folders():
+  config = sweep.sweep_config("experiment.py", {"model": {"fusion": {"rank": (1, 2)}},
+                                                "seed": (0, 1)}, ("test/accuracy",), steps=7,
+                              manual_dir=True, curve="model.fusion.rank")
+  assert checks.field_paths(config.axes) == {"model.fusion.rank": (1, 2), "seed": (0, 1)}
+  assert (config.fixed.total_steps, config.fixed.eval_every_steps,
+          config.fixed.checkpoint_every_steps) == (7, 7, 7)
+  assert config.fixed.dataset.data_dir is None and config.fixed.dataset.manual_dir is None
+  config.fixed.dataset.manual_dir = "/data"   # a typed placeholder, set from the command line
+  assert (config.curve, config.robustness, config.reference) == ("model.fusion.rank", False, "")
+  plain = sweep.sweep_config("experiment.py", {"seed": (0,)}, ("test/accuracy",))
+  assert set(plain.fixed) == {"dataset"} and set(plain.fixed.dataset) == {"data_dir"}

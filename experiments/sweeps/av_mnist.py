@@ -7,22 +7,13 @@ experiments/configs/av_mnist.py; `../shared/data` holds them on the project's ma
 """
 import os
 
-import ml_collections
+from mmjax.sweep import sweep_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  sweep = ml_collections.ConfigDict()
-  sweep.config_file = os.path.join(CONFIGS, "av_mnist.py")
-  sweep.axes = ml_collections.ConfigDict()
-  sweep.axes.config_arg = ("image", "audio", "concat", "late", "tensor", "low_rank")
-  sweep.axes.seed = (0, 1, 2)
-  sweep.fixed = ml_collections.ConfigDict()
-  sweep.fixed.dataset = ml_collections.ConfigDict()
-  sweep.fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  sweep.fixed.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
-  sweep.metrics = ("test/accuracy",)
-  sweep.robustness = True
-  sweep.reference = ""
-  return sweep
+def get_config():
+  return sweep_config(os.path.join(CONFIGS, "av_mnist.py"),
+                      {"config_arg": ("image", "audio", "concat", "late", "tensor", "low_rank"),
+                       "seed": (0, 1, 2)},
+                      ("test/accuracy",), robustness=True, manual_dir=True)

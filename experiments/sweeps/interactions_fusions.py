@@ -6,7 +6,7 @@ normal trainer:
 """
 import os
 
-import ml_collections
+from mmjax.sweep import sweep_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DATA = ("redundancy", "uniqueness", "synergy", "mixed")
@@ -14,18 +14,9 @@ FUSIONS = ("concat", "late", "sum", "mean", "max", "product", "gmu", "attention"
            "low_rank", "multiplicative", "mfb", "mult", "mbt")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  sweep = ml_collections.ConfigDict()
-  sweep.config_file = os.path.join(CONFIGS, "interactions.py")
-  sweep.axes = ml_collections.ConfigDict()
-  sweep.axes.config_arg = tuple(f"{data},{fusion}" for data in DATA for fusion in FUSIONS)
-  sweep.axes.seed = (0, 1, 2)
-  sweep.fixed = ml_collections.ConfigDict()
-  sweep.fixed.total_steps = 1000
-  sweep.fixed.eval_every_steps = 1000
-  sweep.fixed.checkpoint_every_steps = 1000
-  sweep.fixed.dataset = ml_collections.ConfigDict()
-  sweep.fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  sweep.metrics = ("test/accuracy",)
-  sweep.reference = ""
-  return sweep
+def get_config():
+  return sweep_config(os.path.join(CONFIGS, "interactions.py"),
+                      {"config_arg": tuple(f"{data},{fusion}" for data in DATA
+                                           for fusion in FUSIONS),
+                       "seed": (0, 1, 2)},
+                      ("test/accuracy",), steps=1000)

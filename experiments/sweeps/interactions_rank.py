@@ -8,27 +8,13 @@ rank ≥ 6 can reach the Bayes MSE 0.25:
 """
 import os
 
-import ml_collections
+from mmjax.sweep import sweep_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  sweep = ml_collections.ConfigDict()
-  sweep.config_file = os.path.join(CONFIGS, "interactions.py")
-  sweep.axes = ml_collections.ConfigDict()
-  sweep.axes.config_arg = ("rank6,low_rank",)
-  sweep.axes.model = ml_collections.ConfigDict()
-  sweep.axes.model.fusion = ml_collections.ConfigDict()
-  sweep.axes.model.fusion.rank = (1, 2, 3, 4, 5, 6, 8)
-  sweep.axes.seed = (0, 1, 2)
-  sweep.fixed = ml_collections.ConfigDict()
-  sweep.fixed.total_steps = 2000
-  sweep.fixed.eval_every_steps = 2000
-  sweep.fixed.checkpoint_every_steps = 2000
-  sweep.fixed.dataset = ml_collections.ConfigDict()
-  sweep.fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  sweep.metrics = ("test/label/mse",)
-  sweep.curve = "model.fusion.rank"
-  sweep.reference = ""
-  return sweep
+def get_config():
+  return sweep_config(os.path.join(CONFIGS, "interactions.py"),
+                      {"config_arg": ("rank6,low_rank",),
+                       "model": {"fusion": {"rank": (1, 2, 3, 4, 5, 6, 8)}}, "seed": (0, 1, 2)},
+                      ("test/label/mse",), steps=2000, curve="model.fusion.rank")

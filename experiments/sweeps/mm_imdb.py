@@ -7,21 +7,14 @@ original files (see experiments/configs/mm_imdb.py):
 """
 import os
 
-import ml_collections
+from mmjax.sweep import sweep_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  sweep = ml_collections.ConfigDict()
-  sweep.config_file = os.path.join(CONFIGS, "mm_imdb.py")
-  sweep.axes = ml_collections.ConfigDict()
-  sweep.axes.config_arg = ("text", "image", "late", "concat", "low_rank")
-  sweep.axes.seed = (0, 1, 2)
-  sweep.fixed = ml_collections.ConfigDict()
-  sweep.fixed.dataset = ml_collections.ConfigDict()
-  sweep.fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  sweep.fixed.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
-  sweep.metrics = ("test/genres/micro_f1", "test/genres/macro_f1")
-  sweep.reference = "mm_imdb"
-  return sweep
+def get_config():
+  return sweep_config(os.path.join(CONFIGS, "mm_imdb.py"),
+                      {"config_arg": ("text", "image", "late", "concat", "low_rank"),
+                       "seed": (0, 1, 2)},
+                      ("test/genres/micro_f1", "test/genres/macro_f1"), reference="mm_imdb",
+                      manual_dir=True)

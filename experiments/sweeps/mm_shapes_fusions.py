@@ -7,24 +7,13 @@ perturbed modality:
 """
 import os
 
-import ml_collections
+from mmjax.sweep import sweep_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  sweep = ml_collections.ConfigDict()
-  sweep.config_file = os.path.join(CONFIGS, "seed_text_image.py")
-  sweep.axes = ml_collections.ConfigDict()
-  sweep.axes.config_arg = ("concat", "late", "gmu", "tensor", "low_rank")
-  sweep.axes.seed = (0, 1, 2)
-  sweep.fixed = ml_collections.ConfigDict()
-  sweep.fixed.total_steps = 600
-  sweep.fixed.eval_every_steps = 600
-  sweep.fixed.checkpoint_every_steps = 600
-  sweep.fixed.dataset = ml_collections.ConfigDict()
-  sweep.fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  sweep.metrics = ("test/accuracy",)
-  sweep.robustness = True
-  sweep.reference = ""
-  return sweep
+def get_config():
+  return sweep_config(os.path.join(CONFIGS, "seed_text_image.py"),
+                      {"config_arg": ("concat", "late", "gmu", "tensor", "low_rank"),
+                       "seed": (0, 1, 2)},
+                      ("test/accuracy",), steps=600, robustness=True)

@@ -7,22 +7,15 @@ LMF (low_rank) and MulT (mult), 3 seeds, with the papers' numbers beside ours
 """
 import os
 
-import ml_collections
+from mmjax.sweep import sweep_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  sweep = ml_collections.ConfigDict()
-  sweep.config_file = os.path.join(CONFIGS, "mosi.py")
-  sweep.axes = ml_collections.ConfigDict()
-  sweep.axes.config_arg = ("late", "concat", "tensor", "low_rank", "mult")
-  sweep.axes.seed = (0, 1, 2)
-  sweep.fixed = ml_collections.ConfigDict()
-  sweep.fixed.dataset = ml_collections.ConfigDict()
-  sweep.fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  sweep.fixed.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
-  sweep.metrics = ("test/label/acc2_nonzero", "test/label/f1_nonzero", "test/label/mae",
-                   "test/label/pearson", "test/label/acc7")
-  sweep.reference = "cmu_mosi"
-  return sweep
+def get_config():
+  return sweep_config(os.path.join(CONFIGS, "mosi.py"),
+                      {"config_arg": ("late", "concat", "tensor", "low_rank", "mult"),
+                       "seed": (0, 1, 2)},
+                      ("test/label/acc2_nonzero", "test/label/f1_nonzero", "test/label/mae",
+                       "test/label/pearson", "test/label/acc7"),
+                      reference="cmu_mosi", manual_dir=True)
