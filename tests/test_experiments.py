@@ -66,3 +66,11 @@ def test_results_page_has_a_section_with_its_command_per_committed_summary(tmp_p
   committed = open(os.path.join(REPO, "experiments", "RESULTS.md")).read()
   assert committed == results_page(os.path.join(REPO, "experiments", "results", "sweeps"),
                                    os.path.join(REPO, "experiments", "sweeps"))
+
+
+def test_bench_lmf_tfn_prints_both_models_and_their_ratio():
+  output = run_script("bench_lmf_tfn.py", "--batch=4", "--steps=2", "--repeats=1")
+  lines = [json.loads(line) for line in output.strip().splitlines()]
+  assert [line.get("model") for line in lines[:2]] == ["low_rank", "tensor"]
+  assert lines[2]["lmf_over_tfn_train"] == pytest.approx(
+      lines[0]["train_samples_per_s"] / lines[1]["train_samples_per_s"])
