@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mmjax.errors import ConfigError, WorkdirError
-from mmjax.train import checkpoint, loop
+from mmjax.train import checkpoint, checks, loop
 from mmjax.train.defaults import load_config
 
 from config_helpers import write_config
@@ -192,3 +192,18 @@ def test_cli_prints_one_error_line_with_exit_code_2_and_debug_shows_the_tracebac
   assert len(errors) == 1 and "no checkpoint in" in errors[0] and "Traceback" not in plain.stderr
   debug = subprocess.run(command + ["--debug"], env=env, capture_output=True, text=True)
   assert debug.returncode != 0 and "Traceback" in debug.stderr and "WorkdirError" in debug.stderr
+
+
+def test_a_trainer_field_added_since_the_run_is_no_change_at_its_default(data_dir, tmp_path):
+  """A run written before `dataset.train_examples` existed resumes; the field at another value
+  is a change (bug caught: every field a newer mmjax adds blocks every older run's resume)."""
+  config = load_config(write_config(tmp_path / "run.py", data_dir, total_steps=2))
+  workdir = str(tmp_path)
+  checks.store_config(workdir, config)
+  path = os.path.join(workdir, "config.json")
+  stored = json.load(open(path))
+  del stored["dataset"]["train_examples"]
+  json.dump(stored, open(path, "w"))
+  assert checks.config_changes(workdir, config) == []
+  config.dataset.train_examples = 64
+  assert checks.config_changes(workdir, config) == [("dataset.train_examples", 0, 64)]

@@ -17,6 +17,7 @@ from mmjax.tasks import kinds
 from mmjax.tasks.objective import is_shared, parameter_path
 from mmjax.tasks.weighting import GradNorm
 from mmjax.train import parallel
+from mmjax.train.defaults import trainer_config
 
 NONFINITE_POLICIES = ("stop", "skip")   # config.on_nonfinite
 
@@ -184,13 +185,16 @@ def _within(field: str, prefixes: Iterable[str]) -> bool:
 def config_changes(workdir: str, config: Any) -> List[Tuple[str, Any, Any]]:
   """`(field, stored value, new value)` for every field whose value differs between `config`
   and the one stored in `workdir` by the run that wrote it ('(absent)' for a missing field);
-  none when the workdir stores no config."""
+  none when the workdir stores no config. A trainer field the stored config lacks (one added to
+  mmjax since that run) is no change while it keeps its default, so such runs still resume."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return []
   with open(path) as file:
     stored = field_paths(json.load(file))
   current = field_paths(_as_json(config))
+  for field, default in field_paths(_as_json(trainer_config(""))).items():
+    stored.setdefault(field, default)
   missing = "(absent)"
   return [(field, stored.get(field, missing), current.get(field, missing))
           for field in sorted(set(stored) | set(current))
