@@ -12,7 +12,7 @@ import os
 from mmjax.sweep import sweep_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-FUSIONS = ("concat", "film", "attention", "gmu", "product", "tensor", "low_rank", "mult")
+FUSIONS = ("concat", "film", "attention", "gmu", "product", "tensor", "low_rank")
 
 
 def get_config():
