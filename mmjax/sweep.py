@@ -265,7 +265,8 @@ def _robustness_table(summary: Sequence[Mapping[str, Any]]) -> str:
                                                    for c in columns) + " |" for record in summary]
   return ("\nRobustness on the last eval split, mean over seeds: the first task's primary metric "
           "with each modality missing, and the area under each perturbation's curve (levels 0 "
-          "to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n" + "\n".join(lines) + "\n")
+          "to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n"
+          + "\n".join(lines) + "\n")
 
 
 def _mean_robustness_curves(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],

@@ -22,8 +22,8 @@ CASES += [("seed_text_image.py", arg) for arg in ("late", "gmu", "tensor", "low_
 CASES += [("av_mnist.py", arg) for arg in ("image", "audio", "concat", "late", "tensor",
                                           "low_rank,multibench")]
 CASES += [("mm_imdb.py", arg) for arg in ("text", "image", "concat", "late", "low_rank")]
-CASES += [("mosi.py", arg) for arg in ("text", "audio", "vision", "concat", "late", "tensor", "mult",
-                                       "low_rank,mosei")]
+CASES += [("mosi.py", arg) for arg in ("text", "audio", "vision", "concat", "late", "tensor",
+                                       "mult", "low_rank,mosei")]
 CASES += [("interactions.py", f"{data_config},{fusion}") for fusion in FUSIONS
           for data_config in ("synergy", "mixed", "rank6")]
 CASES += [("interactions.py", f"synergy3,{fusion}") for fusion in FUSIONS

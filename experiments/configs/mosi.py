@@ -7,13 +7,13 @@
         --config.dataset.manual_dir=DIR   # holding mosi_data.pkl
 
 Each modality's sequence goes through an LSTM to its state after the last real step, at the LMF
-paper's MOSI sizes (text 128, audio 4, vision 16 units; LMF rank 4); the head regresses the
-score (L1 loss, as MulT). `mult` is MulT as its reference code runs MOSI: the feature sequences
-go unencoded into the fusion (which projects them), its defaults (d = 30, 5 heads, 5 layers),
-a linear output layer, batch 24, Adam at 1e-3 with gradient clipping at 1.0, 40 epochs (2,160
-steps); our cosine schedule replaces its reduce-on-plateau decay. Metrics: MAE, Pearson's r, Acc-2 in both conventions with their F1,
-and Acc-7 (`sentiment_metrics`, `mmjax/tasks/kinds.py`); the best checkpoint has the lowest
-validation MAE.
+paper's MOSI sizes (text 128, audio 4, vision 16 units; LMF rank 4); the head regresses the score
+(L1 loss, as MulT). `mult` is MulT as its reference code runs MOSI: the feature sequences go
+unencoded into the fusion (which projects them), its defaults (d = 30, 5 heads, 5 layers), a linear
+output layer, batch 24, Adam at 1e-3 with gradient clipping at 1.0, 40 epochs (2,160 steps); our
+cosine schedule replaces its reduce-on-plateau decay. Metrics: MAE, Pearson's r, Acc-2 in both
+conventions with their F1, and Acc-7 (`sentiment_metrics`, `mmjax/tasks/kinds.py`); the best
+checkpoint has the lowest validation MAE.
 """
 import ml_collections
 

@@ -4,8 +4,8 @@ additive (concat), pairwise (film: the conditioned modality scaled by a linear f
 others) and higher-order fusions, trained on the first 500, 2,000 and 8,000 training examples,
 3 seeds each:
 
-    mmjax sweep --config experiments/sweeps/interactions_order.py --workdir runs/interactions_order \\
-        [--config.fixed.dataset.data_dir=DIR]
+    mmjax sweep --config experiments/sweeps/interactions_order.py \\
+        --workdir runs/interactions_order [--config.fixed.dataset.data_dir=DIR]
 """
 import os
 

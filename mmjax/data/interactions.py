@@ -3,10 +3,10 @@ uniqueness or synergy (Liang et al. 2023's taxonomy), of known interaction order
 generated locally.
 
 Each modality m is a vector x_m = R_m (s_m + u_m) ∈ R^D, where s_m ∈ {−1, +1}^B are the modality's
-bits as signs, u_m ~ Uniform[−h, h]^B is noise (h = 0.5; 0 for rank6), and R_m is a fixed D×B matrix with orthonormal
-columns (the same for every example). Since R_mᵀ x_m = s_m + u_m, every bit is recoverable without
-error from its own modality and from no other. Bits that the label does not use are independent
-fair coins (distractors).
+bits as signs, u_m ~ Uniform[−h, h]^B is noise (h = 0.5; 0 for rank6), and R_m is a fixed D×B matrix
+with orthonormal columns (the same for every example). Since R_mᵀ x_m = s_m + u_m, every bit is
+recoverable without error from its own modality and from no other. Bits that the label does not use
+are independent fair coins (distractors).
 
 Classification configs (modalities a, b, and c for synergy3; B = 4, D = 8): the label is replaced
 with probability ε = 0.1 by a uniformly random class, so the Bayes-optimal accuracy is
@@ -25,11 +25,11 @@ synergy and at most at the redundant half on mixed.
 
 synergy3 is of interaction order three: any two modalities together carry no information on the
 label (the third bit is a fair coin independent of them, so P(y | x_a, x_b) = ½, and likewise for
-every pair). Hence a model whose logit is a sum of functions of at most two modalities,
-f_ab(x_a, x_b) + f_bc(x_b, x_c) + f_ac(x_a, x_c), has zero correlation with the label under
-every such term's variation; trained by cross-entropy its optimum is the constant logit, at
-chance. It cannot reach Bayes either: sign(s_a s_b s_c) is the parity of three bits, which no
-polynomial threshold of degree < 3 represents (Minsky & Papert). A trimodal product
+every pair). With y = ±1, every function g of two modalities is uncorrelated with the label,
+E[y g(x_a, x_b)] = E[g E[y | x_a, x_b]] = 0, so for a logit that is a sum of such terms,
+f_ab(x_a, x_b) + f_bc(x_b, x_c) + f_ac(x_a, x_c), the cross-entropy optimum is the constant
+logit, at chance. It cannot reach Bayes either: sign(s_a s_b s_c) is the parity of three bits,
+which no polynomial threshold of degree < 3 represents (Minsky & Papert). A trimodal product
 (tensor fusion's s_a ⊗ s_b ⊗ s_c term, LMF's Π_m) represents it exactly.
 
 rank6 (modalities a, b; B = 8, D = 16; no input noise, so each sign is a linear function of its
