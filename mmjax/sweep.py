@@ -321,8 +321,9 @@ def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], curve: s
     axes[row][1].errorbar(counts, means, yerr=stds, fmt="o")
     for name, x, y in zip(names, counts, means):
       axes[row][1].annotate(name, (x, y), fontsize=6)
-    axes[row][1].set(xscale="log", xlabel="parameters", ylabel=metric,
-                     title=f"{metric} vs parameters")
+    if min(counts) > 0 and max(counts) >= 10 * min(counts):
+      axes[row][1].set_xscale("log")
+    axes[row][1].set(xlabel="parameters", ylabel=metric, title=f"{metric} vs parameters")
     if curve:
       _plot_curve(axes[row][2], summary, metric, curve)
   for index, panel in enumerate(panels):
