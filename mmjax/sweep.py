@@ -145,12 +145,14 @@ def _robustness_report(config: ml_collections.ConfigDict, directory: str) -> Dic
 
 
 def robustness_columns(report: Mapping[str, Any]) -> Dict[str, float]:
-  """The first task's primary metric with each modality missing (`missing/<modality>`) and the
-  area under each perturbation's curve (`area/<modality>/<perturbation>`)."""
-  metric = next(iter(report["clean"]))
-  columns = {f"missing/{m}": scores[metric] for m, scores in report["missing"].items()}
-  for modality, areas in report["area"].items():
-    columns.update({f"area/{modality}/{name}": area[metric] for name, area in areas.items()})
+  """The primary metric of the first task by name with each modality missing
+  (`missing/<modality>`) and the area under each perturbation's curve
+  (`area/<modality>/<perturbation>`)."""
+  metric = min(report["clean"])
+  columns = {f"missing/{m}": report["missing"][m][metric] for m in sorted(report["missing"])}
+  for modality in sorted(report["area"]):   # sorted: as read back from eval_results.json
+    areas = report["area"][modality]
+    columns.update({f"area/{modality}/{name}": areas[name][metric] for name in sorted(areas)})
   return columns
 
 
@@ -263,16 +265,16 @@ def _robustness_table(summary: Sequence[Mapping[str, Any]]) -> str:
   lines = ["| method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
   lines += [f"| {record['method']} | " + " | ".join(f"{record['robustness'][c]:.4f}"
                                                    for c in columns) + " |" for record in summary]
-  return ("\nRobustness on the last eval split, mean over seeds: the first task's primary metric "
-          "with each modality missing, and the area under each perturbation's curve (levels 0 "
-          "to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n"
+  return ("\nRobustness on the last eval split, mean over seeds: the first task's (by name) "
+          "primary metric with each modality missing, and the area under each perturbation's "
+          "curve (levels 0 to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n"
           + "\n".join(lines) + "\n")
 
 
 def _mean_robustness_curves(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                             workdir: str, method: str) -> Dict[str, Any]:
-  """`{"levels": [...], "<modality>/<perturbation>": mean curve over the method's seeds}` of the
-  first task's primary metric, from the cells' eval_results.json."""
+  """`{"levels": [...], "metric": name, "<modality>/<perturbation>": mean curve over the method's
+  seeds}` of the first task's (by name) primary metric, from the cells' eval_results.json."""
   axes = list(checks.field_paths(sweep["axes"]))
   reports = []
   for row in rows:
@@ -280,8 +282,8 @@ def _mean_robustness_curves(sweep: Mapping[str, Any], rows: Sequence[Mapping[str
       cell = {axis: row[axis] for axis in axes}
       with open(os.path.join(workdir, "cells", cell_name(cell), "eval_results.json")) as file:
         reports.append(json.load(file)["robustness"])
-  metric = next(iter(reports[0]["clean"]))
-  curves: Dict[str, Any] = {"levels": reports[0]["levels"]}
+  metric = min(reports[0]["clean"])
+  curves: Dict[str, Any] = {"levels": reports[0]["levels"], "metric": metric}
   for modality, perturbations in reports[0]["curves"].items():
     for name in perturbations:
       values = [report["curves"][modality][name][metric] for report in reports]
@@ -307,7 +309,8 @@ def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], curve: s
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
   columns = 3 if curve else 2
-  panels = sorted({key for curves in robustness_curves.values() for key in curves} - {"levels"})
+  panels = sorted({key for curves in robustness_curves.values() for key in curves}
+                  - {"levels", "metric"})
   rows = len(metrics) + math.ceil(len(panels) / columns)
   figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.8 * rows), squeeze=False)
   names = [record["method"] for record in summary]
@@ -330,7 +333,7 @@ def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], curve: s
     axis = axes[len(metrics) + index // columns][index % columns]
     for method, curves in robustness_curves.items():
       axis.plot(curves["levels"], curves[panel], marker="o", label=method)
-    axis.set(title=f"robustness: {panel}", xlabel="level", ylabel="first task's primary metric")
+    axis.set(title=f"robustness: {panel}", xlabel="level", ylabel=curves["metric"])
     axis.legend(fontsize=6)
   for index in range(len(panels), (rows - len(metrics)) * columns):
     axes[len(metrics) + index // columns][index % columns].axis("off")

@@ -214,3 +214,19 @@ def test_sweep_config_fixes_the_steps_and_offers_the_data_folders():
   assert (config.curve, config.robustness, config.reference) == ("model.fusion.rank", False, "")
   plain = sweep.sweep_config("experiment.py", {"seed": (0,)}, ("test/accuracy",))
   assert set(plain.fixed) == {"dataset"} and set(plain.fixed.dataset) == {"data_dir"}
+
+
+def test_robustness_columns_do_not_depend_on_the_reports_key_order():
+  """A cell evaluated now and one read back from eval_results.json (written with sorted keys)
+  give the same columns in the same order (bug caught: summary.csv columns that change order
+  between a fresh sweep and a resumed one)."""
+  fresh = {"clean": {"shape/accuracy": 0.9, "label/accuracy": 0.8},
+           "missing": {"text": {"label/accuracy": 0.3, "shape/accuracy": 0.2},
+                       "image": {"label/accuracy": 0.4, "shape/accuracy": 0.1}},
+           "area": {"text": {"word_drop": {"label/accuracy": 0.6, "shape/accuracy": 0.5},
+                             "typo": {"label/accuracy": 0.7, "shape/accuracy": 0.4}}}}
+  read_back = json.loads(json.dumps(fresh, sort_keys=True))
+  columns = sweep.robustness_columns(fresh)
+  assert list(columns.items()) == list(sweep.robustness_columns(read_back).items())
+  assert columns == {"missing/image": 0.4, "missing/text": 0.3, "area/text/typo": 0.7,
+                     "area/text/word_drop": 0.6}
