@@ -115,6 +115,10 @@ def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
   run stopped by SIGTERM or SIGINT returns the rows so far, without summaries)."""
   grid = cells(sweep)
   configs = [cell_config(sweep, cell) for cell in grid]   # every bad field before any training
+  axes = checks.field_paths(sweep["axes"])
+  if sweep.get("curve", "") and sweep["curve"] not in axes:
+    raise ConfigError(f"sweep curve {sweep['curve']!r} is not an axis; its axes are "
+                      f"{', '.join(axes)}")
   rows = []
   for index, (cell, config) in enumerate(zip(grid, configs)):
     directory = os.path.join(workdir, "cells", cell_name(cell))
@@ -125,23 +129,26 @@ def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
         print("mmjax sweep: stopped; run the same command to resume")
         return rows
     with open(results_path) as file:
-      row = _row(cell, json.load(file), sweep["metrics"])
+      results = json.load(file)
+    row = _row(cell, results, sweep["metrics"])
     if sweep.get("robustness", False):
-      row.update(robustness_columns(_robustness_report(config, directory)))
+      row.update(robustness_columns(_robustness_report(config, directory, results["step"])))
     rows.append(row)
   write_summaries(sweep, rows, workdir)
   return rows
 
 
-def _robustness_report(config: ml_collections.ConfigDict, directory: str) -> Dict[str, Any]:
-  """The cell's robustness report: from its eval_results.json, evaluated first when missing."""
+def _robustness_report(config: ml_collections.ConfigDict, directory: str,
+                       step: int) -> Dict[str, Any]:
+  """The robustness report of the cell's final checkpoint, `step`: from its eval_results.json
+  when that holds one of this step, else evaluated now."""
   path = os.path.join(directory, "eval_results.json")
   if os.path.exists(path):
     with open(path) as file:
       results = json.load(file)
-    if "robustness" in results:
+    if "robustness" in results and results["step"] == step:
       return results["robustness"]
-  return loop.evaluate_checkpoint(config, directory, robustness=True)["robustness"]
+  return loop.evaluate_checkpoint(config, directory, step, robustness=True)["robustness"]
 
 
 def robustness_columns(report: Mapping[str, Any]) -> Dict[str, float]:
@@ -225,8 +232,9 @@ def write_summaries(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
   """summary.csv (every cell), summary.md (mean ± std per method, paper beside ours) and
   summary.png (needs matplotlib; skipped with a note when it is not installed)."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "summary.csv"), "w", newline="") as file:
-    writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+  columns = list(dict.fromkeys(key for row in rows for key in row))   # methods may differ in
+  with open(os.path.join(workdir, "summary.csv"), "w", newline="") as file:  # modalities
+    writer = csv.DictWriter(file, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(rows)
   summary = summarize(sweep, rows)
@@ -259,12 +267,14 @@ def write_summaries(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
 
 
 def _robustness_table(summary: Sequence[Mapping[str, Any]]) -> str:
-  columns = list(summary[0]["robustness"])
+  columns = list(dict.fromkeys(key for record in summary for key in record["robustness"]))
   if not columns:
     return ""
+  cell = lambda record, c: (f"{record['robustness'][c]:.4f}" if c in record["robustness"]
+                            else "n/a")
   lines = ["| method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
-  lines += [f"| {record['method']} | " + " | ".join(f"{record['robustness'][c]:.4f}"
-                                                   for c in columns) + " |" for record in summary]
+  lines += [f"| {record['method']} | " + " | ".join(cell(record, c) for c in columns) + " |"
+            for record in summary]
   return ("\nRobustness on the last eval split, mean over seeds: the first task's (by name) "
           "primary metric with each modality missing, and the area under each perturbation's "
           "curve (levels 0 to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n"
@@ -332,7 +342,8 @@ def _plot(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str], curve: s
   for index, panel in enumerate(panels):
     axis = axes[len(metrics) + index // columns][index % columns]
     for method, curves in robustness_curves.items():
-      axis.plot(curves["levels"], curves[panel], marker="o", label=method)
+      if panel in curves:   # a method without that modality has no such curve
+        axis.plot(curves["levels"], curves[panel], marker="o", label=method)
     axis.set(title=f"robustness: {panel}", xlabel="level", ylabel=curves["metric"])
     axis.legend(fontsize=6)
   for index in range(len(panels), (rows - len(metrics)) * columns):

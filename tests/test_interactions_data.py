@@ -64,6 +64,18 @@ def test_best_unimodal_accuracy_is_as_documented(config, from_a, from_b):
     assert abs(accuracy - documented) < 0.025, (modality, accuracy)
 
 
+def test_synergy3_label_is_the_xor_of_bit_0_of_each_modality_and_rank6_inputs_are_exact():
+  """Written out, not through clean_label (a wrong bit there would pass the rule test)."""
+  batch = examples("synergy3", 2000)
+  rule = np.array([e["bits_a"][0] ^ e["bits_b"][0] ^ e["bits_c"][0] for e in batch])
+  labels = np.array([e["label"] for e in batch])
+  assert np.mean(rule == labels) > 0.9
+  projections = interactions.projections("rank6", 0)
+  for example in examples("rank6", 50):
+    for m, project in projections.items():
+      np.testing.assert_allclose(project.T @ example[m], 2 * example[f"bits_{m}"] - 1, atol=1e-5)
+
+
 def test_synergy3_no_two_modalities_predict_the_label():
   """The order-3 claim (the three together reach Bayes: the rule test above)."""
   for pair in itertools.combinations("abc", 2):

@@ -11,6 +11,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -207,3 +208,7 @@ def test_a_trainer_field_added_since_the_run_is_no_change_at_its_default(data_di
   assert checks.config_changes(workdir, config) == []
   config.dataset.train_examples = 64
   assert checks.config_changes(workdir, config) == [("dataset.train_examples", 0, 64)]
+  config.dataset.train_examples = 0   # a default group the run filled (options.*) is not added
+  config.dataset.options = ml_collections.ConfigDict({"image_size": 64})
+  checks.store_config(workdir, config)
+  assert checks.config_changes(workdir, config) == []

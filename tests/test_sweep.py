@@ -7,6 +7,7 @@ import os
 import statistics
 
 import ml_collections
+import numpy as np
 import pytest
 
 from mmjax import data, sweep
@@ -158,7 +159,7 @@ def swept_with_curve_and_robustness(tmp_path_factory):
   data.prepare("interactions/synergy", directory)
   config = tiny_sweep(directory)
   config.axes.config_arg = ("synergy,low_rank",)
-  config.axes.dataset = ml_collections.ConfigDict({"train_examples": (256, 1024)})
+  config.axes.dataset = ml_collections.ConfigDict({"train_examples": (1024, 256)})
   config.fixed.total_steps = config.fixed.eval_every_steps = 10
   config.fixed.checkpoint_every_steps = 10
   config.curve = "dataset.train_examples"
@@ -198,6 +199,13 @@ def test_robustness_columns_come_from_each_cells_evaluation_and_are_not_recomput
   markdown = open(os.path.join(workdir, "summary.md")).read()
   assert "| method | missing/a | missing/b | area/a/gaussian_noise |" in markdown
   assert f"| {record['method']} | {expected:.4f} |" in markdown
+  curves = sweep._mean_robustness_curves(config, rows, workdir, record["method"])
+  per_seed = [json.load(open(os.path.join(workdir, "cells", sweep.cell_name(
+      {axis: row[axis] for axis in checks.field_paths(config.axes)}), "eval_results.json")))
+      ["robustness"]["curves"]["b"]["gaussian_noise"]["label/accuracy"]
+      for row in rows if row["dataset.train_examples"] == 256]
+  assert len(per_seed) == 2 and curves["metric"] == "label/accuracy"
+  np.testing.assert_allclose(curves["b/gaussian_noise"], np.mean(per_seed, axis=0))
   monkeypatch.setattr(sweep.loop, "evaluate_checkpoint", lambda *a, **k: pytest.fail("re-ran"))
   assert sweep.run(config, workdir) == rows
 
@@ -230,3 +238,42 @@ def test_robustness_columns_do_not_depend_on_the_reports_key_order():
   assert list(columns.items()) == list(sweep.robustness_columns(read_back).items())
   assert columns == {"missing/image": 0.4, "missing/text": 0.3, "area/text/typo": 0.7,
                      "area/text/word_drop": 0.6}
+
+
+def test_methods_with_different_modalities_share_one_table_with_gaps(tmp_path):
+  """A unimodal method and a fusion in one robustness sweep (AV-MNIST's): the CSV and the table
+  hold the union of the columns, n/a where a method lacks a modality, and the plot draws
+  (bugs caught: columns taken from the first row or method only, a crash on a missing curve)."""
+  config = sweep.sweep_config("experiment.py", {"config_arg": ("image", "concat"), "seed": (0,)},
+                              ("test/accuracy",), robustness=True)
+  report = lambda modalities: {
+      "levels": [0.0, 1.0], "clean": {"label/accuracy": 0.9},
+      "missing": {m: {"label/accuracy": 0.1} for m in modalities},
+      "curves": {m: {"blur": {"label/accuracy": [0.9, 0.5]}} for m in modalities},
+      "area": {m: {"blur": {"label/accuracy": 0.7}} for m in modalities}}
+  rows = []
+  for arg, modalities in (("image", ["image"]), ("concat", ["audio", "image"])):
+    cell = {"config_arg": arg, "seed": 0}
+    os.makedirs(tmp_path / "cells" / sweep.cell_name(cell))
+    (tmp_path / "cells" / sweep.cell_name(cell) / "eval_results.json").write_text(
+        json.dumps({"step": 1, "robustness": report(modalities)}))
+    rows.append({**cell, "test/accuracy": 0.9, "parameters": 10,
+                 "train_flops_per_example": 1.0, "train_samples_per_second": 1.0,
+                 **sweep.robustness_columns(report(modalities))})
+  sweep.write_summaries(config, rows, str(tmp_path))
+  with open(tmp_path / "summary.csv") as file:
+    written = list(csv.DictReader(file))
+  assert written[0]["missing/audio"] == "" and written[1]["missing/audio"] == "0.1"
+  table = (tmp_path / "summary.md").read_text().split("Robustness")[1]
+  assert "| method | missing/image | area/image/blur | missing/audio | area/audio/blur |" in table
+  assert "| image | 0.1000 | 0.7000 | n/a | n/a |" in table
+  assert os.path.getsize(tmp_path / "summary.png") > 0
+
+
+def test_a_curve_that_is_not_an_axis_is_named_before_training(tmp_path):
+  config = tiny_sweep(str(tmp_path))
+  config.curve = "dataset.train_exmaples"
+  with pytest.raises(ConfigError, match="sweep curve 'dataset.train_exmaples' is not an axis; "
+                     "its axes are config_arg, seed"):
+    sweep.run(config, str(tmp_path / "sweep"))
+  assert not os.path.exists(tmp_path / "sweep" / "cells")

@@ -308,3 +308,15 @@ def test_train_examples_trains_on_the_first_n_examples_of_the_split(data_dir, tm
   whole = data.ExampleReader(data.prepare("mm_shapes", data_dir), "train")
   assert len(read) == 1 and len(read[0]["label"]) == 48
   np.testing.assert_array_equal(read[0]["label"], whole.read(np.arange(48))["label"])
+
+
+@pytest.mark.parametrize("split", ["train[:50%]", "train+validation"])
+def test_train_examples_and_a_sliced_or_combined_split_are_refused_together(data_dir, tmp_path,
+                                                                           split):
+  """'train+validation' with train_examples N would read all of train plus N validation rows."""
+  config = tiny_config(data_dir)
+  config.dataset.train_split, config.dataset.train_examples = split, 10
+  with pytest.raises(loop.ConfigError, match=re.escape(
+      f"config.dataset.train_examples=10 with config.dataset.train_split={split!r}: slice one "
+      "split by one of them, not both")):
+    loop.train_and_evaluate(config, str(tmp_path))

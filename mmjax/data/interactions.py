@@ -38,11 +38,13 @@ known bilinear rank k = 6:
 y = (1/√k) Σ_{i<k} s_a,i s_b,i + σ ξ with ξ ~ N(0, 1), σ = 0.5, so Var(y | bits) = σ² is the
 Bayes MSE, 0.25. The k products s_a,i s_b,i are orthonormal separable functions, so
 f(a, b) = E[y | x_a, x_b] has k equal singular values 1/√k (as an operator between functions of
-x_a and of x_b). A prediction g = Σ_{j<r} φ_j(x_a) ψ_j(x_b) + α(x_a) + β(x_b) of rank r (plus any
-additive terms, which are orthogonal to f) therefore has, by Eckart–Young, expected squared error
-at least σ² + (k − r)/k: rank r < k must fall short by (k − r)/k, rank r ≥ k can reach Bayes,
-and an additive model explains nothing (MSE σ² + 1). LMF of rank r whose output has d coordinates
-feeds a linear head a sum of d rank-r terms (rank ≤ r·d), so the rank sweep sets d = 1.
+x_a and of x_b). Take a prediction g = Σ_{j<r} φ_j(x_a) ψ_j(x_b) + α(x_a) + β(x_b) of rank r
+plus any additive terms, and project it onto the products of mean-zero functions of x_a and of
+x_b, where f lies: the additive terms vanish, the rest keeps rank ≤ r, and the projection only
+brings g closer to f. By Eckart–Young the expected squared error is therefore at least
+σ² + (k − r)/k: rank r < k must fall short by (k − r)/k, rank r ≥ k can reach Bayes, and an
+additive model explains nothing (MSE σ² + 1). LMF of rank r whose output has d coordinates feeds
+a linear head a sum of d rank-r terms (rank ≤ r·d), so the rank sweep sets d = 1.
 """
 from typing import Dict, Iterator, NamedTuple, Tuple
 

@@ -42,6 +42,10 @@ def check_step_counts(config: Any) -> None:
   if config.dataset.train_examples < 0:
     raise ConfigError(f"config.dataset.train_examples={config.dataset.train_examples} must be "
                       "positive, or 0 for the whole split")
+  if config.dataset.train_examples and any(c in config.dataset.train_split for c in "[+"):
+    raise ConfigError(f"config.dataset.train_examples={config.dataset.train_examples} with "
+                      f"config.dataset.train_split={config.dataset.train_split!r}: slice one "
+                      "split by one of them, not both")
   devices = parallel.device_count(config.parallel)
   if devices > jax.device_count() or (jax.process_count() > 1 and devices != jax.device_count()):
     raise ConfigError(f"config.parallel.num_devices={config.parallel.num_devices} but "
@@ -194,7 +198,8 @@ def config_changes(workdir: str, config: Any) -> List[Tuple[str, Any, Any]]:
     stored = field_paths(json.load(file))
   current = field_paths(_as_json(config))
   for field, default in field_paths(_as_json(trainer_config(""))).items():
-    stored.setdefault(field, default)
+    if not any(f == field or f.startswith(field + ".") for f in stored):   # e.g. options.*
+      stored[field] = default
   missing = "(absent)"
   return [(field, stored.get(field, missing), current.get(field, missing))
           for field in sorted(set(stored) | set(current))

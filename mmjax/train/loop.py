@@ -486,7 +486,11 @@ def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
 def plot_robustness(report: Mapping[str, Any], path: str) -> None:
   """One panel per modality: the first task's primary metric against the level, one line per
   perturbation, the modality-missing value dashed."""
-  import matplotlib   # only `mmjax eval --robustness` needs it (the `bench` extra)
+  try:
+    import matplotlib   # the `bench` extra
+  except ImportError:
+    print("mmjax: matplotlib is not installed (pip install -e '.[bench]'): no robustness.png")
+    return
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
   modalities = list(report["curves"])
