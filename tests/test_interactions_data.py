@@ -1,6 +1,7 @@
 """The synthetic interactions data: bits recoverable from their own modality only, labels by the
 documented rule and noise, the documented Bayes and unimodal (and, for synergy3, bimodal)
 accuracies, and rank6's Eckart–Young floors."""
+import functools
 import itertools
 
 import numpy as np
@@ -13,8 +14,9 @@ CONFIGS = list(interactions.STRUCTURES)
 CLASSIFICATION = [c for c in CONFIGS if interactions.STRUCTURES[c].num_classes]
 
 
+@functools.lru_cache(maxsize=None)
 def examples(config, count=3000, split_id=0):
-  return [interactions.make_example(config, 0, split_id, i) for i in range(count)]
+  return tuple(interactions.make_example(config, 0, split_id, i) for i in range(count))
 
 
 def bits_of(example):
