@@ -198,7 +198,7 @@ def config_changes(workdir: str, config: Any) -> List[Tuple[str, Any, Any]]:
     stored = field_paths(json.load(file))
   current = field_paths(_as_json(config))
   for field, default in field_paths(_as_json(trainer_config(""))).items():
-    if not any(f == field or f.startswith(field + ".") for f in stored):   # e.g. options.*
+    if not any(_within(f, (field,)) for f in stored):   # a filled default group: options.*
       stored[field] = default
   missing = "(absent)"
   return [(field, stored.get(field, missing), current.get(field, missing))
