@@ -1,10 +1,12 @@
 """The LeNet and ViT image encoders: numpy references of their math, MultiBench's AV-MNIST shapes
 and parameter counts, the patch order against the position embeddings, and the one-line errors."""
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from mmjax.encoders import LeNetEncoder, ViTEncoder
+from mmjax.encoders import image as image_encoders
 from mmjax.layers.transformer import sinusoidal_positions
 
 RNG = np.random.default_rng(0)
@@ -68,6 +70,28 @@ def test_lenet_is_conv_norm_relu_max_pool_with_doubling_channels_then_flatten(no
   assert got.shape == (3, 2 * 1 * 16)
   np.testing.assert_allclose(got, numpy_lenet(params, images, 2, norm_groups),
                              rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm_groups", [2, None])
+def test_lenet_gradients_equal_those_of_flax_max_pool(monkeypatch, norm_groups):
+  """The reshape-and-max pool has nn.max_pool's gradient (to the parameters and the images) on
+  odd sizes too: ties are only among ReLU zeros, whose gradient is zero either way."""
+  encoder = LeNetEncoder(channels=4, num_layers=2, norm_groups=norm_groups)
+  images = RNG.normal(size=(3, 18, 13, 2)).astype(np.float32)
+  params = perturbed(encoder.init(jax.random.key(0), images)["params"])
+  weights = RNG.normal(size=(3, 32)).astype(np.float32)
+
+  def gradients():
+    loss = lambda p, x: (encoder.apply({"params": p}, x) * weights).sum()
+    return jax.grad(loss, argnums=(0, 1))(params, images)
+
+  ours = gradients()
+  monkeypatch.setattr(image_encoders, "_max_pool_2x2",
+                      lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)))
+  flax_pool = gradients()
+  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(flax_pool)) > 0.1
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               ours, flax_pool)
 
 
 @pytest.mark.parametrize("side,num_layers,features,parameters", [(28, 3, 48, 13_938),
