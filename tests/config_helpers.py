@@ -1,6 +1,9 @@
-"""A small seed-model config written as a file, so that a CLI subprocess and the test load the
-same config."""
+"""Small seed-model configs: in memory, or written as a file so that a CLI subprocess and the test
+load the same config."""
 import os
+
+from mmjax.model import encoder_config, head_config
+from mmjax.train.defaults import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_CONFIG = os.path.join(REPO, "experiments", "configs", "seed_text_image.py")
@@ -25,3 +28,28 @@ def write_config(path, data_dir, vocab_size=64, embed_dim=4, **fields):
   lines.append("  return config")
   path.write_text("\n".join(lines) + "\n")
   return str(path)
+
+
+def seed_config(data_dir):
+  config = load_config(SEED_CONFIG)
+  config.dataset.data_dir = data_dir
+  return config
+
+
+def tiny_config(data_dir, total_steps=8):
+  """A small model with dropout everywhere, so exact resume also covers the per-step rng."""
+  config = seed_config(data_dir)
+  config.model.encoders.text = encoder_config("transformer", vocab_size=64, max_length=12,
+                                              model_dim=16, num_layers=1, num_heads=2, mlp_dim=16,
+                                              dropout_rate=0.1)
+  config.model.encoders.image = encoder_config("conv_pool", channels=8)
+  config.model.heads.label = head_config("mlp", num_classes=9, hidden_dims=(16,),
+                                         dropout_rate=0.2)
+  config.batch_size = 16
+  config.total_steps = total_steps
+  config.optimizer.warmup_steps = 2
+  config.log_every_steps = 2
+  config.eval_every_steps = 4
+  config.checkpoint_every_steps = 4
+  config.eval_batch_size = 1000
+  return config

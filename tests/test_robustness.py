@@ -9,7 +9,7 @@ import pytest
 from mmjax import robustness
 from mmjax.train import loop
 
-from test_train import tiny_config
+from config_helpers import tiny_config
 
 
 def token_batch():

@@ -17,12 +17,11 @@ from mmjax.train.defaults import load_config
 from mmjax.train.state import create_train_state, make_optimizer
 from mmjax.train.step import eval_step, train_step
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from config_helpers import REPO, seed_config
 
 
 def small_config(data_dir, dtype="float32"):
-  config = load_config(os.path.join(REPO, "experiments", "configs", "seed_text_image.py"))
-  config.dataset.data_dir = data_dir
+  config = seed_config(data_dir)
   config.model.encoders.text = encoder_config("lstm", vocab_size=64, embed_dim=8, hidden_dim=16)
   config.model.encoders.image = encoder_config("conv_pool", channels=8)
   config.model.dtype = dtype

@@ -14,7 +14,7 @@ from mmjax import data, sweep
 from mmjax.train import checks
 from mmjax.errors import ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from config_helpers import REPO
 
 
 def tiny_sweep(data_dir):

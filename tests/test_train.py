@@ -16,40 +16,12 @@ from mmjax import data
 from mmjax.data import mm_shapes
 from mmjax.data.pipeline import train_batch_indices
 from mmjax.errors import NonFiniteError
-from mmjax.model import encoder_config, head_config
+from mmjax.model import encoder_config
 from mmjax.train import checkpoint, loop
-from mmjax.train.defaults import load_config
 from mmjax.train.state import make_optimizer
 from mmjax.train.step import eval_step, evaluate, train_step
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEED_CONFIG = os.path.join(REPO, "experiments", "configs", "seed_text_image.py")
-
-
-def seed_config(data_dir):
-  config = load_config(SEED_CONFIG)
-  config.dataset.data_dir = data_dir
-  return config
-
-
-def tiny_config(data_dir, total_steps=8):
-  """A small model with dropout everywhere, so exact resume also covers the per-step rng."""
-  config = seed_config(data_dir)
-  config.model.encoders.text = encoder_config("transformer", vocab_size=64, max_length=12,
-                                              model_dim=16, num_layers=1, num_heads=2, mlp_dim=16,
-                                              dropout_rate=0.1)
-  config.model.encoders.image = encoder_config("conv_pool", channels=8)
-  config.model.heads.label = head_config("mlp", num_classes=9, hidden_dims=(16,),
-                                         dropout_rate=0.2)
-  config.batch_size = 16
-  config.total_steps = total_steps
-  config.optimizer.warmup_steps = 2
-  config.log_every_steps = 2
-  config.eval_every_steps = 4
-  config.checkpoint_every_steps = 4
-  config.eval_batch_size = 1000
-  return config
-
+from config_helpers import SEED_CONFIG, seed_config, tiny_config
 
 def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path):
   config = seed_config(data_dir)

@@ -23,7 +23,8 @@ from mmjax.train.defaults import load_config, trainer_config
 from mmjax.train.state import init_state, make_optimizer
 from mmjax.train.step import task_weight_vectors, train_step
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from config_helpers import REPO
+
 CONFIGS = os.path.join(REPO, "experiments", "configs")
 
 
