@@ -24,6 +24,20 @@ def _docstring(path: str) -> str:
     return ast.get_docstring(ast.parse(file.read())) or ""
 
 
+def _command(docstring: str, name: str) -> str:
+  """The sweep file's command as its docstring gives it (the indented block that starts with
+  `mmjax sweep`, which carries the flags it needs, e.g. where the source files are), else the
+  plain one."""
+  lines = docstring.splitlines()
+  starts = [i for i, line in enumerate(lines) if line.strip().startswith("mmjax sweep")]
+  if not starts:
+    return f"    mmjax sweep --config experiments/sweeps/{name}.py --workdir runs/{name}"
+  block = [lines[starts[0]]]
+  while block[-1].rstrip().endswith("\\") and starts[0] + len(block) < len(lines):
+    block.append(lines[starts[0] + len(block)])
+  return "\n".join(block)
+
+
 def results_page(summaries_dir: str, sweeps_dir: str) -> str:
   """The page: one section per sweep summary in `summaries_dir`, in name order, then each sweep
   file of `sweeps_dir` without a summary, with its docstring (which gives its command)."""
@@ -38,9 +52,10 @@ def results_page(summaries_dir: str, sweeps_dir: str) -> str:
     if os.path.exists(os.path.join(summaries_dir, name, "summary.png")):
       relative = os.path.relpath(os.path.join(summaries_dir, name, "summary.png"), EXPERIMENTS)
       plot = f"\n![{name}]({relative})\n"
-    sections.append(f"## {name}\n\nReproduce: `mmjax sweep --config experiments/sweeps/{name}.py "
-                    f"--workdir runs/{name}`, then copy `runs/{name}/summary.*` to "
-                    f"`experiments/results/sweeps/{name}/`.\n\n{notes}{open(path).read()}{plot}")
+    command = _command(_docstring(os.path.join(sweeps_dir, name + ".py")), name)
+    sections.append(f"## {name}\n\nReproduce with\n\n{command}\n\nthen copy the workdir's "
+                    f"`summary.*` to `experiments/results/sweeps/{name}/`.\n\n"
+                    f"{notes}{open(path).read()}{plot}")
   pending = [name[:-3] for name in sorted(os.listdir(sweeps_dir)) if name.endswith(".py")
              and not os.path.exists(os.path.join(summaries_dir, name[:-3], "summary.md"))]
   if pending:

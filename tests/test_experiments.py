@@ -42,7 +42,8 @@ def test_bench_input_measures_every_cache_beside_the_step(data_dir):
 
 
 def test_results_page_has_a_section_with_its_command_per_committed_summary(tmp_path):
-  """Bug caught: a sweep with a summary also listed as still to run, or one without left out."""
+  """Bugs caught: a sweep with a summary also listed as still to run, or one without left out; a
+  command that drops the flags its sweep file's docstring gives (e.g. manual_dir)."""
   sys.path.insert(0, os.path.join(REPO, "experiments"))
   from write_results import results_page
   summaries, sweeps = tmp_path / "summaries", tmp_path / "sweeps"
@@ -53,12 +54,16 @@ def test_results_page_has_a_section_with_its_command_per_committed_summary(tmp_p
   (summaries / "a_sweep" / "summary.png").write_bytes(b"png")
   os.makedirs(summaries / "no_summary")
   os.makedirs(sweeps)
-  for name in ("a_sweep", "b_sweep", "c_sweep"):
+  for name in ("b_sweep", "c_sweep"):
     (sweeps / f"{name}.py").write_text(f'"""{name} docstring: mmjax sweep ..."""\n')
+  (sweeps / "a_sweep.py").write_text('"""Needs the files:\n\n    mmjax sweep --config A --workdir W \\\\\n'
+                                     '        --config.fixed.dataset.manual_dir=DIR\n\nMore."""\n')
   page = results_page(str(summaries), str(sweeps))
   assert page.index("## a_sweep") < page.index("## b_sweep") and "no_summary" not in page
-  assert ("Reproduce: `mmjax sweep --config experiments/sweeps/a_sweep.py --workdir "
-          "runs/a_sweep`") in page
+  assert ("Reproduce with\n\n    mmjax sweep --config A --workdir W \\\n"
+          "        --config.fixed.dataset.manual_dir=DIR\n\nthen copy") in page
+  assert ("Reproduce with\n\n    mmjax sweep --config experiments/sweeps/b_sweep.py --workdir "
+          "runs/b_sweep\n\nthen copy") in page
   assert "3 seeds, this CPU.\n\n| a |" in page and "/a_sweep/summary.png)" in page
   assert "/b_sweep/summary.png" not in page
   pending = page.split("## Sweeps to run where")[1]

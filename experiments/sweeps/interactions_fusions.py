@@ -1,7 +1,8 @@
 """Every fusion on the interactions benchmark's four two-modality configs, 3 seeds each, through the
 normal trainer:
 
-    mmjax sweep --config experiments/sweeps/interactions_fusions.py --workdir runs/sweep \\
+    mmjax sweep --config experiments/sweeps/interactions_fusions.py \\
+        --workdir runs/interactions_fusions \\
         [--config.fixed.dataset.data_dir=DIR] [--config.fixed.total_steps=N]
 """
 import os
