@@ -29,13 +29,13 @@ def _command(docstring: str, name: str) -> str:
   `mmjax sweep`, which carries the flags it needs, e.g. where the source files are), else the
   plain one."""
   lines = docstring.splitlines()
-  starts = [i for i, line in enumerate(lines) if line.strip().startswith("mmjax sweep")]
-  if not starts:
+  start = next((i for i, line in enumerate(lines) if line.strip().startswith("mmjax sweep")), None)
+  if start is None:
     return f"    mmjax sweep --config experiments/sweeps/{name}.py --workdir runs/{name}"
-  block = [lines[starts[0]]]
-  while block[-1].rstrip().endswith("\\") and starts[0] + len(block) < len(lines):
-    block.append(lines[starts[0] + len(block)])
-  return "\n".join(block)
+  end = start
+  while lines[end].rstrip().endswith("\\") and end + 1 < len(lines):
+    end += 1
+  return "\n".join(lines[start:end + 1])
 
 
 def results_page(summaries_dir: str, sweeps_dir: str) -> str:

@@ -56,7 +56,8 @@ def test_results_page_has_a_section_with_its_command_per_committed_summary(tmp_p
   os.makedirs(sweeps)
   for name in ("b_sweep", "c_sweep"):
     (sweeps / f"{name}.py").write_text(f'"""{name} docstring: mmjax sweep ..."""\n')
-  (sweeps / "a_sweep.py").write_text('"""Needs the files:\n\n    mmjax sweep --config A --workdir W \\\\\n'
+  (sweeps / "a_sweep.py").write_text('"""Needs the files:\n\n'
+                                     '    mmjax sweep --config A --workdir W \\\\\n'
                                      '        --config.fixed.dataset.manual_dir=DIR\n\nMore."""\n')
   page = results_page(str(summaries), str(sweeps))
   assert page.index("## a_sweep") < page.index("## b_sweep") and "no_summary" not in page
