@@ -19,7 +19,7 @@ perturbed as images (noise in the log-spectrogram domain, not in the waveform). 
 is a pure function of (seed, modality, perturbation, level, batch index). A curve's area is the
 trapezoid mean of the metric over the levels: MultiBench's relative robustness.
 """
-from typing import Callable, Dict, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -139,6 +139,12 @@ def area(levels: Sequence[float], values: Sequence[float]) -> float:
   levels, values = np.asarray(levels, float), np.asarray(values, float)
   return float(np.sum(np.diff(levels) * (values[1:] + values[:-1]) / 2)
                / (levels[-1] - levels[0]))
+
+
+def headline_metric(report: Mapping[str, Any]) -> str:
+  """The metric a robustness report is shown by: the first task's (by name) primary metric, its
+  `clean` keys being `<task>/<metric>`, one per task."""
+  return min(report["clean"])
 
 
 def perturbed(batches: Sequence[Batch], modality: str, name: str, level: float, seed: int,

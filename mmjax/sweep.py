@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import ml_collections
 
+from mmjax import robustness
 from mmjax.errors import ConfigError
 from mmjax.train import checks, loop
 from mmjax.train.defaults import load_config
@@ -155,7 +156,7 @@ def robustness_columns(report: Mapping[str, Any]) -> Dict[str, float]:
   """The primary metric of the first task by name with each modality missing
   (`missing/<modality>`) and the area under each perturbation's curve
   (`area/<modality>/<perturbation>`)."""
-  metric = min(report["clean"])
+  metric = robustness.headline_metric(report)
   columns = {f"missing/{m}": report["missing"][m][metric] for m in sorted(report["missing"])}
   for modality in sorted(report["area"]):   # sorted: as read back from eval_results.json
     areas = report["area"][modality]
@@ -292,7 +293,7 @@ def _mean_robustness_curves(sweep: Mapping[str, Any], rows: Sequence[Mapping[str
       cell = {axis: row[axis] for axis in axes}
       with open(os.path.join(workdir, "cells", cell_name(cell), "eval_results.json")) as file:
         reports.append(json.load(file)["robustness"])
-  metric = min(reports[0]["clean"])
+  metric = robustness.headline_metric(reports[0])
   curves: Dict[str, Any] = {"levels": reports[0]["levels"], "metric": metric}
   for modality, perturbations in reports[0]["curves"].items():
     for name in perturbations:

@@ -494,7 +494,7 @@ def plot_robustness(report: Mapping[str, Any], path: str) -> None:
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
   modalities = list(report["curves"])
-  metric = next(iter(report["clean"]))
+  metric = robustness.headline_metric(report)
   figure, axes = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 3.5),
                               squeeze=False)
   for axis, modality in zip(axes[0], modalities):
