@@ -19,7 +19,8 @@ two modalities and N = 2,000 that is 8 million fusion evaluations (seconds on a 
 fusions here); with three, |R| defaults to 100 (a sample: the M > 2 projection is then estimated).
 
 Ablation: each modality missing (zeroed and masked out, the absent-modality rule) and, for float
-inputs, replaced by its mean over the set, with every task's primary metric.
+inputs, replaced by its mean over the set's real positions (padding steps count nowhere), with
+every task's primary metric.
 """
 import itertools
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
@@ -137,24 +138,27 @@ def emap_report(apply_fn: Callable, params: Any, batches: Sequence[Batch],
 
 
 def mean_filled(batch: Batch, modality: str, mean: np.ndarray) -> Batch:
-  """`batch` with `modality`'s every value replaced by its mean over the set (per feature)."""
-  return {**batch, modality: np.broadcast_to(mean, batch[modality].shape).astype(
-      batch[modality].dtype)}
+  """`batch` with `modality`'s every real value (`robustness.real_positions`) replaced by its
+  mean over the set (per feature); padding steps stay as they were."""
+  values = batch[modality]
+  real = robustness.real_positions(batch, modality)
+  real = real.reshape(real.shape + (1,) * (values.ndim - real.ndim))
+  return {**batch, modality: np.where(real, np.broadcast_to(mean, values.shape), values).astype(
+      values.dtype)}
 
 
 def ablations(score: Callable[[Sequence[Batch]], Dict[str, float]], batches: Sequence[Batch],
               modalities: Sequence[str]) -> Dict[str, Dict[str, Any]]:
   """`{m: {"missing": metrics, "mean": metrics or None}}`: `score` (metrics of a list of
   batches) with m absent (`robustness.missing`) and, for float inputs, with m replaced by its
-  mean over the real examples (token ids have no mean: None)."""
+  mean over the real positions of the set (real examples, and their real steps for a sequence
+  with a `(B, T)` mask; token ids have no mean: None)."""
   report = {}
   for m in modalities:
     missing = score([robustness.missing(b, m) for b in batches])
     mean = None
     if robustness.modality_kind(batches[0][m]) != "tokens":
-      weights = [np.asarray(b.get("weight", np.ones(len(b[m])))) > 0 for b in batches]
-      values = np.concatenate([np.asarray(b[m])[w] for b, w in zip(batches, weights)])
-      mean = score([mean_filled(b, m, values.mean(axis=0)) for b in batches])
+      set_mean = robustness.real_values(batches, m).mean(axis=0)
+      mean = score([mean_filled(b, m, set_mean) for b in batches])
     report[m] = {"missing": missing, "mean": mean}
   return report
-

@@ -14,10 +14,20 @@ Each modality gets the perturbations that fit its array, at levels 0.0, 0.2, ...
 
 plus `missing`: the modality zeroed and masked out (`<m>_mask` all False, so every encoder returns
 zeros and fusions that read masks know it is absent: the absent-modality rule of the README). σ
-and the mean are the clean evaluation split's (one pass before perturbing). Audio spectrograms are
-perturbed as images (noise in the log-spectrogram domain, not in the waveform). Every perturbation
-is a pure function of (seed, modality, perturbation, level, batch index). A curve's area is the
-trapezoid mean of the metric over the levels: MultiBench's relative robustness.
+and the mean are the clean evaluation split's, over its real positions only (one pass before
+perturbing; padding steps of a sequence, padding examples and absent examples count nowhere, and
+noise is added at real positions only). Audio spectrograms are perturbed as images (noise in the
+log-spectrogram domain, not in the waveform). Every perturbation is a pure function of (seed,
+modality, perturbation, level, batch index).
+
+A curve's `area` is the trapezoid mean of the metric over the levels, in the metric's own units:
+comparable between mmjax runs of one dataset and perturbation, and nothing more. It is not
+MultiBench's relative robustness, although both integrate a performance-vs-imperfection curve:
+MultiBench (`eval_scripts/robustness.py`, `relative_robustness`) sums the trapezoids of its own
+perturbations (per dataset: its noise functions, levels 0.0, 0.1, ...) and then min-max
+normalises the area across the methods of its table, so its numbers lie in [0, 1] relative to
+those methods; its "effective robustness" subtracts the late-fusion curve shifted to the method's
+clean score. Neither is computed here.
 """
 from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
@@ -62,8 +72,11 @@ def typo(batch: Batch, modality: str, level: float, rng: np.random.Generator,
 
 def gaussian_noise(batch: Batch, modality: str, level: float, rng: np.random.Generator,
                    stats: Mapping[str, float]) -> Batch:
+  """+ N(0, (ℓ·σ)²) at the real positions (padding steps stay as they are)."""
   values = batch[modality]
   noise = rng.normal(0.0, 1.0, size=values.shape) * level * np.asarray(stats["std"])
+  real = real_positions(batch, modality)
+  noise = noise * real.reshape(real.shape + (1,) * (values.ndim - real.ndim))
   return {**batch, modality: (values + noise).astype(values.dtype)}
 
 
@@ -121,13 +134,31 @@ PERTURBATIONS: Dict[str, Dict[str, Callable]] = {
 }
 
 
+def real_positions(batch: Batch, modality: str) -> np.ndarray:
+  """Bool of the mask's shape (`(B,)` or `(B, T)`): the positions of `modality` that are real
+  data, i.e. a real example (`weight` > 0) and, where the batch has `<m>_mask`, a True mask;
+  padding steps of a sequence and absent examples are not."""
+  values = batch[modality]
+  mask = batch.get(modality + MASK_SUFFIX)
+  real = np.ones(values.shape[:1], bool) if mask is None else np.asarray(mask, bool)
+  weight = np.asarray(batch.get("weight", np.ones(len(values)))) > 0
+  return real & weight.reshape((-1,) + (1,) * (real.ndim - 1))
+
+
+def real_values(batches: Sequence[Batch], modality: str) -> np.ndarray:
+  """`modality`'s values at the real positions of `batches` (`real_positions`), stacked: `(N,
+  ...)` with N real examples, or `(N, D)` with N real steps for a sequence with a `(B, T)`
+  mask."""
+  return np.concatenate([np.asarray(b[modality])[real_positions(b, modality)] for b in batches])
+
+
 def modality_stats(batches: Sequence[Batch], modality: str,
                    vocabulary: int = 0) -> Dict[str, np.ndarray]:
-  """What the perturbations scale by: the modality's std and mean over the real examples of
-  `batches` (per feature for feature vectors and sequences; over everything for images), and
-  for tokens the vocabulary size (the metadata's, else the largest id + 1)."""
-  values = np.concatenate([b[modality][np.asarray(b.get("weight", np.ones(len(b[modality]))))
-                                       > 0] for b in batches])
+  """What the perturbations scale by: the modality's std and mean over its real positions in
+  `batches` (`real_positions`: padding examples, padding steps and absent examples count
+  nowhere), per feature for feature vectors and sequences and over everything for images; for
+  tokens the vocabulary size (the metadata's, else the largest real id + 1)."""
+  values = real_values(batches, modality)
   if modality_kind(values) == "tokens":
     return {"vocabulary": vocabulary or int(values.max()) + 1}
   axes = tuple(range(values.ndim - 1)) if modality_kind(values) == "features" else None

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from mmjax import robustness
+from mmjax import analysis, robustness
 from mmjax.train import loop
 
 from config_helpers import tiny_config
@@ -49,6 +49,44 @@ def test_gaussian_noise_has_the_level_times_the_feature_std():
   noisy = robustness.gaussian_noise({"x": values}, "x", 0.5, np.random.default_rng(0),
                                     {"std": np.array([1.0, 4.0])})["x"]
   np.testing.assert_allclose(noisy.std(axis=0), [0.5, 2.0], rtol=0.03)
+
+
+def left_padded_sequences(real_fraction=0.35, std=0.4, mean=2.0, steps=40, examples=300):
+  """Features `(B, T, 2)` whose last `real_fraction` of steps are real (mean `mean`, std `std`)
+  and the rest zero padding, with their `(B, T)` mask and one padding example of large values."""
+  rng = np.random.default_rng(0)
+  real_steps = int(round(real_fraction * steps))
+  mask = np.zeros((examples, steps), bool)
+  mask[:, steps - real_steps:] = True
+  values = np.where(mask[..., None], rng.normal(mean, std, (examples, steps, 2)), 0.0)
+  weight = np.ones(examples, np.float32)
+  values[-1], weight[-1] = 50.0, 0.0                                   # a padding example
+  return {"x": values.astype(np.float32), "x_mask": mask, "weight": weight}
+
+
+def test_noise_scale_and_mean_come_from_real_steps_only():
+  """Bug caught: σ over every step, padding included (0.59× the stated noise at 35% real
+  steps), or over padding examples."""
+  batch = left_padded_sequences()
+  real = batch["x"][:-1][batch["x_mask"][:-1]]
+  stats = robustness.modality_stats([batch], "x")
+  np.testing.assert_allclose(stats["std"], real.std(axis=0), rtol=1e-5)
+  np.testing.assert_allclose(stats["std"], 0.4, rtol=0.05)
+  np.testing.assert_allclose(stats["mean"], 2.0, rtol=0.02)
+  noisy = robustness.gaussian_noise(batch, "x", 1.0, np.random.default_rng(1), stats)
+  added = (noisy["x"] - batch["x"])
+  np.testing.assert_allclose(added[:-1][batch["x_mask"][:-1]].std(axis=0), 0.4, rtol=0.05)
+  assert not added[~batch["x_mask"]].any()                             # padding stays padding
+
+
+def test_the_mean_filled_ablation_fills_real_steps_with_their_mean():
+  batch = left_padded_sequences()
+  mean = robustness.real_values([batch], "x").mean(axis=0)
+  np.testing.assert_allclose(mean, 2.0, rtol=0.02)                     # not 0.7 (with padding)
+  filled = analysis.mean_filled(batch, "x", mean)["x"]
+  real = robustness.real_positions(batch, "x")
+  np.testing.assert_allclose(filled[real], np.broadcast_to(mean, (real.sum(), 2)), rtol=1e-6)
+  np.testing.assert_array_equal(filled[~real], batch["x"][~real])
 
 
 def test_blur_keeps_constants_and_the_mean_and_smooths():
