@@ -23,6 +23,7 @@ from mmjax import registry
 from mmjax.encoders import ENCODERS
 from mmjax.errors import DataError
 from mmjax.fusion import FUSIONS
+from mmjax.tasks import contrastive
 from mmjax.tasks.heads import HEADS
 
 Array = jax.Array
@@ -137,10 +138,28 @@ def head_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
   return registry.spec(HEADS, name, "head", **fields)
 
 
-def model_from_config(model_config: Mapping[str, Any]) -> MultimodalModel:
+def _initialized_from_task(head_spec: Mapping[str, Any],
+                           task_spec: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+  """A contrastive head's spec with its unset `log_scale_init` / `bias_init` taken from its
+  task's loss (`contrastive.initial_log_scale_and_bias`); any other spec as it is."""
+  spec = dict(head_spec)
+  if spec.get("name") != "contrastive" or task_spec is None:
+    return spec
+  log_scale, bias = contrastive.initial_log_scale_and_bias(task_spec.get("loss", "infonce"))
+  if spec.get("log_scale_init") is None:
+    spec["log_scale_init"] = log_scale
+  if spec.get("bias_init") is None:
+    spec["bias_init"] = bias
+  return spec
+
+
+def model_from_config(model_config: Mapping[str, Any],
+                      tasks_config: Optional[Mapping[str, Any]] = None) -> MultimodalModel:
   """Builds the model from `{encoders: {m: spec}, fusion: spec, heads: {task: spec}, dtype}`; each
   spec is `{name: registered name, **constructor fields}` (config files write them with
-  `encoder_config`, `fusion_config` and `head_config`, which list every field).
+  `encoder_config`, `fusion_config` and `head_config`, which list every field). `tasks_config`
+  (`config.tasks`) gives each head what its task decides: a contrastive head's initial scale and
+  bias come from its task's loss unless the head sets them.
 
   `dtype` (default float32) is the compute dtype of every module whose spec leaves `dtype` unset:
   `bfloat16` gives mixed precision, with parameters kept in float32 and logits and losses computed
@@ -154,6 +173,8 @@ def model_from_config(model_config: Mapping[str, Any]) -> MultimodalModel:
     return registry.build(registry_, spec, kind)
 
   encoders = {m: build(ENCODERS, spec, "encoder") for m, spec in model_config["encoders"].items()}
-  heads = {t: build(HEADS, spec, "head") for t, spec in model_config["heads"].items()}
+  tasks_config = tasks_config or {}
+  heads = {t: build(HEADS, _initialized_from_task(spec, tasks_config.get(t)), "head")
+           for t, spec in model_config["heads"].items()}
   fusion = build(FUSIONS, model_config["fusion"], "fusion")
   return MultimodalModel(encoders=encoders, fusion=fusion, heads=heads)

@@ -219,6 +219,7 @@ def summarize(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Li
       if paper:
         record[metric]["paper"] = paper[0]["value"]
         record[metric]["source"] = paper[0]["source"]
+        record[metric]["table"], record[metric]["row"] = paper[0].get("table"), paper[0].get("row")
     for key in COMPLEXITY:
       known = [float(run[key]) for run in runs if run.get(key) is not None]
       record[key] = statistics.mean(known) if known else None
@@ -250,7 +251,9 @@ def write_summaries(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
       text = value["text"]
       if "paper" in value:
         text += f" (paper {value['paper']:.4f}, Δ {value['mean'] - value['paper']:+.4f})"
-        papers.append(f"- {record['method']} {metric}: {value['source']}")
+        where = (f"{value['table']}, row {value['row']}: " if value.get("table") and value.get("row")
+                 else "")
+        papers.append(f"- {record['method']} {metric}: {where}{value['source']}")
       cells_.append(text)
     cells_ += [_number(record[key]) for key in COMPLEXITY]
     lines.append("| " + " | ".join(cells_) + " |")

@@ -52,7 +52,7 @@ def example_batch(dataset_name, tmp_path):
 def test_config_builds_a_model_with_one_output_per_task(name, arg, tmp_path):
   config = load_config(os.path.join(CONFIG_DIR, name), arg)
   batch = example_batch(config.dataset.name, tmp_path)
-  model = model_from_config(config.model)
+  model = model_from_config(config.model, config.tasks)
   params = jax.eval_shape(model.init, jax.random.key(0), batch)
   outputs = jax.eval_shape(model.apply, params, batch)
   assert set(outputs) == set(config.tasks)

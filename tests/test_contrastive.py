@@ -16,8 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.tasks import contrastive
+from mmjax.model import encoder_config, fusion_config, head_config, model_from_config
+from mmjax.tasks import contrastive, task_config
 from mmjax.tasks.contrastive import contrastive_loss, infonce_loss, retrieval_sums, siglip_loss
+from mmjax.train import loop
+from mmjax.train.defaults import load_config
+
+from config_helpers import REPO
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 TOLERANCE = 1e-5
@@ -137,6 +142,40 @@ def test_paper_initialisations():
   assert math.exp(contrastive.CLIP_LOG_SCALE_INIT) == pytest.approx(1 / 0.07)
   assert math.exp(contrastive.SIGLIP_LOG_SCALE_INIT) == pytest.approx(10.0)
   assert contrastive.SIGLIP_BIAS_INIT == -10.0
+
+
+@pytest.mark.parametrize("loss, log_scale, bias", [
+    ("infonce", math.log(1 / 0.07), 0.0), ("siglip", math.log(10.0), -10.0)])
+def test_a_contrastive_head_starts_at_its_task_losss_initialisation(loss, log_scale, bias):
+  """Bug caught: a SigLIP task whose head starts at CLIP's temperature (the head's default
+  decided apart from the task's loss)."""
+  model_config = {"encoders": {m: encoder_config("mlp", hidden_dims=(), dim=4) for m in "ab"},
+                  "fusion": fusion_config("concat"),
+                  "heads": {"pair": head_config("contrastive", modalities=("a", "b"),
+                                                embed_dim=4)}}
+  batch = {m: jnp.zeros((2, 3)) for m in "ab"}
+  tasks = {"pair": task_config("contrastive", loss=loss)}
+  params = model_from_config(model_config, tasks).init(jax.random.key(0), batch)["params"]
+  assert float(params["heads_pair"]["log_scale"]) == pytest.approx(log_scale, rel=1e-6)
+  assert float(params["heads_pair"]["bias"]) == bias
+  # A value the head sets wins over the loss's.
+  model_config["heads"]["pair"].log_scale_init = 1.5
+  params = model_from_config(model_config, tasks).init(jax.random.key(0), batch)["params"]
+  assert float(params["heads_pair"]["log_scale"]) == 1.5
+  assert float(params["heads_pair"]["bias"]) == bias
+  # Without the task, an unset initialisation is an error, not a silent default.
+  model_config["heads"]["pair"].log_scale_init = None
+  with pytest.raises(ValueError, match="model_from_config.config.model, config.tasks."):
+    model_from_config(model_config).init(jax.random.key(0), batch)
+
+
+@pytest.mark.parametrize("loss", ["infonce", "siglip"])
+def test_the_trainer_builds_the_contrastive_probe_with_its_losss_initialisation(loss):
+  config = load_config(os.path.join(REPO, "experiments", "configs", "contrastive_probe.py"),
+                       f"pretrain,{loss}")
+  model = loop._objective_from_config(config)[0]
+  assert (model.heads["contrastive"].log_scale_init, model.heads["contrastive"].bias_init) == \
+      contrastive.initial_log_scale_and_bias(loss)
 
 
 def test_contrastive_loss_dispatches_by_name():

@@ -21,11 +21,7 @@ import ml_collections
 from mmjax.data import interactions
 from mmjax.model import encoder_config, fusion_config, head_config
 from mmjax.tasks import task_config
-from mmjax.tasks.contrastive import CLIP_LOG_SCALE_INIT, SIGLIP_BIAS_INIT, SIGLIP_LOG_SCALE_INIT
 from mmjax.train.defaults import trainer_config
-
-LOG_SCALE_INIT = {"infonce": CLIP_LOG_SCALE_INIT, "siglip": SIGLIP_LOG_SCALE_INIT}
-
 
 def get_config(arg: str = "pretrain,infonce") -> ml_collections.ConfigDict:
   stage, _, loss = arg.partition(",")
@@ -36,9 +32,9 @@ def get_config(arg: str = "pretrain,infonce") -> ml_collections.ConfigDict:
   config.model.heads = ml_collections.ConfigDict()
   config.tasks = ml_collections.ConfigDict()
   if stage == "pretrain":
-    config.model.heads.contrastive = head_config(
-        "contrastive", modalities=("a", "b"), embed_dim=16,
-        log_scale_init=LOG_SCALE_INIT[loss], bias_init=SIGLIP_BIAS_INIT)
+    # Its initial scale and bias are the loss's (CLIP's or SigLIP's), from the task.
+    config.model.heads.contrastive = head_config("contrastive", modalities=("a", "b"),
+                                                 embed_dim=16)
     config.tasks.contrastive = task_config("contrastive", loss=loss)
     config.checkpoint.best_metric = "contrastive/loss"
     config.checkpoint.best_mode = "min"

@@ -17,7 +17,7 @@ With s = min(exp(log_scale), 100) for InfoNCE and s = exp(log_scale) for SigLIP:
   Supervision"): logits z_ij = s·a_i·b_j, row loss
       ℓ_i = ½[−log softmax_j(z_i·)_i − log softmax_j(z_·i)_i],
   the a→b and b→a cross-entropies. CLIP initialises the inverse temperature to 1/0.07
-  (`CLIP_LOG_SCALE_INIT`) and clips it "to prevent scaling the logits by more than 100";
+  (`CLIP_LOG_SCALE_INIT`; it has no bias: the head's unused one starts at 0) and clips it "to prevent scaling the logits by more than 100";
   open_clip clamps the parameter in place after each optimizer step, here the value is clipped in
   the forward pass: the same logits, but log_scale may drift above log 100 (with zero gradient
   there), so read the scale as min(exp(log_scale), 100), not exp(log_scale).
@@ -25,9 +25,13 @@ With s = min(exp(log_scale), 100) for InfoNCE and s = exp(log_scale) for SigLIP:
   with the learned bias t, labels y_ij = +1 if i = j else −1, row loss
       ℓ_i = −Σ_j log σ(y_ij·z_ij)
   over the real columns j. Initialised as in the paper, log_scale = log 10, t = −10
-  (`SIGLIP_LOG_SCALE_INIT`, `SIGLIP_BIAS_INIT`); the paper's Algorithm 1 and its code
+  (`SIGLIP_LOG_SCALE_INIT`, `SIGLIP_BIAS_INIT`; big_vision's siglip trainer); the paper's Algorithm 1 and its code
   (big_vision) do not clip s, nor does this. The paper exchanges b between devices in chunks
   around a ring to save memory; the all_gather here gives the same value.
+
+`initial_log_scale_and_bias(loss)` is the one place that maps a loss to its initialisation: a
+`contrastive` head whose `log_scale_init` / `bias_init` are unset takes them from its task's loss
+(`mmjax.model.model_from_config`).
 
 Each loss returns Σ_i w_i·ℓ_i over this device's rows; the caller sums over devices and divides
 by the global count of real rows (the paper's 1/|B| for SigLIP). The gradient of that global mean
@@ -36,7 +40,7 @@ to each device the terms that other devices' rows contribute to its embeddings, 
 psum of the replicated parameters' gradients adds the rest. Everything is computed in float32.
 """
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +52,19 @@ CLIP_MAX_SCALE = 100.0
 SIGLIP_LOG_SCALE_INIT = math.log(10.0)
 SIGLIP_BIAS_INIT = -10.0
 CONTRASTIVE_LOSSES = ("infonce", "siglip")
+
+
+
+def initial_log_scale_and_bias(loss: str) -> Tuple[float, float]:
+  """The papers' initial (log_scale, bias) of `loss`: CLIP's (log(1/0.07), 0: no bias) for
+  InfoNCE, SigLIP's (log 10, −10)."""
+  initialisations = {"infonce": (CLIP_LOG_SCALE_INIT, 0.0),
+                     "siglip": (SIGLIP_LOG_SCALE_INIT, SIGLIP_BIAS_INIT)}
+  if loss not in initialisations:
+    raise ValueError(f"unknown contrastive loss {loss!r}; valid contrastive loss names are: "
+                     f"{', '.join(CONTRASTIVE_LOSSES)}")
+  return initialisations[loss]
+
 
 # The logit of an excluded (padding) column: exp underflows to 0, while a row whose every column
 # is excluded stays finite (and is itself padding, weighted 0).

@@ -1,6 +1,6 @@
 """Task heads: fused features `(B, D)` -> task outputs (logits `(B, K)`, or regression values
 `(B, K)` with `num_classes` = K outputs); a contrastive head reads the per-modality features."""
-from typing import Any, ClassVar, Dict, Mapping, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -41,12 +41,14 @@ class MLPHead(nn.Module):
 class ContrastiveHead(nn.Module):
   """Projects two modalities' encoder features into a shared space for a contrastive task:
   e_m = normalise(W_m h_m) (bias-free, as CLIP's projections), plus the loss's learned log-scale
-  (inverse temperature: CLIP starts at log(1/0.07), SigLIP at log 10) and bias (SigLIP's, starting
-  at −10; unused by InfoNCE). It reads `{modality: (B, D_m)}`, not the fused features."""
+  (inverse temperature) and bias (SigLIP's; unused by InfoNCE). It reads `{modality: (B, D_m)}`,
+  not the fused features. `log_scale_init` and `bias_init` left unset (None) are its task's
+  loss's (`contrastive.initial_log_scale_and_bias`: CLIP's log(1/0.07) and 0, SigLIP's log 10 and
+  −10), filled in by `mmjax.model.model_from_config` from the task of the head's name."""
   modalities: Tuple[str, str] = ("text", "image")
   embed_dim: int = 128
-  log_scale_init: float = contrastive.CLIP_LOG_SCALE_INIT
-  bias_init: float = contrastive.SIGLIP_BIAS_INIT
+  log_scale_init: Optional[float] = None
+  bias_init: Optional[float] = None
   dtype: Any = jnp.float32
 
   reads_modalities: ClassVar[bool] = True
@@ -54,6 +56,10 @@ class ContrastiveHead(nn.Module):
   @nn.compact
   def __call__(self, features: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
     del train
+    if self.log_scale_init is None or self.bias_init is None:
+      raise ValueError("the contrastive head's log_scale_init and bias_init are unset; build the "
+                       "model with model_from_config(config.model, config.tasks), so that its "
+                       "task's loss decides them, or set both")
     embeddings = {}
     for key, modality in zip(("a", "b"), self.modalities):
       projected = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,

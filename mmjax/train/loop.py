@@ -34,7 +34,7 @@ from mmjax.train.step import evaluate, task_weight_vectors
 def _objective_from_config(config: Any):
   """The model, tasks and task weighting of `config`; a bad name or field is a ConfigError."""
   try:
-    return (model_from_config(config.model), tasks_from_config(config.tasks),
+    return (model_from_config(config.model, config.tasks), tasks_from_config(config.tasks),
             weighting_from_config(config.task_weighting))
   except ValueError as error:
     raise ConfigError(str(error)) from error

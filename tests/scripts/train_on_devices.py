@@ -16,7 +16,6 @@ import numpy as np
 
 from mmjax.model import encoder_config, head_config
 from mmjax.tasks import task_config, weighting_config
-from mmjax.tasks.contrastive import SIGLIP_LOG_SCALE_INIT
 from mmjax.train import loop
 from mmjax.train.defaults import load_config
 
@@ -43,7 +42,7 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contr
   config.grad_accum_steps = grad_accum_steps
   if contrastive:
     config.model.heads.pair = head_config("contrastive", modalities=("text", "image"),
-                                          embed_dim=8, log_scale_init=SIGLIP_LOG_SCALE_INIT)
+                                          embed_dim=8)
     config.tasks.pair = task_config("contrastive", loss="siglip")
     config.task_weighting = weighting_config("pcgrad")
   return config
