@@ -91,14 +91,16 @@ def test_paper_numbers_appear_beside_ours_with_the_difference(swept, tmp_path, m
   config, workdir, rows = swept
   reference = {"results": [{"dataset": "interactions", "method": "synergy,low_rank",
                             "metric": "test/accuracy", "value": 0.9, "reported": 90.0,
-                            "source": "a paper", "convention": "c", "paper_method": "LMF"}]}
+                            "source": "a paper", "table": "Table 2", "row": "LMF",
+                            "verified": True, "convention": "c", "paper_method": "LMF"}]}
   path = tmp_path / "reference.json"
   path.write_text(json.dumps(reference))
   monkeypatch.setattr(sweep, "REFERENCE_FILE", str(path))
   sweep.write_summaries(config, rows, str(tmp_path))
   ours = statistics.mean(r["test/accuracy"] for r in rows if r["config_arg"] == "synergy,low_rank")
   markdown = (tmp_path / "summary.md").read_text()
-  assert f"(paper 0.9000, Δ {ours - 0.9:+.4f})" in markdown and "- synergy,low_rank" in markdown
+  assert f"(paper 0.9000, Δ {ours - 0.9:+.4f})" in markdown
+  assert "- synergy,low_rank test/accuracy: Table 2, row LMF: a paper" in markdown
   assert "paper" not in markdown.split("synergy,concat")[1].split("\n")[0]
 
 
@@ -112,18 +114,38 @@ def test_a_sweep_field_that_does_not_exist_is_named_before_training(tmp_path):
 
 
 def test_the_reference_results_are_data_with_a_source_and_a_convention():
+  """Each paper number cites the paper (full citation, never an issue thread that quoted it) and
+  the table and row that print it; a number not yet checked against the paper's text says so,
+  with no table or row guessed for it."""
   rows = json.load(open(sweep.REFERENCE_FILE))["results"]
   assert len(rows) >= 20
   for row in rows:
-    assert set(row) == {"dataset", "method", "metric", "value", "reported", "source",
-                        "convention", "paper_method"}, row
+    assert set(row) == {"dataset", "method", "metric", "value", "reported", "source", "table",
+                        "row", "verified", "convention", "paper_method"}, row
     split, task, metric = row["metric"].split("/")
     assert split == "test" and row["source"] and row["convention"]
+    assert "issue" not in row["source"].lower() and "arXiv:" in row["source"], row
+    assert isinstance(row["verified"], bool), row
+    if row["verified"]:
+      assert row["table"].startswith("Table ") and row["table"][6:].isdigit(), row
+      assert isinstance(row["row"], str) and row["row"].strip(), row
+      assert "not verified" not in row["source"].lower(), row
+    else:
+      assert row["table"] is None and row["row"] is None, row
+      assert "not verified" in row["source"].lower(), row
     scale = 1.0 if metric in ("mae", "pearson") else 100.0
     assert row["value"] == pytest.approx(row["reported"] / scale)
   mm_imdb = {(r["method"], r["metric"]): r["reported"] for r in rows if r["dataset"] == "mm_imdb"}
   assert mm_imdb[("low_rank", "test/genres/micro_f1")] == 59.2
   assert mm_imdb[("text", "test/genres/macro_f1")] == 45.59
+  # LMF paper (arXiv:1806.00064) Table 2, CMU-MOSI columns MAE, Corr, Acc-2, F1, Acc-7.
+  table_2 = {(r["row"], r["metric"].split("/")[-1]): r["reported"] for r in rows
+             if r["verified"] and r["table"] == "Table 2" and "1806.00064" in r["source"]}
+  assert table_2 == {(row, metric): reported for row, numbers in
+                     {"TFN": (0.970, 0.633, 73.9, 73.4, 32.1),
+                      "LMF": (0.912, 0.668, 76.4, 75.7, 32.8)}.items()
+                     for metric, reported in zip(("mae", "pearson", "acc2_nonzero", "f1_nonzero",
+                                                  "acc7"), numbers)}
 
 
 @pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(

@@ -30,10 +30,13 @@ import optax
 from mmjax.tasks import contrastive
 
 Array = jax.Array
-# Average precision is computed from per-class histograms of the predicted probability: exact for
-# scores quantised to this many equal bins (ties within a bin form one threshold, as tied scores
-# do in scikit-learn's average_precision_score), and additive over batches.
-AP_BINS = 1000
+# Average precision is computed from per-class histograms of the logit z (additive over batches
+# and devices): AP_BINS equal bins of asinh(z) over [−AP_ASINH_RANGE, AP_ASINH_RANGE], so a bin
+# is 0.003 wide in z near 0 and 0.3% of |z| for large logits (|z| up to 8e4; beyond, the end
+# bins). Bins uniform in the probability put every score ≥ 0.999 of a confident model in one
+# bin. See `average_precision_error_bound`.
+AP_BINS = 8192
+AP_ASINH_RANGE = 12.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,11 @@ class MultiLabel(TaskKind):
   `threshold`, 0.5 by default): micro F1 = 2ΣTP / (2ΣTP + ΣFP + ΣFN) over all classes; macro F1 =
   the mean over classes of 2TP_k / (2TP_k + FP_k + FN_k), a class with no positive and no
   prediction scoring 0 as in scikit-learn's default; mean average precision over the classes that
-  have a positive, from `AP_BINS`-bin score histograms (exact for scores quantised to the bins).
+  have a positive (a class without one is left out of the mean), from `AP_BINS`-bin histograms of
+  the logits: scikit-learn's average_precision_score of the logits rounded to the bins (one bin,
+  one threshold, as tied scores are there), within `average_precision_error_bound` of it for the
+  exact scores. The threshold differs from MultiBench's, which rounds σ(z) (0.5 → 0, a class
+  predicted when σ(z) > 0.5): with `threshold=0.5` a score of exactly 0.5 is a positive here.
   The entropy of the confidence penalty is the mean over classes of the Bernoulli entropies.
   """
   threshold: float = 0.5
@@ -125,7 +132,7 @@ class MultiLabel(TaskKind):
     predicted = (probabilities >= self.threshold).astype(jnp.float32)
     truth = labels.astype(jnp.float32)
     w = weights[:, None]
-    bins = jnp.clip((probabilities * AP_BINS).astype(jnp.int32), 0, AP_BINS - 1)
+    bins = logit_bins(logits.astype(jnp.float32))
     classes = jnp.broadcast_to(jnp.arange(logits.shape[-1]), bins.shape)
     histogram = lambda values: jnp.zeros((logits.shape[-1], AP_BINS)).at[classes, bins].add(values)
     return {"true_positives": jnp.sum(w * predicted * truth, 0),
@@ -145,17 +152,53 @@ class MultiLabel(TaskKind):
                                                              sums["negative_scores"])}
 
 
-def mean_average_precision(positive_scores: Any, negative_scores: Any) -> float:
-  """AP_k = Σ_thresholds (R_k(τ) − R_k(τ_prev)) · P_k(τ) over the bins from the highest score
-  down, averaged over the classes with at least one positive."""
-  positives = np.cumsum(np.asarray(positive_scores, np.float64)[:, ::-1], axis=1)
-  negatives = np.cumsum(np.asarray(negative_scores, np.float64)[:, ::-1], axis=1)
+def logit_bins(logits: Array) -> Array:
+  """The histogram bin of each logit, in increasing order of z: equal bins of asinh(z), of width
+  2·AP_ASINH_RANGE / AP_BINS, the end bins taking every logit beyond the range."""
+  width = 2 * AP_ASINH_RANGE / AP_BINS
+  return jnp.clip(jnp.floor((jnp.arcsinh(logits) + AP_ASINH_RANGE) / width), 0,
+                  AP_BINS - 1).astype(jnp.int32)
+
+
+def _from_the_top(histogram: Any) -> np.ndarray:
+  """`(K, AP_BINS)` counts, cumulated from the highest bin down."""
+  return np.cumsum(np.asarray(histogram, np.float64)[:, ::-1], axis=1)
+
+
+def average_precisions(positive_scores: Any, negative_scores: Any) -> np.ndarray:
+  """`(K,)`: AP_k = Σ_thresholds (R_k(τ) − R_k(τ_prev)) · P_k(τ) over the bins from the highest
+  score down (NaN for a class without a positive)."""
+  positives, negatives = _from_the_top(positive_scores), _from_the_top(negative_scores)
   total = positives[:, -1]
   precision = positives / np.maximum(positives + negatives, 1e-12)
   recall_gain = np.diff(positives, axis=1, prepend=0.0) / np.maximum(total[:, None], 1e-12)
-  average_precision = np.sum(recall_gain * precision, axis=1)
-  has_positive = total > 0
-  return float(average_precision[has_positive].mean()) if has_positive.any() else 0.0
+  return np.where(total > 0, np.sum(recall_gain * precision, axis=1), np.nan)
+
+
+def average_precision_error_bound(positive_scores: Any, negative_scores: Any) -> np.ndarray:
+  """`(K,)`: a bound on |AP_k(binned) − AP_k(exact scores)|, NaN for a class without a positive.
+
+  Binning only reorders examples within a bin. A positive's precision is that of a prefix of the
+  ranking; binned, the prefix runs to the end of its bin b, exact, it stops inside b, at least 1
+  example past the bins above and at most c_b − 1 examples short (c_b: the bin's examples). Two
+  prefixes S ⊂ S' with |S' \\ S| = k have precisions within k / |S'|, so each positive of bin b
+  moves by at most (c_b − 1) / C_b, C_b the examples in bin b or above, and
+      |ΔAP_k| ≤ (1/P_k) Σ_b p_b·(c_b − 1) / C_b        (p_b: the bin's positives, P_k = Σ_b p_b).
+  It is 0 when no bin holds two examples, and small unless many examples share nearly one logit
+  (within 0.003, or 0.3% for large ones: then they are nearly tied in the exact scores too)."""
+  positives = np.asarray(positive_scores, np.float64)[:, ::-1]
+  counts = positives + np.asarray(negative_scores, np.float64)[:, ::-1]
+  at_or_above = np.cumsum(counts, axis=1)
+  moved = positives * np.maximum(counts - 1, 0) / np.maximum(at_or_above, 1e-12)
+  total = positives.sum(axis=1)
+  return np.where(total > 0, moved.sum(axis=1) / np.maximum(total, 1e-12), np.nan)
+
+
+def mean_average_precision(positive_scores: Any, negative_scores: Any) -> float:
+  """The mean of `average_precisions` over the classes with at least one positive (0 when none
+  has one)."""
+  found = average_precisions(positive_scores, negative_scores)
+  return float(np.nanmean(found)) if np.isfinite(found).any() else 0.0
 
 
 REGRESSION_LOSSES = ("mse", "l1", "huber")
