@@ -210,6 +210,170 @@ def test_dwa_weights_follow_the_loss_ratios_of_the_two_previous_periods():
   np.testing.assert_allclose(strategy.weights(None, state, static, static), expected, rtol=1e-6)
 
 
+def test_uncertainty_weights_start_at_the_likelihood_factor_half_for_a_gaussian_task():
+  """c_t = ½ for regression, 1 for classification (Kendall et al.'s 1/(2σ²) and 1/σ²): at s = 0
+  the weights are c_t·w_t. Bug caught: the Gaussian ½ dropped."""
+  tasks = tasks_from_config({"label": task_config("classification", weight=2.0),
+                             "size": task_config("regression", weight=3.0)})
+  static, factors = task_weight_vectors(tasks)
+  strategy = weighting_from_config(weighting_config("uncertainty"))
+  np.testing.assert_allclose(strategy.weights(strategy.init_params(static), None, static, factors),
+                             [2.0, 1.5])
+
+
+def test_uncertainty_weight_settles_at_one_over_twice_the_loss_when_labels_are_sparse():
+  """With task labels on a quarter of the steps (L = 1 there, 0 elsewhere), gradient descent on
+  s reaches c·w·exp(−s) = 1 / (2L) = 0.5, as with labels on every step. Bug caught: the ½ s
+  normaliser differentiated on unlabelled steps, which settles at 1 / (2·p·L) = 2."""
+  strategy = weighting_from_config(weighting_config("uncertainty"))
+  static = factors = jnp.ones(1)
+  penalty_grad = jax.jit(jax.grad(strategy.penalty))
+
+  def descend(params, step):
+    observed = jnp.asarray([step % 4 == 0])
+    counts, losses = jnp.where(observed, 8.0, 0.0), jnp.where(observed, 1.0, 0.0)
+    weights = strategy.weights(params, None, static, factors)
+    update = strategy.update(params, None, losses, counts, {}, weights, step, None)
+    grad = update.weighting_grads["log_variance"] + penalty_grad(params, observed)["log_variance"]
+    return {"log_variance": params["log_variance"] - 0.05 * grad}, None
+
+  params, _ = jax.lax.scan(descend, strategy.init_params(static), jnp.arange(8000))
+  assert float(strategy.weights(params, None, static, factors)[0]) == pytest.approx(0.5, rel=0.02)
+
+
+def test_a_task_without_labels_in_a_step_adds_no_uncertainty_penalty_nor_its_gradient():
+  state, step, batch = _features_setup("uncertainty")
+  state = state.replace(params={**state.params, "task_weighting": {
+      "log_variance": jnp.asarray([0.3, 0.7])}})
+  unlabelled = {**batch(0), "noise_mask": np.zeros(64, bool)}
+  new, metrics = step(state, unlabelled, jax.random.key(1))
+  assert float(metrics["values"]["weighting/penalty"]) == pytest.approx(0.5 * 0.3)
+  log_variance = np.asarray(new.params["task_weighting"]["log_variance"])
+  assert log_variance[1] == pytest.approx(0.7) and log_variance[0] != pytest.approx(0.3)
+
+
+def _gradnorm_inputs(num_tasks, seed=0):
+  rng = np.random.default_rng(seed)
+  grads = {"encoders_x": {"kernel": jnp.asarray(rng.normal(size=(num_tasks, 3, 4)), jnp.float32)},
+           "heads_a": {"kernel": jnp.asarray(rng.normal(size=(num_tasks, 4)), jnp.float32)}}
+  return grads, jnp.asarray(rng.uniform(0.5, 1.5, num_tasks), jnp.float32)
+
+
+def test_gradnorm_leaves_a_task_without_labels_out_of_the_step():
+  """Tasks 0 and 2 labelled, task 1 not (loss 0): the weight gradients of tasks 0 and 2 are those
+  of GradNorm on those two tasks alone, task 1's is 0. Bug caught: its relative loss 0 counted
+  into mean(L̃) and Ḡ, raising the others' targets."""
+  strategy = GradNorm(alpha=1.5)
+  grads, weights = _gradnorm_inputs(3)
+  grads["encoders_x"]["kernel"] = grads["encoders_x"]["kernel"].at[1].set(0.0)
+  seen = {"initial_losses": jnp.asarray([2.0, 1.0, 0.5]), "seen": jnp.ones(3, bool)}
+  found = strategy.update({"weights": weights}, seen, jnp.asarray([0.9, 0.0, 0.3]),
+                          jnp.asarray([8.0, 0.0, 8.0]), grads, weights, jnp.asarray(5),
+                          jax.random.key(0)).weighting_grads["weights"]
+  pair = jax.tree.map(lambda g: g[jnp.asarray([0, 2])], grads)
+  alone = strategy.update({"weights": weights[::2]}, jax.tree.map(lambda x: x[::2], seen),
+                          jnp.asarray([0.9, 0.3]), jnp.asarray([8.0, 8.0]), pair, weights[::2],
+                          jnp.asarray(5), jax.random.key(0)).weighting_grads["weights"]
+  np.testing.assert_allclose(found[::2], alone, rtol=1e-6)
+  assert float(found[1]) == 0.0
+
+
+def test_gradnorm_relative_loss_is_one_at_the_step_that_records_l0():
+  """Task 0 has trained to half its L(0); task 1 has its first labels now, so L_1(0) is this
+  step's loss and L̃ = (0.5, 1): targets Ḡ·(2/3, 4/3)^α. With G = Ḡ·(0.3, 1.7) task 0's weight
+  must rise. Bug caught: the relative loss taken before L_1(0) is recorded (L / 0), which makes
+  task 0's relative loss ~0 and lowers its weight instead."""
+  strategy = GradNorm(alpha=1.5)
+  grads, _ = _gradnorm_inputs(2)
+  norms = jnp.linalg.norm(grads["encoders_x"]["kernel"].reshape(2, -1), axis=1)
+  weights = jnp.asarray([0.3, 1.7]) / norms
+  state = {"initial_losses": jnp.asarray([2.0, 0.0]), "seen": jnp.asarray([True, False])}
+  update = strategy.update({"weights": weights}, state, jnp.asarray([1.0, 5.0]),
+                           jnp.asarray([8.0, 8.0]), grads, weights, jnp.asarray(7),
+                           jax.random.key(0))
+  target = 1.0 * (np.array([2 / 3, 4 / 3])) ** 1.5
+  np.testing.assert_allclose(update.weighting_grads["weights"],
+                             np.sign(np.array([0.3, 1.7]) - target) * norms, rtol=1e-6)
+  np.testing.assert_allclose(update.state["initial_losses"], [2.0, 5.0])
+
+
+def test_pcgrad_projects_the_weighted_task_gradients():
+  """g_t = w_t ∇L_t is what the surgery sees (static weights 2 and 0.5 with a conflict). Bug
+  caught: projecting the unweighted gradients."""
+  strategy = weighting_from_config(weighting_config("pcgrad"))
+  rng = np.random.default_rng(3)
+  shared = rng.normal(size=(2, 6)).astype(np.float32)
+  shared[1] = -shared[0] + 0.5 * rng.normal(size=6)
+  grads = {"encoders_x": {"kernel": jnp.asarray(shared)}}
+  weights, key = jnp.asarray([2.0, 0.5]), jax.random.key(4)
+  found = strategy.update(None, None, None, None, grads, weights, jnp.asarray(0), key)
+  expected = pcgrad_reference(np.asarray(weights)[:, None] * shared, key).sum(axis=0)
+  np.testing.assert_allclose(found.model_grads["encoders_x"]["kernel"], expected, rtol=1e-5)
+
+
+def _dwa_run(strategy, losses, counts, skipped=()):
+  """DWA's state after steps 0, 1, ... with `losses` and `counts` (T,) per step, the steps in
+  `skipped` skipped as non-finite."""
+  static = jnp.ones(len(losses[0]))
+  state = strategy.init_state(static)
+  for step, (loss, count) in enumerate(zip(losses, counts)):
+    if step in skipped:
+      state = strategy.skip(state, jnp.asarray(step))
+    else:
+      state = strategy.update(None, state, jnp.asarray(loss), jnp.asarray(count), {}, static,
+                              jnp.asarray(step), jax.random.key(0)).state
+  return state, strategy.weights(None, state, static, static)
+
+
+def test_dwa_adapts_only_after_two_periods():
+  """Bug caught: adapting after one period (its ratio then divides by an empty period)."""
+  strategy = DynamicWeightAveraging(temperature=2.0, period_steps=2)
+  losses = [[4.0, 1.0]] * 2 + [[1.0, 1.0]] * 2
+  counts = [[8.0, 8.0]] * 4
+  np.testing.assert_allclose(_dwa_run(strategy, losses[:2], counts)[1], [1.0, 1.0])
+  np.testing.assert_allclose(_dwa_run(strategy, losses[:3], counts)[1], [1.0, 1.0])
+  adapted = _dwa_run(strategy, losses, counts)[1]
+  ratios = np.array([1.0 / 4.0, 1.0])
+  np.testing.assert_allclose(adapted, 2 * np.exp(ratios / 2) / np.exp(ratios / 2).sum(),
+                             rtol=1e-6)
+
+
+def test_dwa_averages_each_task_over_its_labelled_steps():
+  """Two tasks with the same loss 1 in both periods, task b labelled on one step of four (loss 0
+  on the others): weights 1 / 1. Bug caught: averaging over every step (measured 0.755 / 1.245
+  when b's labels fall unevenly)."""
+  strategy = DynamicWeightAveraging(temperature=2.0, period_steps=4)
+  labelled_b = [True, False, False, False, False, True, True, False]
+  losses = [[1.0, 1.0 if b else 0.0] for b in labelled_b]
+  counts = [[8.0, 8.0 if b else 0.0] for b in labelled_b]
+  state, weights = _dwa_run(strategy, losses, counts)
+  np.testing.assert_allclose(state["previous"], [1.0, 1.0])
+  np.testing.assert_allclose(weights, [1.0, 1.0], rtol=1e-6)
+  # A period where b has no labelled step keeps its previous mean: ratio 1.
+  unlabelled = [[1.0, 0.0]] * 4
+  state, _ = _dwa_run(strategy, losses + unlabelled, counts + [[8.0, 0.0]] * 4)
+  np.testing.assert_allclose(state["previous"], [1.0, 1.0])
+
+
+def test_a_skipped_step_at_a_period_boundary_still_ends_the_period():
+  """Period 1 has loss 2, period 2 loss 2 (its last step skipped), period 3 loss 1: the ratios
+  are 1/2 from periods 2 and 3, not from period 3 against periods 1 and 2 merged. Bug caught:
+  the skipped step's state revert, which kept period 2 open into period 3."""
+  strategy = DynamicWeightAveraging(temperature=2.0, period_steps=2)
+  losses = [[2.0, 2.0]] * 4 + [[1.0, 2.0]] * 2
+  state, weights = _dwa_run(strategy, losses, [[8.0, 8.0]] * 6, skipped={3})
+  assert int(state["periods"]) == 3
+  np.testing.assert_allclose(state["before_previous"], [2.0, 2.0])
+  np.testing.assert_allclose(state["previous"], [1.0, 2.0])
+  # Through the train step: a non-finite batch at the boundary step still closes the period.
+  state, step, batch = _features_setup("dwa")
+  state = state.replace(step=99)
+  broken = {**batch(0), "x": np.full((64, 8), np.nan, np.float32)}
+  new, metrics = step(state, broken, jax.random.key(1))
+  assert not bool(metrics["finite"]["step"])
+  assert int(new.weighting_state["periods"]) == 1 and int(new.skipped_steps) == 1
+
+
 def multitask_config(data_dir, weighting="fixed", total_steps=4):
   config = load_config(os.path.join(CONFIGS, "mm_shapes_multitask.py"))
   config.dataset.data_dir = data_dir

@@ -15,19 +15,26 @@ per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/gra
 
 - `fixed`: w_t = `config.tasks.<t>.weight`.
 - `uncertainty` (Kendall, Gal, Cipolla 2018, "Multi-task learning using uncertainty to weigh
-  losses"): learned s_t = log σ_t², L = Σ_t c_t·w_t·exp(−s_t)·L_t + ½ s_t with c_t = 1 for a
-  softmax (classification, multi-label, contrastive) likelihood and ½ for a Gaussian
-  (regression), their eq. (7) with ½ s_t = log σ_t; s_t starts at 0. A noisy task's weight falls:
-  at the optimum c_t·w_t·exp(−s_t) = 1 / (2 L_t), whatever the static w_t (1 by default), which
-  only shifts s_t. The Gaussian factor ½ is kept for `l1` and `huber` regression too (derived for
-  squared error; Kendall et al. use it with an L1 loss as well).
+  losses"): learned s_t = log σ_t², L = Σ_t c_t·w_t·exp(−s_t)·L_t + ½ s_t·[n_t > 0] with c_t = 1
+  for a softmax (classification, multi-label, contrastive) likelihood and ½ for a Gaussian
+  (regression), their eq. (7) with ½ s_t = log σ_t; s_t starts at 0. The normaliser ½ s_t belongs
+  to the likelihood of task t's observed labels, so a step with no labelled example of task t
+  (n_t = 0, L_t = 0) has neither term: otherwise, with labels on a fraction p of the steps, s_t
+  would settle at 1/(2·p·L_t) (4.4× too large measured at p = 0.25). A noisy task's weight falls:
+  at the optimum c_t·w_t·exp(−s_t) = 1 / (2 L_t), whatever the static w_t (1 by default) or p,
+  which only shift s_t. The Gaussian factor ½ is kept for `l1` and `huber` regression too
+  (derived for squared error; Kendall et al. use it with an L1 loss as well). Evaluation lines
+  count the penalty of every task.
 - `gradnorm` (Chen et al. 2018, "GradNorm: gradient normalization for adaptive loss balancing"):
   learned weights w_t (starting at the static weights), G_t = ‖∇_W w_t L_t‖ on the shared
   parameters W (`layer`, a regex over parameter paths; the paper picks the last shared layer; empty
   = every shared parameter), r_t = L̃_t / mean(L̃) with L̃_t = L_t / L_t(0) (L_t(0): the first
-  step where task t has labelled examples), and the weights descend L_grad = Σ_t |G_t − Ḡ·r_t^α| with the target Ḡ·r_t^α held
-  constant; after each update they are renormalised to sum to Σ_t (static w_t) (T by default).
-  The network descends Σ_t w_t L_t. α = 1.5 as in most of the paper's experiments.
+  step where task t has labelled examples), and the weights descend L_grad = Σ_t |G_t − Ḡ·r_t^α|
+  with the target Ḡ·r_t^α held constant; after each update they are renormalised to sum to Σ_t
+  (static w_t) (T by default). The network descends Σ_t w_t L_t. α = 1.5 as in most of the
+  paper's experiments. A task with no labelled example in a step (its L_t = 0, G_t = 0) takes no
+  part in that step's L_grad: Ḡ and mean(L̃) are over the labelled tasks, and its weight gets no
+  gradient (counted in, its r_t = 0 would lower mean(L̃) and raise the others' targets).
 - `pcgrad` (Yu et al. 2020, "Gradient surgery for multi-task learning"): with g_t = w_t ∇L_t on
   the shared parameters, each g_t is projected, for the other tasks j in a random order, onto the
   normal plane of g_j when they conflict (g_t·g_j < 0): g_t ← g_t − (g_t·g_j / ‖g_j‖²) g_j, with
@@ -37,7 +44,11 @@ per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/gra
 - `dwa` (Liu, Johns, Davison 2019, "End-to-end multi-task learning with attention"): w_t(k) =
   T·exp(r_t / τ) / Σ_j exp(r_j / τ) with r_t = L̄_t(k−1) / L̄_t(k−2), the mean losses of the two
   previous periods of `period_steps` steps (the paper's epochs), τ = 2; w_t = 1 for the first two
-  periods. The static w_t multiplies.
+  periods. The static w_t multiplies. L̄_t is the mean over the period's steps where task t had
+  labelled examples (as the authors' MTAN code and LibMTL average real losses; a task with none
+  in a period keeps its previous L̄_t). Periods are steps s with the same s // period_steps: a
+  skipped non-finite step adds no loss but still ends its period (`skip`), so two periods never
+  merge.
 """
 import dataclasses
 import re
@@ -103,10 +114,17 @@ class Fixed:
     del params, state, factors
     return static
 
-  def penalty(self, params: Any) -> Optional[Array]:
-    """The strategy's own term of the objective (`weighting/penalty`), None when it has none."""
-    del params
+  def penalty(self, params: Any, observed: Optional[Array] = None) -> Optional[Array]:
+    """The strategy's own term of the objective (`weighting/penalty`), None when it has none;
+    `observed` (T,) bool: which tasks have labelled examples in the step (None: all)."""
+    del params, observed
     return None
+
+  def skip(self, state: Any, step: Array) -> Any:
+    """The state after step `step` was skipped (non-finite): unchanged, unless the state keeps
+    time (DWA's periods)."""
+    del step
+    return state
 
   def normalize(self, params: Any, static: Array) -> Any:
     """The learned parameters after an optimizer update (a projection, for some strategies)."""
@@ -137,8 +155,11 @@ class Uncertainty(Fixed):
     del state
     return static * factors * jnp.exp(-params["log_variance"])
 
-  def penalty(self, params):
-    return 0.5 * jnp.sum(params["log_variance"])
+  def penalty(self, params, observed=None):
+    log_variance = params["log_variance"]
+    if observed is not None:   # ½ s_t is the normaliser of task t's observed likelihood only
+      log_variance = jnp.where(observed, log_variance, 0.0)
+    return 0.5 * jnp.sum(log_variance)
 
   def update(self, params, state, losses, counts, grads, weights, step, key):
     base = super().update(params, state, losses, counts, grads, weights, step, key)
@@ -167,16 +188,19 @@ class GradNorm(Fixed):
   def update(self, params, state, losses, counts, grads, weights, step, key):
     del step
     # L_t(0): the loss at the first step where task t has labelled examples.
-    first = (counts > 0) & ~state["seen"]
+    observed = counts > 0
+    first = observed & ~state["seen"]
     initial = jnp.where(first, losses, state["initial_losses"])
-    seen = state["seen"] | (counts > 0)
     norms = jnp.linalg.norm(shared_matrix(grads, self.layer), axis=1)   # ‖∇_W L_t‖
     weighted_norms = weights * norms                                      # G_t
-    relative = jnp.where(seen, losses / jnp.maximum(initial, 1e-12), 1.0)
-    target = jnp.mean(weighted_norms) * (relative / jnp.mean(relative)) ** self.alpha
+    # Only this step's labelled tasks take part: their L(0) is recorded (this step at the latest).
+    share = observed / jnp.maximum(jnp.sum(observed), 1)
+    relative = jnp.where(observed, losses / jnp.maximum(initial, 1e-12), 0.0)
+    mean_relative = jnp.maximum(jnp.sum(share * relative), 1e-12)
+    target = jnp.sum(share * weighted_norms) * (relative / mean_relative) ** self.alpha
     return Update(_weighted_sum(grads, weights),
-                  {"weights": jnp.sign(weighted_norms - target) * norms},
-                  {"initial_losses": initial, "seen": seen})
+                  {"weights": jnp.where(observed, jnp.sign(weighted_norms - target) * norms, 0.0)},
+                  {"initial_losses": initial, "seen": state["seen"] | observed})
 
   def normalize(self, params: Dict[str, Array], static: Array) -> Dict[str, Array]:
     """Weights kept positive and renormalised to sum to Σ static weights."""
@@ -235,8 +259,8 @@ class DynamicWeightAveraging(Fixed):
 
   def init_state(self, static):
     zeros = jnp.zeros_like(static)
-    return {"period_sum": zeros, "previous": zeros, "before_previous": zeros,
-            "periods": jnp.zeros((), jnp.int32)}
+    return {"period_sum": zeros, "period_steps": zeros, "previous": zeros,
+            "before_previous": zeros, "periods": jnp.zeros((), jnp.int32)}
 
   def weights(self, params, state, static, factors):
     del params, factors
@@ -244,18 +268,30 @@ class DynamicWeightAveraging(Fixed):
     adaptive = static.shape[0] * jax.nn.softmax(ratios / self.temperature)
     return static * jnp.where(state["periods"] >= 2, adaptive, 1.0)
 
-  def update(self, params, state, losses, counts, grads, weights, step, key):
-    base = super().update(params, state, losses, counts, grads, weights, step, key)
-    period_sum = state["period_sum"] + losses
+  def _advance(self, state, losses, observed, step):
+    """The state after step `step` added `losses` of the `observed` tasks to its period (and
+    closed the period if it was its last step)."""
+    period_sum = state["period_sum"] + jnp.where(observed, losses, 0.0)
+    period_steps = state["period_steps"] + observed.astype(period_sum.dtype)
     ends = (step + 1) % self.period_steps == 0
-    mean = period_sum / self.period_steps
-    new_state = {
+    # A task without a labelled step in the period keeps its previous mean (ratio 1 next).
+    mean = jnp.where(period_steps > 0, period_sum / jnp.maximum(period_steps, 1),
+                     state["previous"])
+    return {
         "period_sum": jnp.where(ends, 0.0, period_sum),
+        "period_steps": jnp.where(ends, 0.0, period_steps),
         "previous": jnp.where(ends, mean, state["previous"]),
         "before_previous": jnp.where(ends, state["previous"], state["before_previous"]),
         "periods": state["periods"] + ends.astype(jnp.int32),
     }
-    return base._replace(state=new_state)
+
+  def update(self, params, state, losses, counts, grads, weights, step, key):
+    base = super().update(params, state, losses, counts, grads, weights, step, key)
+    return base._replace(state=self._advance(state, losses, counts > 0, step))
+
+  def skip(self, state, step):
+    nothing = jnp.zeros_like(state["period_sum"])
+    return self._advance(state, nothing, nothing > 0, step)
 
 
 WEIGHTINGS = {

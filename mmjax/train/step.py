@@ -30,11 +30,11 @@ def task_weight_vectors(tasks: Mapping[str, TaskKind]) -> Tuple[Array, Array]:
           jnp.asarray([task.uncertainty_factor for task in tasks.values()], jnp.float32))
 
 
-def _parameter_terms(params, tasks, weighting, shared_weight_decay):
+def _parameter_terms(params, tasks, weighting, shared_weight_decay, observed=None):
   """(Σ of the parameter terms of the objective, `{name: term}`): the regularisers on parameters
-  and the weighting's own penalty."""
+  and the weighting's own penalty (of the `observed` tasks: those with labels in the step)."""
   terms = parameter_regularizers(params, tasks, shared_weight_decay)
-  penalty = weighting.penalty(params.get("task_weighting"))
+  penalty = weighting.penalty(params.get("task_weighting"), observed)
   if penalty is not None:
     terms["weighting/penalty"] = penalty
   return sum(terms.values(), jnp.zeros((), jnp.float32)), terms
@@ -66,7 +66,8 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   not linger in the average (with d = 0.999, 0.999^1000 ≈ 37% of them would after 1,000 steps).
 
   A step whose loss, terms or gradients hold a NaN or Inf applies nothing: the returned state is
-  the input state with `step` + 1 and `skipped_steps` + 1 (the trainer then skips or stops, as
+  the input state with `step` + 1, `skipped_steps` + 1 and the weighting's `skip` (DWA's period
+  clock moves on; nothing else does) (the trainer then skips or stops, as
   `config.on_nonfinite` says), and `"finite"` in the metrics says which task or parameter group
   it was.
 
@@ -137,12 +138,13 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
     labels = parameter_labels(task_grads, frozen)
     task_grads = jax.tree.map(lambda g, label: jnp.zeros_like(g) if label == "frozen" else g,
                               task_grads, labels)
-  update = weighting.update(weighting_params, state.weighting_state, losses,
-                            jnp.stack([counts[t] for t in names]), task_grads, weights,
-                            state.step, jax.random.fold_in(step_key, 2 ** 30))
+  count_vector = jnp.stack([counts[t] for t in names])
+  update = weighting.update(weighting_params, state.weighting_state, losses, count_vector,
+                            task_grads, weights, state.step,
+                            jax.random.fold_in(step_key, 2 ** 30))
   # Parameter terms (regularisers, the weighting's own penalty) are differentiated once, here.
   (_, param_terms), param_grads = jax.value_and_grad(_parameter_terms, has_aux=True)(
-      state.params, tasks, weighting, shared_weight_decay)
+      state.params, tasks, weighting, shared_weight_decay, count_vector > 0)
   grads = jax.tree.map(jnp.add, update.model_grads, param_grads)
   if reg_grads is not None:
     grads = jax.tree.map(jnp.add, grads, reg_grads)
@@ -172,9 +174,11 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
         lambda ema, p: decay * ema + (1 - decay) * p, state.ema_params, new_state.params))
   finite = _finiteness(values, names, grads)
   # A non-finite step changes nothing but the step counter (so that the data and the dropout
-  # keys move on as in any run) and the count of skipped steps: the state stays finite.
+  # keys move on as in any run), the count of skipped steps and the weighting's clock (`skip`):
+  # the state stays finite.
+  skipped = state.replace(weighting_state=weighting.skip(state.weighting_state, state.step))
   new_state = jax.tree.map(lambda new, old: jnp.where(finite["step"], new, old),
-                           new_state.replace(step=state.step), state)
+                           new_state.replace(step=state.step), skipped)
   new_state = new_state.replace(step=state.step + 1, skipped_steps=state.skipped_steps
                                 + jnp.where(finite["step"], 0, 1).astype(jnp.int32))
   return new_state, {"values": values, "sums": sums, "finite": finite}
