@@ -216,6 +216,10 @@ class Regression(TaskKind):
   Huber with `huber_delta`, in the targets' units.
   Metrics from exact sums (Σe², Σ|e|, Σy, Σŷ, Σy², Σŷ², Σyŷ per output): MSE and MAE per output
   value, and Pearson's r = (nΣyŷ − ΣyΣŷ) / √((nΣy² − (Σy)²)(nΣŷ² − (Σŷ)²)), averaged over outputs.
+  r's power sums are of y − c and ŷ − c, c = `output_offset` (r is shift invariant): float32 sums
+  of raw values lose r's precision when |mean| ≫ std (measured r = 0.874 for numpy's 0.890 at
+  mean/std = 1000), centred ones keep it as long as the offset is near the targets' mean, which
+  is what it should be set to anyway.
   Under uncertainty weighting its likelihood factor is Kendall et al.'s 1/(2σ²).
 
   `sentiment_metrics` adds the CMU-MOSI/MOSEI metrics of a sentiment score in [−3, 3], in both
@@ -259,12 +263,15 @@ class Regression(TaskKind):
     targets = self._targets(predictions, labels)
     w = weights[:, None]
     errors = predictions - targets
+    # Pearson's power sums, centred on the offset: ŷ − c is the head's scaled output itself.
+    centred_targets, centred_predictions = targets - self.output_offset, self.output_scale * outputs
     sums = {"squared_error": jnp.sum(w * jnp.square(errors), 0),
             "absolute_error": jnp.sum(w * jnp.abs(errors), 0),
-            "target": jnp.sum(w * targets, 0), "prediction": jnp.sum(w * predictions, 0),
-            "target_squared": jnp.sum(w * jnp.square(targets), 0),
-            "prediction_squared": jnp.sum(w * jnp.square(predictions), 0),
-            "product": jnp.sum(w * targets * predictions, 0)}
+            "target": jnp.sum(w * centred_targets, 0),
+            "prediction": jnp.sum(w * centred_predictions, 0),
+            "target_squared": jnp.sum(w * jnp.square(centred_targets), 0),
+            "prediction_squared": jnp.sum(w * jnp.square(centred_predictions), 0),
+            "product": jnp.sum(w * centred_targets * centred_predictions, 0)}
     if self.sentiment_metrics:
       sums.update(_sentiment_sums(predictions[:, 0], targets[:, 0], weights))
     return sums
