@@ -43,6 +43,7 @@ def get_config(arg: str = "gmu") -> ml_collections.ConfigDict:
   config.total_steps = 5000
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-2
+  config.optimizer.weight_decay_mask = "all"   # MultiBench's torch AdamW decays every parameter
   config.log_every_steps = 100
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500

@@ -60,6 +60,7 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999
   config.optimizer.eps = 1e-8
   config.optimizer.weight_decay = 0.0     # AdamW's decoupled decay (not a term of the loss)
+  config.optimizer.weight_decay_mask = "matrices"  # open_clip's: no biases, norms, scalars; "all"
   config.optimizer.frozen = ""           # regex of parameter paths never updated, e.g. "encoders_"
 
   config.on_nonfinite = "stop"           # a NaN/Inf loss or gradient: "stop" with an error naming

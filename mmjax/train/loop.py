@@ -116,7 +116,10 @@ def _setup(config: Any) -> Setup:
   batch_check = checks.BatchCheck(config, example_batch, tasks, model)
   batch_check(example_batch, f"the first batch of split {train_split(config)!r}",
               config.batch_size)
-  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  try:
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
   static = task_weight_vectors(tasks)[0]
   init = functools.partial(init_state, model, tx, ema=config.ema_decay > 0,
                            weighting_params=weighting.init_params(static),

@@ -34,13 +34,28 @@ def parameter_labels(params: Any, frozen: str = "") -> Any:
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+WEIGHT_DECAY_MASKS = ("matrices", "all")
+
+
+def decays(path: str, parameter: Any, mask: str = "matrices") -> bool:
+  """Whether AdamW's decoupled weight decay shrinks the parameter at `path`. `matrices` (the
+  default) is open_clip's rule: every parameter of two or more dimensions (kernels, embedding
+  tables) but none of fewer (biases, LayerNorm scales, the contrastive log-scale and bias) and
+  none named `bias`; `all` decays every parameter (optax's and torch's AdamW, as MultiBench
+  trains)."""
+  if mask == "all":
+    return True
+  return jnp.ndim(parameter) >= 2 and "bias" not in path.rsplit("/", 1)[-1]
+
+
 def make_optimizer(optimizer_config: Mapping[str, Any],
                    total_steps: int) -> Tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam(W) with linear warm-up then cosine decay to `final_lr_fraction`·lr, after clipping the
   global gradient norm to `grad_clip_norm` (no clipping when it is 0), for the model's
-  parameters; parameters matching the regex `frozen` are never updated (a linear probe); the
-  task weighting's learned parameters get plain Adam on the same schedule, outside the clipping
-  and the weight decay."""
+  parameters, the weight decay on the parameters `weight_decay_mask` names (`decays`);
+  parameters matching the regex `frozen` are never updated (a linear probe); the task
+  weighting's learned parameters get plain Adam on the same schedule, outside the clipping and
+  the weight decay."""
   learning_rate = optimizer_config["learning_rate"]
   warmup = min(optimizer_config["warmup_steps"], total_steps)
   schedule = optax.warmup_cosine_decay_schedule(
@@ -48,10 +63,17 @@ def make_optimizer(optimizer_config: Mapping[str, Any],
       decay_steps=max(total_steps, warmup + 1),
       end_value=learning_rate * optimizer_config["final_lr_fraction"])
   clip = optimizer_config["grad_clip_norm"]
+  mask = optimizer_config.get("weight_decay_mask", "matrices")
+  if mask not in WEIGHT_DECAY_MASKS:
+    raise ValueError(f"config.optimizer.weight_decay_mask={mask!r}; use one of "
+                     f"{', '.join(WEIGHT_DECAY_MASKS)}")
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, parameter: decays(parameter_path(path), parameter, mask), params)
   model = optax.chain(
       optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
       optax.adamw(schedule, b1=optimizer_config["b1"], b2=optimizer_config["b2"],
-                  eps=optimizer_config["eps"], weight_decay=optimizer_config["weight_decay"]),
+                  eps=optimizer_config["eps"], weight_decay=optimizer_config["weight_decay"],
+                  mask=decay_mask),
   )
   transforms = {"model": model, "frozen": optax.set_to_zero(),
                 "task_weighting": optax.adam(schedule, b1=optimizer_config["b1"],
