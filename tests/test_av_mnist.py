@@ -146,6 +146,25 @@ def test_a_pickled_npy_array_is_refused(tmp_path):
     av_mnist.load_npy(epath.Path(path))
 
 
+def test_multibench_reads_the_avmnist_folder_itself_or_a_folder_holding_it(tmp_path):
+  """MultiBench's loader takes the avmnist folder itself; so does manual_dir."""
+  rng = np.random.default_rng(0)
+  folder = tmp_path / "avmnist"
+  for part, rows in (("train", 20), ("test", 5)):
+    for kind, shape in (("image", (rows, 784)), ("audio", (rows, 112, 112))):
+      (folder / kind).mkdir(parents=True, exist_ok=True)
+      np.save(folder / kind / f"{part}_data.npy", rng.uniform(size=shape).astype(np.float32))
+    np.save(folder / f"{part}_labels.npy", rng.integers(0, 10, rows))
+  parent = av_mnist.multibench_splits(epath.Path(tmp_path))
+  itself = av_mnist.multibench_splits(epath.Path(folder))
+  for split in ("train", "validation", "test"):
+    np.testing.assert_array_equal(parent[split].labels, itself[split].labels)
+    np.testing.assert_array_equal(parent[split].image(1), itself[split].image(1))
+  (folder / "test_labels.npy").unlink()
+  with pytest.raises(FileNotFoundError, match=r"missing:\n  test_labels.npy  <- MultiBench"):
+    av_mnist.multibench_splits(epath.Path(folder))
+
+
 def test_missing_multibench_files_are_all_named_in_one_error(tmp_path):
   (tmp_path / "avmnist").mkdir()
   np.save(tmp_path / "avmnist" / "train_labels.npy", np.zeros(3, np.int64))

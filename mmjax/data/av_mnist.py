@@ -141,10 +141,19 @@ def checked_labels(path: epath.Path, labels: np.ndarray, count: int) -> np.ndarr
   return values.astype(np.int64)
 
 
+def multibench_folder(root: epath.Path) -> epath.Path:
+  """MultiBench's `avmnist` folder: `root/avmnist`, or `root` itself when it holds the files (as
+  MultiBench's own loader takes it)."""
+  holds_files = any((root / name).exists() for name in MULTIBENCH_FILES)
+  return root if holds_files and not (root / "avmnist").exists() else root / "avmnist"
+
+
 def multibench_splits(root: epath.Path) -> Dict[str, Split]:
-  """The splits of MultiBench's `avmnist` folder under `root` (memory-mapped, values as stored)."""
-  folder = root / "avmnist"
-  missing = [(f"avmnist/{name}", _MULTIBENCH_SOURCE) for name in MULTIBENCH_FILES
+  """The splits of MultiBench's `avmnist` folder, `root/avmnist` or `root` itself
+  (`multibench_folder`), memory-mapped, values as stored."""
+  folder = multibench_folder(root)
+  prefix = "" if folder == root else "avmnist/"
+  missing = [(f"{prefix}{name}", _MULTIBENCH_SOURCE) for name in MULTIBENCH_FILES
              if not (folder / name).exists()]
   if missing:
     raise missing_files_error("multibench", root, missing)
@@ -345,7 +354,8 @@ class AvMnist(tfds.core.GeneratorBasedBuilder):
       AvMnistConfig(name="sources", description="Rebuilt from MNIST (IDX) and FSDD (wav)"),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-  One manual_dir serves both configs:
+  One manual_dir serves both configs (av_mnist/multibench also takes the avmnist folder itself as
+  manual_dir, as MultiBench's loader does):
 
     avmnist/                 av_mnist/multibench: MultiBench's avmnist folder, unchanged (the
       image/train_data.npy     AV-MNIST link in the README of
