@@ -167,6 +167,19 @@ def _format(metrics: Mapping[str, float]) -> str:
   return ", ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4f}" for k, v in metrics.items())
 
 
+def _is_training_term(key: str) -> bool:
+  """A term of the objective that evaluation repeats from training (task weights, regularisers,
+  the weighting's penalty), not an evaluation metric."""
+  return (key.endswith("/weight") or "/reg/" in key or key.startswith("reg/")
+          or key == "weighting/penalty")
+
+
+def _format_evaluation(metrics: Mapping[str, float]) -> str:
+  """An evaluation line: its losses, metrics and example counts only (metrics.jsonl and
+  results.json keep every term)."""
+  return _format({k: v for k, v in metrics.items() if not _is_training_term(k)})
+
+
 def _flatten_single_task(metrics: Dict[str, float], tasks) -> Dict[str, float]:
   """With one classification task, its accuracy is also reported as plain `accuracy` (`loss` is
   the total)."""
@@ -334,7 +347,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
           if writer:
             writer.write(step, config.eval_splits[0], validation)
           if lead:
-            progress.write(f"step {step}: {config.eval_splits[0]} {_format(validation)}")
+            progress.write(f"step {step}: {config.eval_splits[0]} "
+                           f"{_format_evaluation(validation)}")
         if (validation is not None or step % config.checkpoint_every_steps == 0
             or step == last_step or stopping):
           if stop_on_nonfinite:
@@ -377,7 +391,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
   for split, metrics in results.items():
     writer.write(int(state.step), f"final_{split}", metrics)
   writer.close()
-  print("mmjax: final " + "; ".join(f"{split}: {_format(metrics)}"
+  print("mmjax: final " + "; ".join(f"{split}: {_format_evaluation(metrics)}"
                                      for split, metrics in results.items()))
   results["complexity"] = complexity
   _write_results(os.path.join(workdir, "results.json"), int(state.step), results)
