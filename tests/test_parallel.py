@@ -27,6 +27,8 @@ SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 sys.path.insert(0, SCRIPTS)
 from train_on_devices import final_params, multiprocess_config  # noqa: E402
 
+from config_helpers import SEED_CONFIG  # noqa: E402
+
 TOLERANCE = 1e-5
 
 
@@ -74,6 +76,45 @@ def test_metric_sums_over_padded_eval_batches_are_exact_on_many_devices(eight_de
     assert many[split]["loss"] == pytest.approx(one[split]["loss"], rel=1e-6)
     if run.startswith("contrastive"):   # retrieval among each eval batch's global candidates
       assert many[split]["pair/a_to_b/R@5"] == one[split]["pair/a_to_b/R@5"]
+
+
+FSDP_PROBE = """
+import json, sys
+import jax
+from mmjax.model import encoder_config
+from mmjax.train import loop
+from mmjax.train.defaults import load_config
+config = load_config(sys.argv[1])
+config.dataset.data_dir = sys.argv[2]
+config.model.encoders.text = encoder_config("lstm", vocab_size=64, embed_dim=8, hidden_dim=16,
+                                            num_layers=1)
+config.model.encoders.image = encoder_config("conv_pool", channels=8)
+config.batch_size, config.parallel.fsdp = 16, 4
+state = loop._setup(config).state
+print(json.dumps({jax.tree_util.keystr(path): [list(leaf.shape),
+                                               list(leaf.sharding.shard_shape(leaf.shape))]
+                  for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}))
+"""
+
+
+def test_fsdp_splits_a_parameter_along_its_largest_divisible_dimension_not_its_first(data_dir):
+  """fsdp = 4 on 8 devices: the LSTM's (8, 64) input projection, whose first dimension is
+  divisible by 4 but smaller than its second, lives as (8, 16) blocks; every parameter is split
+  along its largest dimension divisible by 4, or replicated when it has none (bug caught:
+  splitting the first divisible dimension, which the (64, 8) embedding of the 8-device report
+  cannot tell apart)."""
+  output = run_script(["-c", FSDP_PROBE, SEED_CONFIG, data_dir],
+                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  shapes = json.loads(output.strip().splitlines()[-1])
+  projection = [path for path in shapes if "input_projection" in path and "kernel" in path]
+  assert projection and all(shapes[path] == [[8, 64], [8, 16]] for path in projection), shapes
+  for path, (shape, shard) in shapes.items():
+    divisible = [d for d, size in enumerate(shape) if size % 4 == 0]
+    expected = list(shape)
+    if divisible:
+      largest = max(divisible, key=lambda d: shape[d])
+      expected[largest] //= 4
+    assert shard == expected, (path, shape, shard)
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_one_line():

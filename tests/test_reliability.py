@@ -212,3 +212,76 @@ def test_a_trainer_field_added_since_the_run_is_no_change_at_its_default(data_di
   config.dataset.options = ml_collections.ConfigDict({"image_size": 64})
   checks.store_config(workdir, config)
   assert checks.config_changes(workdir, config) == []
+
+
+def test_training_gives_the_callers_sigterm_and_sigint_handlers_back_when_it_returns_or_raises(
+    data_dir, tmp_path, monkeypatch):
+  """A library caller (a sweep running several trainings in one process) has its own SIGTERM and
+  SIGINT handlers again once a training returns, and once it raises mid-run; during the run the
+  trainer's handlers are in place (bug caught: the stop handlers left installed after the run,
+  so the caller's Ctrl-C or scheduler notice would only set a flag nobody reads)."""
+  numbers = (signal.SIGTERM, signal.SIGINT)
+  sentinels = {number: (lambda *_: None) for number in numbers}   # distinct objects
+  original = {number: signal.getsignal(number) for number in numbers}
+  config = load_config(write_config(tmp_path / "run.py", data_dir, total_steps=2))
+  del config.model.encoders["text"]   # an image-only model compiles in seconds
+  during = []
+  batches = loop.data.train_batches
+
+  def failing(reader, batch_size, **kwargs):
+    source = batches(reader, batch_size, **kwargs)
+    yield next(source)   # the first batch is read before the run's loop
+    during.append({number: signal.getsignal(number) for number in numbers})
+    raise RuntimeError("the data went away")
+
+  try:
+    for number, handler in sentinels.items():
+      signal.signal(number, handler)
+    assert loop.train_and_evaluate(config, str(tmp_path / "returns"))["test"]["examples"] == 2000
+    assert {number: signal.getsignal(number) for number in numbers} == sentinels
+    monkeypatch.setattr(loop.data, "train_batches", failing)
+    with pytest.raises(RuntimeError, match="the data went away"):
+      loop.train_and_evaluate(config, str(tmp_path / "raises"))
+    assert len(during) == 1 and all(during[0][n] is not sentinels[n] for n in numbers), during
+    assert {number: signal.getsignal(number) for number in numbers} == sentinels
+  finally:
+    for number, handler in original.items():
+      signal.signal(number, handler)
+
+
+def test_eval_refuses_a_config_whose_tasks_differ_naming_the_field_with_exit_code_2(data_dir,
+                                                                                    tmp_path):
+  """`mmjax eval` compares the stored run's tasks with the given config's (a task's loss or
+  kind gives the checkpoint's numbers their meaning): a changed label_smoothing is one line
+  naming the field and both values, exit code 2, before anything is evaluated; a field outside
+  the compared ones (the learning rate) may differ (bug caught: tasks left out of the fields
+  eval compares, so the checkpoint is evaluated under another loss)."""
+  path = write_config(tmp_path / "run.py", data_dir, total_steps=2)
+  with open(path) as file:   # an image-only model compiles in seconds
+    text = file.read().replace("  return config", "  del config.model.encoders['text']\n"
+                               "  return config")
+  with open(path, "w") as file:
+    file.write(text)
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(load_config(path), workdir)
+  changed = load_config(path)
+  changed.tasks.label.label_smoothing = 0.1
+  with pytest.raises(WorkdirError, match=r"holds a run of another config: "
+                     r"tasks\.label\.label_smoothing: 0\.0 -> 0\.1; use a new --workdir") as error:
+    loop.evaluate_checkpoint(changed, workdir)
+  assert "\n" not in str(error.value)
+  assert not os.path.exists(os.path.join(workdir, "eval_results.json"))
+
+  result = subprocess.run([sys.executable, "-m", "mmjax.cli", "eval", f"--config={path}",
+                           f"--workdir={workdir}", "--config.tasks.label.label_smoothing=0.1"],
+                          capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+  assert result.returncode == 2, result.stderr[-2000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith("mmjax: error:")]
+  assert len(errors) == 1 and "tasks.label.label_smoothing: 0.0 -> 0.1" in errors[0], \
+      result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(os.path.join(workdir, "eval_results.json"))
+
+  other_optimizer = load_config(path)
+  other_optimizer.optimizer.learning_rate = 0.5
+  assert loop.evaluate_checkpoint(other_optimizer, workdir)["test"]["examples"] == 2000

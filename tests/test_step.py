@@ -7,10 +7,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mmjax import data
-from mmjax.model import encoder_config, model_from_config
+from mmjax.model import encoder_config, head_config, model_from_config
 from mmjax.tasks.objective import tasks_from_config
 from mmjax.train import loop
 from mmjax.train.defaults import load_config
@@ -167,3 +168,47 @@ def test_a_finite_loss_with_non_finite_gradients_is_skipped_too(data_dir):
   assert not finite["groups"]["encoders_image"] and finite["tasks"].all()
   for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_each_accumulated_micro_batch_draws_its_own_dropout_masks(data_dir):
+  """With dropout on and k = 4 micro-batches that are all the same rows (B copies of one
+  example, so however the batch is split every micro-batch is alike), micro-batch j draws its
+  masks from the step key folded with j: the accumulated loss, gradient and update are those of
+  the sum of the k micro-batches' shares of the loss under those k keys, computed here by hand;
+  the k shares differ, so a step drawing one key for every micro-batch (one micro-batch's share,
+  k times) fails (bug caught: every micro-batch reusing the same dropout key)."""
+  config = small_config(data_dir)
+  del config.model.encoders["text"]   # an image-only model compiles in seconds
+  config.model.heads.label = head_config("mlp", num_classes=9, hidden_dims=(32,),
+                                         dropout_rate=0.5)
+  k = 4
+  state, batch, step = setup(config, data_dir)
+  batch = {key: np.repeat(np.asarray(value)[:1], config.batch_size, axis=0)
+           for key, value in batch.items()}
+  micro = {key: value[:config.batch_size // k] for key, value in batch.items()}
+  rng = jax.random.key(1)
+  state = state.replace(step=3)
+  new, metrics = jax.jit(functools.partial(step, grad_accum_steps=k))(state, batch, rng)
+  step_key = jax.random.fold_in(rng, state.step)
+
+  def micro_loss(params, key):   # this micro-batch's share of the batch's mean loss
+    logits = state.apply_fn({"params": params}, micro, train=True, rngs={"dropout": key})["label"]
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, micro["label"]).sum() / config.batch_size
+
+  share_and_grad = jax.jit(jax.value_and_grad(micro_loss))
+  shares, grads = zip(*(share_and_grad(state.params, jax.random.fold_in(step_key, j))
+                        for j in range(k)))
+  shares = [float(share) for share in shares]
+  expected_loss = sum(shares)
+  # Dropout is on: each key gives other masks, so no single micro-batch's share, k times, is
+  # the loss.
+  assert all(abs(k * share - expected_loss) > 1e-3 * expected_loss for share in shares), shares
+  assert float(metrics["values"]["label/loss"]) == pytest.approx(expected_loss, rel=1e-5)
+  expected_grads = jax.tree.map(lambda *g: sum(g), *grads)
+  assert float(metrics["values"]["grad_norm"]) == pytest.approx(
+      float(optax.tree.norm(expected_grads)), rel=1e-4)
+  expected = jax.jit(lambda s, g: s.apply_gradients(grads=g).params)(state, expected_grads)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(new.params),
+                          jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))

@@ -10,6 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mmjax import data
@@ -113,6 +114,13 @@ def test_cli_train_then_eval(data_dir, tmp_path):
                          capture_output=True, text=True)
   assert train.returncode == 0, train.stderr[-2000:]
   assert "mmjax: final validation" in train.stdout
+  # Evaluation lines show evaluation metrics, not training terms (bug caught: label/weight=1.0).
+  lines = [line for line in train.stdout.splitlines()
+           if line.startswith(("step 3: validation", "mmjax: final validation"))]
+  assert len(lines) == 2, train.stdout
+  for line in lines:
+    assert "label/accuracy=" in line and "label/loss=" in line and "examples=" in line, line
+    assert "/weight=" not in line and "reg/" not in line, line
   results = json.loads((tmp_path / "results.json").read_text())
   evaluation = subprocess.run([sys.executable, "-m", "mmjax.cli", "eval", *common], env=env,
                               capture_output=True, text=True)
@@ -292,3 +300,34 @@ def test_train_examples_and_a_sliced_or_combined_split_are_refused_together(data
       f"config.dataset.train_examples=10 with config.dataset.train_split={split!r}: slice one "
       "split by one of them, not both")):
     loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_eval_task_loss_is_the_mean_over_that_tasks_labelled_examples_only(data_dir):
+  """Two eval batches in which 'label' is marked (`label_mask`) on only some examples: those of
+  the first batch with a loss above its median, and every third example of the second. The
+  reported `label/loss` is the mean per-example cross-entropy over the labelled examples only,
+  computed here from the model's logits; `label/accuracy` and `label/examples` count them only,
+  `examples` counts all (bug caught: the task's summed loss divided by every example)."""
+  config = tiny_config(data_dir)
+  del config.model.encoders["text"]   # an image-only model compiles in seconds
+  readers, tasks, _, state = loop._setup(config)[:4]
+  reader = readers["validation"]
+  batches = [reader.read(np.arange(0, 32)), reader.read(np.arange(32, 64))]
+  losses, correct = [], []
+  for batch in batches:
+    logits = state.apply_fn({"params": state.params}, batch)["label"]
+    losses.append(np.asarray(optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch["label"])))
+    correct.append(np.asarray(jnp.argmax(logits, axis=-1) == batch["label"]))
+  batches[0]["label_mask"] = losses[0] > np.median(losses[0])
+  batches[1]["label_mask"] = np.arange(len(losses[1])) % 3 == 0
+  masks = [batch["label_mask"] for batch in batches]
+  labelled = np.concatenate([loss[mask] for loss, mask in zip(losses, masks)])
+  eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
+  found = evaluate(eval_fn, state, iter(batches), tasks)
+  assert found["examples"] == 64 and found["label/examples"] == len(labelled) == 16 + 11
+  assert found["label/loss"] == pytest.approx(float(labelled.mean()), rel=1e-5)
+  assert abs(labelled.mean() - np.concatenate(losses).mean()) > 1e-3   # the mask matters
+  assert found["label/accuracy"] == pytest.approx(
+      np.concatenate([c[m] for c, m in zip(correct, masks)]).mean(), rel=1e-6)
+  assert found["loss"] == pytest.approx(found["label/loss"], rel=1e-6)   # weight 1, no regs
