@@ -259,7 +259,7 @@ class DynamicWeightAveraging(Fixed):
 
   def init_state(self, static):
     zeros = jnp.zeros_like(static)
-    return {"period_sum": zeros, "period_steps": zeros, "previous": zeros,
+    return {"period_sum": zeros, "labelled_steps": zeros, "previous": zeros,
             "before_previous": zeros, "periods": jnp.zeros((), jnp.int32)}
 
   def weights(self, params, state, static, factors):
@@ -272,14 +272,14 @@ class DynamicWeightAveraging(Fixed):
     """The state after step `step` added `losses` of the `observed` tasks to its period (and
     closed the period if it was its last step)."""
     period_sum = state["period_sum"] + jnp.where(observed, losses, 0.0)
-    period_steps = state["period_steps"] + observed.astype(period_sum.dtype)
+    labelled_steps = state["labelled_steps"] + observed.astype(period_sum.dtype)
     ends = (step + 1) % self.period_steps == 0
     # A task without a labelled step in the period keeps its previous mean (ratio 1 next).
-    mean = jnp.where(period_steps > 0, period_sum / jnp.maximum(period_steps, 1),
+    mean = jnp.where(labelled_steps > 0, period_sum / jnp.maximum(labelled_steps, 1),
                      state["previous"])
     return {
         "period_sum": jnp.where(ends, 0.0, period_sum),
-        "period_steps": jnp.where(ends, 0.0, period_steps),
+        "labelled_steps": jnp.where(ends, 0.0, labelled_steps),
         "previous": jnp.where(ends, mean, state["previous"]),
         "before_previous": jnp.where(ends, state["previous"], state["before_previous"]),
         "periods": state["periods"] + ends.astype(jnp.int32),
