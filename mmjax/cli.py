@@ -3,12 +3,18 @@
 [--examples N] [--emap_reference N]`); `mmjax sweep --config experiments/sweeps/NAME.py --workdir
 DIR` (`mmjax/sweep.py`).
 
-Bad input (a config, workdir, dataset or batch) is one line `mmjax: error: ...` and exit code 2;
-a run stopped by a non-finite step, the same line and exit code 1; `--debug` shows the traceback
-instead. A run stopped by SIGTERM or SIGINT saves a checkpoint and exits with code 0."""
+`mmjax --help` lists the commands, `mmjax COMMAND --help` that command's flags, each with an
+example (`--helpfull` is absl's list of every flag of every library).
+
+Bad input (a command, a missing flag, a config file that does not exist or whose get_config(arg)
+fails, a config, workdir, dataset or batch) is one line `mmjax: error: ...` and exit code 2, before
+anything is compiled; a run stopped by a non-finite step, the same line and exit code 1; `--debug`
+shows the traceback instead. A run stopped by SIGTERM or SIGINT saves a checkpoint and exits with
+code 0."""
 import json
+import os
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -43,7 +49,94 @@ _EXAMPLES = flags.DEFINE_integer(
 _REFERENCE = flags.DEFINE_integer(
     "emap_reference", None, "analyze: the EMAP reference set's size (default: every example with "
     "two modalities, 100 with more).")
-COMMANDS = ("train", "eval", "analyze", "sweep")
+# command: (what it does, an example, its flags besides --config and --workdir)
+_RUN_FLAGS = ("debug", "distributed", "coordinator_address", "num_processes", "process_id",
+              "local_device_ids")
+COMMAND_HELP = {
+    "train": ("train a config's model, or resume the run in --workdir",
+              "mmjax train --config experiments/configs/seed_text_image.py --workdir runs/seed "
+              "--config.total_steps=2000", _RUN_FLAGS),
+    "eval": ("evaluate a checkpoint of the run in --workdir on the config's eval splits",
+             "mmjax eval --config experiments/configs/seed_text_image.py --workdir runs/seed "
+             "--robustness", ("step", "robustness") + _RUN_FLAGS),
+    "analyze": ("EMAP and per-modality ablations of a trained run (analysis.json)",
+                "mmjax analyze --config experiments/configs/interactions.py:synergy,low_rank "
+                "--workdir runs/synergy", ("step", "examples", "emap_reference") + _RUN_FLAGS),
+    "sweep": ("train every cell of a sweep file and write its summaries",
+              "mmjax sweep --config experiments/sweeps/av_mnist.py --workdir runs/av_mnist_sweep",
+              ("debug",)),
+}
+COMMANDS = tuple(COMMAND_HELP)
+USAGE = (f"usage: mmjax {{{'|'.join(COMMANDS)}}} --config FILE[:ARG] --workdir DIR "
+         "[--config.FIELD=VALUE ...]")
+_HELP = ("-h", "--help", "-help", "help")
+
+
+def fail(message: str) -> NoReturn:
+  """The one line `mmjax: error: message` on stderr, and exit code 2."""
+  print(f"mmjax: error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def overview() -> str:
+  """`mmjax --help`: the commands, each with an example."""
+  lines = [USAGE, "", "commands:"]
+  for command, (purpose, example, _) in COMMAND_HELP.items():
+    lines += [f"  {command:8} {purpose}", f"           e.g. {example}"]
+  lines += ["", "mmjax COMMAND --help lists a command's flags; any config field can be set with "
+            "--config.FIELD=VALUE (README: Training and evaluation)."]
+  return "\n".join(lines)
+
+
+def command_help(command: str) -> str:
+  """`mmjax COMMAND --help`: its purpose, example and flags (mmjax's only)."""
+  purpose, example, extra = COMMAND_HELP[command]
+  lines = [f"usage: mmjax {command} --config FILE[:ARG] --workdir DIR [--config.FIELD=VALUE ...] "
+           "[flags]", "", purpose + ".", f"example: {example}", "", "flags:"]
+  for name in ("config", "workdir") + extra:
+    lines.append(f"  --{name}: {flags.FLAGS[name].help}")
+  lines.append("  --config.FIELD=VALUE: set any field of the config (a wrong name lists the valid "
+               "ones)")
+  return "\n".join(lines)
+
+
+def _flag_values(argv: Sequence[str], name: str) -> List[str]:
+  """Every value given to `--name` in `argv`, as `--name=V` or `--name V`."""
+  values = [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"--{name}=")]
+  return values + [value for flag, value in zip(argv, argv[1:]) if flag == f"--{name}"]
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+  """Answers help requests (exit 0) and refuses, in one line with exit code 2, what absl or the
+  config loader would report as a usage banner or a traceback: no or an unknown command, a
+  missing --config or --workdir, a config file that does not exist, and a get_config(ARG) that
+  fails."""
+  arguments = list(argv[1:])
+  if not arguments:
+    fail(f"no command; {USAGE} (mmjax --help lists the commands)")
+  if arguments[0] in _HELP:
+    print(overview())
+    sys.exit(0)
+  command = arguments[0]
+  if command not in COMMAND_HELP:
+    fail(f"unknown command {command!r}; {USAGE} (mmjax --help lists the commands)")
+  if any(arg in _HELP for arg in arguments[1:]):
+    print(command_help(command))
+    sys.exit(0)
+  for name in ("config", "workdir"):
+    if not _flag_values(arguments, name):
+      fail(f"mmjax {command} needs --{name}; e.g. {COMMAND_HELP[command][1]}")
+  config = _flag_values(arguments, "config")[-1]
+  path, _, arg = config.partition(":")
+  if not os.path.isfile(path):
+    fail(f"--config {config}: {path} is not a file; give a config file with get_config(), e.g. "
+         "experiments/configs/seed_text_image.py")
+  try:
+    load_config(path, arg or None)
+  except Exception as error:   # noqa: BLE001 (whatever the file raises, one line names it)
+    call = f"get_config({arg!r})" if arg else "get_config()"
+    fail(f"--config {config}: {call} raised {type(error).__name__}: {error}; see {path}'s "
+         "docstring for the arguments it takes")
 
 
 def unknown_override(argv: List[str]) -> Optional[str]:
@@ -68,23 +161,21 @@ def unknown_override(argv: List[str]) -> Optional[str]:
 
 
 def parse_flags(argv: List[str]) -> List[str]:
-  """absl's flag parsing, with every flag or config-override error as one line and exit code 2."""
+  """absl's flag parsing after `check_command_line`, with every flag or config-override error as
+  one line and exit code 2."""
+  check_command_line(argv)
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
     message = str(error)
   except (AttributeError, KeyError) as error:
     message = unknown_override(argv) or str(error)
-  print(f"mmjax: error: {' '.join(message.split())}", file=sys.stderr)
-  sys.exit(2)
+  fail(message)
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f"usage: mmjax {{{'|'.join(COMMANDS)}}} --config FILE --workdir DIR "
-                         f"[--config.FIELD=VALUE ...]; got arguments {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("both --config and --workdir are required")
+  if len(argv) != 2:
+    fail(f"unexpected arguments {argv[2:]}; {USAGE}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _DISTRIBUTED.value or _COORDINATOR.value:

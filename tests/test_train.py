@@ -17,7 +17,7 @@ from mmjax import data
 from mmjax.data import mm_shapes
 from mmjax.data.pipeline import train_batch_indices
 from mmjax.errors import NonFiniteError
-from mmjax.model import encoder_config
+from mmjax.model import encoder_config, head_config
 from mmjax.train import checkpoint, loop
 from mmjax.train.state import make_optimizer
 from mmjax.train.step import eval_step, evaluate, train_step
@@ -81,6 +81,17 @@ def test_checkpoints_kept_are_the_best_k_by_validation_accuracy_plus_the_latest(
     (("dataset.train_split", "trian"), "split 'trian' of dataset 'mm_shapes': Unknown split"),
     (("dataset.train_examples", 10 ** 6), "split 'train[:1000000]' of dataset 'mm_shapes': "
                                           "Requested slice [:1000000] incompatible"),
+    (("optimizer.learning_rate", -1.0), "config.optimizer.learning_rate=-1.0 must be > 0"),
+    (("optimizer.learning_rate", 0.0), "config.optimizer.learning_rate=0.0 must be > 0"),
+    (("optimizer.b2", 1.0), "config.optimizer.b2=1.0 must be in [0, 1)"),
+    (("optimizer.final_lr_fraction", 1.5), "config.optimizer.final_lr_fraction=1.5 must be in "
+                                           "[0, 1]"),
+    (("optimizer.warmup_steps", -5), "config.optimizer.warmup_steps=-5 must be >= 0"),
+    (("optimizer.weight_decay", -0.1), "config.optimizer.weight_decay=-0.1 must be >= 0"),
+    (("max_skipped_steps", -1), "config.max_skipped_steps=-1 must be >= 0"),
+    (("tasks.label.weight", -1.0), "config.tasks.label.weight=-1.0 must be >= 0"),
+    (("optimizer.weight_decay_mask", "most"), "config.optimizer.weight_decay_mask='most'; use "
+                                              "one of matrices, all"),
 ])
 def test_bad_config_fails_in_one_line_before_compiling(data_dir, tmp_path, override, message):
   config = tiny_config(data_dir)
@@ -92,6 +103,17 @@ def test_bad_config_fails_in_one_line_before_compiling(data_dir, tmp_path, overr
   with pytest.raises(loop.ConfigError, match=re.escape(message)) as error:
     loop.train_and_evaluate(config, str(tmp_path))
   assert "\n" not in str(error.value)
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_a_dropout_rate_outside_0_1_is_one_line_before_compiling(data_dir, tmp_path, rate):
+  config = tiny_config(data_dir)
+  config.model.heads.label = head_config("mlp", num_classes=9, hidden_dims=(8,),
+                                         dropout_rate=rate)
+  with pytest.raises(loop.ConfigError, match=re.escape(
+      f"config.model.heads.label.dropout_rate={rate} must be in [0, 1)")):
+    loop.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints")
 
 

@@ -63,6 +63,56 @@ def check_step_counts(config: Any) -> None:
                       f"{devices} devices; use a multiple of {devices}")
 
 
+def _out_of_range(value: Any, low: float, high: float, low_open: bool, high_open: bool) -> bool:
+  return (value < low or (low_open and value == low) or value > high
+          or (high_open and value == high))
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+  if high == float("inf"):
+    return f"{'>' if low_open else '>='} {low:g}"
+  return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+# (field, low, high, low open, high open): the values a run can train with.
+OPTIMIZER_RANGES = (("learning_rate", 0, float("inf"), True, True),
+                    ("warmup_steps", 0, float("inf"), False, True),
+                    ("final_lr_fraction", 0, 1, False, False),
+                    ("grad_clip_norm", 0, float("inf"), False, True),
+                    ("b1", 0, 1, False, True), ("b2", 0, 1, False, True),
+                    ("eps", 0, float("inf"), True, True),
+                    ("weight_decay", 0, float("inf"), False, True))
+
+
+def check_value_ranges(config: Any) -> None:
+  """Raises ConfigError for a value outside the range it can train with: the optimizer's
+  (`OPTIMIZER_RANGES`: a positive learning rate and eps, b1 and b2 in [0, 1), the rest ≥ 0 or a
+  fraction), `shared_weight_decay` and `max_skipped_steps` ≥ 0, every dropout rate of the model
+  (any field whose name holds 'dropout') in [0, 1), and each task's weight ≥ 0 and multi-label
+  threshold in (0, 1)."""
+  for field, low, high, low_open, high_open in OPTIMIZER_RANGES:
+    value = config.optimizer[field]
+    if _out_of_range(value, low, high, low_open, high_open):
+      raise ConfigError(f"config.optimizer.{field}={value} must be "
+                        f"{_interval(low, high, low_open, high_open)}")
+  for field in ("shared_weight_decay", "max_skipped_steps"):
+    if config[field] < 0:
+      raise ConfigError(f"config.{field}={config[field]} must be >= 0")
+  specs = {f"model.encoders.{m}": spec for m, spec in config.model.encoders.items()}
+  specs.update({"model.fusion": config.model.fusion})
+  specs.update({f"model.heads.{t}": spec for t, spec in config.model.heads.items()})
+  for where, spec in specs.items():
+    for field, value in spec.items():
+      if ("dropout" in field and isinstance(value, (int, float)) and not isinstance(value, bool)
+          and not 0 <= value < 1):
+        raise ConfigError(f"config.{where}.{field}={value} must be in [0, 1)")
+  for name, spec in config.tasks.items():
+    if spec.get("weight", 1.0) < 0:
+      raise ConfigError(f"config.tasks.{name}.weight={spec['weight']} must be >= 0")
+    if "threshold" in spec and not 0 < spec["threshold"] < 1:
+      raise ConfigError(f"config.tasks.{name}.threshold={spec['threshold']} must be in (0, 1)")
+
+
 def _check_task_labels(name: str, task: Any, head: Any, builder: Any,
                        batch: Mapping[str, np.ndarray]) -> None:
   """Raises ConfigError when task `name`'s labels do not fit its kind or its head."""

@@ -88,6 +88,7 @@ def train_split(config: Any) -> str:
 def _setup(config: Any) -> Setup:
   """The `Setup` of `config`, its state freshly initialised (or from `config.init_from`)."""
   checks.check_step_counts(config)
+  checks.check_value_ranges(config)
   if config.dataset.cache not in data.pipeline.CACHES:
     raise ConfigError(f"config.dataset.cache={config.dataset.cache!r}; use one of "
                       f"{', '.join(data.pipeline.CACHES)}")
