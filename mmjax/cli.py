@@ -1,7 +1,7 @@
 """`mmjax train|eval|analyze --config experiments/configs/NAME.py --workdir DIR
 [--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]`, `mmjax analyze ... [--step N]
 [--examples N] [--emap_reference N]`); `mmjax sweep --config experiments/sweeps/NAME.py --workdir
-DIR` (`mmjax/sweep.py`).
+DIR [--list | --cell K | --summarize]` (`mmjax/sweep.py`).
 
 `mmjax --help` lists the commands, `mmjax COMMAND --help` that command's flags, each with an
 example (`--helpfull` is absl's list of every flag of every library).
@@ -46,6 +46,12 @@ _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error 
                            "one line `mmjax: error: ...`.")
 _EXAMPLES = flags.DEFINE_integer(
     "examples", 2000, "analyze: how many examples of the last eval split (whole eval batches).")
+_LIST = flags.DEFINE_bool("list", False, "sweep: print each cell's index K, whether it is done, "
+                          "and its name; train nothing.")
+_CELL = flags.DEFINE_integer("cell", None, "sweep: train cell K only (from 0; a SLURM array task: "
+                             "--cell $SLURM_ARRAY_TASK_ID), no summaries.")
+_SUMMARIZE = flags.DEFINE_bool("summarize", False, "sweep: write the summaries of the finished "
+                               "cells (every cell must be done); train nothing.")
 _REFERENCE = flags.DEFINE_integer(
     "emap_reference", None, "analyze: the EMAP reference set's size (default: every example with "
     "two modalities, 100 with more).")
@@ -62,9 +68,9 @@ COMMAND_HELP = {
     "analyze": ("EMAP and per-modality ablations of a trained run (analysis.json)",
                 "mmjax analyze --config experiments/configs/interactions.py:synergy,low_rank "
                 "--workdir runs/synergy", ("step", "examples", "emap_reference") + _RUN_FLAGS),
-    "sweep": ("train every cell of a sweep file and write its summaries",
-              "mmjax sweep --config experiments/sweeps/av_mnist.py --workdir runs/av_mnist_sweep",
-              ("debug",)),
+    "sweep": ("train every cell of a sweep file and write its summaries (or one cell: --cell)",
+              "mmjax sweep --config experiments/sweeps/av_mnist.py --workdir runs/av_mnist_sweep "
+              "--list", ("list", "cell", "summarize") + _RUN_FLAGS),
 }
 COMMANDS = tuple(COMMAND_HELP)
 USAGE = (f"usage: mmjax {{{'|'.join(COMMANDS)}}} --config FILE[:ARG] --workdir DIR "
@@ -186,7 +192,7 @@ def main(argv):
     if argv[1] == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif argv[1] == "sweep":
-      sweep.run(_CONFIG.value, _WORKDIR.value)
+      _sweep(_CONFIG.value, _WORKDIR.value)
     elif argv[1] == "eval":
       print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
                                      robustness=_ROBUSTNESS.value))
@@ -198,6 +204,22 @@ def main(argv):
       raise
     print(f"mmjax: error: {' '.join(str(error).split())}", file=sys.stderr)
     sys.exit(2 if isinstance(error, UserError) else 1)
+
+
+def _sweep(config, workdir: str) -> None:
+  """`mmjax sweep`: the whole sweep, or what --list, --cell or --summarize ask for."""
+  chosen = [name for name, value in (("--list", _LIST.value), ("--cell", _CELL.value is not None),
+                                     ("--summarize", _SUMMARIZE.value)) if value]
+  if len(chosen) > 1:
+    fail(f"{' and '.join(chosen)} are exclusive; give one (or none: the whole sweep)")
+  if _LIST.value:
+    print("\n".join(sweep.list_cells(config, workdir)))
+  elif _CELL.value is not None:
+    sweep.train_cell(config, workdir, _CELL.value)
+  elif _SUMMARIZE.value:
+    sweep.summarize_cells(config, workdir)
+  else:
+    sweep.run(config, workdir)
 
 
 def run():

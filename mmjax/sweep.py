@@ -24,7 +24,10 @@ A sweep file's `get_config()` returns
 
 `mmjax sweep --config SWEEP.py --workdir DIR` trains each cell in `DIR/cells/<cell>` with the
 normal trainer: a cell whose results.json exists is skipped, a half-finished one resumes from its
-checkpoint, so the sweep itself resumes. It then writes `DIR/summary.csv` (one row per cell),
+checkpoint, so the sweep itself resumes. On a cluster the scheduler runs the cells instead:
+`--list` prints them, one line each with its index K (from 0) and whether it is done; `--cell K`
+trains cell K only (a SLURM array task: `experiments/launch/sweep_array.sbatch`); `--summarize`
+writes the summaries once every cell has finished. The whole sweep then writes `DIR/summary.csv` (one row per cell),
 `DIR/summary.md` (per method, i.e. per combination of the axes other than 'seed': mean ± std
 over seeds, their number, the complexity columns, and paper numbers beside ours with the
 difference where they exist) and `DIR/summary.png` (each metric per method with ±std error bars,
@@ -111,30 +114,88 @@ def cell_config(sweep: Mapping[str, Any], cell: Mapping[str, Any]) -> ml_collect
   return config
 
 
-def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
-  """Trains every unfinished cell, then writes the summaries; returns the rows of summary.csv (a
-  run stopped by SIGTERM or SIGINT returns the rows so far, without summaries)."""
+def checked_cells(sweep: Mapping[str, Any]) -> List[Dict[str, Any]]:
+  """`cells(sweep)`, after building every cell's config (a bad field is a ConfigError before any
+  training) and checking the curve axis."""
   grid = cells(sweep)
-  configs = [cell_config(sweep, cell) for cell in grid]   # every bad field before any training
+  for cell in grid:
+    cell_config(sweep, cell)
   axes = checks.field_paths(sweep["axes"])
   if sweep.get("curve", "") and sweep["curve"] not in axes:
     raise ConfigError(f"sweep curve {sweep['curve']!r} is not an axis; its axes are "
                       f"{', '.join(axes)}")
+  return grid
+
+
+def cell_directory(workdir: str, cell: Mapping[str, Any]) -> str:
+  return os.path.join(workdir, "cells", cell_name(cell))
+
+
+def is_finished(workdir: str, cell: Mapping[str, Any]) -> bool:
+  return os.path.exists(os.path.join(cell_directory(workdir, cell), "results.json"))
+
+
+def train_cell(sweep: Mapping[str, Any], workdir: str, index: int,
+               grid: Optional[Sequence[Mapping[str, Any]]] = None) -> bool:
+  """Trains cell `index` (from 0) of `grid` (`checked_cells(sweep)` unless given) unless it is
+  finished; False when a signal stopped it (its checkpoint saved: the same command resumes
+  it)."""
+  grid = checked_cells(sweep) if grid is None else grid
+  if not 0 <= index < len(grid):
+    raise ConfigError(f"--cell {index}: the sweep has cells 0 to {len(grid) - 1} (mmjax sweep "
+                      "--list prints them)")
+  cell = grid[index]
+  if is_finished(workdir, cell):
+    return True
+  print(f"mmjax sweep: cell {index} ({index + 1} of {len(grid)}): {cell_name(cell)}")
+  if not loop.train_and_evaluate(cell_config(sweep, cell), cell_directory(workdir, cell)):
+    print("mmjax sweep: stopped; run the same command to resume")
+    return False
+  return True
+
+
+def list_cells(sweep: Mapping[str, Any], workdir: str) -> List[str]:
+  """One line per cell: its index, whether it is done, its name."""
+  return [f"{index}\t{'done' if is_finished(workdir, cell) else 'todo'}\t{cell_name(cell)}"
+          for index, cell in enumerate(checked_cells(sweep))]
+
+
+def summarize_cells(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
+  """The rows of summary.csv from every cell's results (robustness columns evaluated where the
+  sweep asks for them), after writing the summaries; a ConfigError naming the unfinished cells
+  when some are."""
+  grid = checked_cells(sweep)
+  unfinished = [index for index, cell in enumerate(grid) if not is_finished(workdir, cell)]
+  if unfinished:
+    raise ConfigError(f"{len(unfinished)} of the sweep's {len(grid)} cells have no results yet "
+                      f"(cells {', '.join(map(str, unfinished[:10]))}"
+                      f"{', ...' if len(unfinished) > 10 else ''}); train them first (mmjax "
+                      "sweep --cell K, or without --summarize)")
+  rows = [_cell_row(sweep, workdir, cell) for cell in grid]
+  write_summaries(sweep, rows, workdir)
+  return rows
+
+
+def _cell_row(sweep: Mapping[str, Any], workdir: str, cell: Mapping[str, Any]) -> Dict[str, Any]:
+  directory = cell_directory(workdir, cell)
+  with open(os.path.join(directory, "results.json")) as file:
+    results = json.load(file)
+  row = _row(cell, results, sweep["metrics"])
+  if sweep.get("robustness", False):
+    row.update(robustness_columns(_robustness_report(cell_config(sweep, cell), directory,
+                                                     results["step"])))
+  return row
+
+
+def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
+  """Trains every unfinished cell, then writes the summaries; returns the rows of summary.csv (a
+  run stopped by SIGTERM or SIGINT returns the rows so far, without summaries)."""
+  grid = checked_cells(sweep)
   rows = []
-  for index, (cell, config) in enumerate(zip(grid, configs)):
-    directory = os.path.join(workdir, "cells", cell_name(cell))
-    results_path = os.path.join(directory, "results.json")
-    if not os.path.exists(results_path):
-      print(f"mmjax sweep: cell {index + 1} of {len(grid)}: {cell_name(cell)}")
-      if not loop.train_and_evaluate(config, directory):   # stopped by a signal, saved
-        print("mmjax sweep: stopped; run the same command to resume")
-        return rows
-    with open(results_path) as file:
-      results = json.load(file)
-    row = _row(cell, results, sweep["metrics"])
-    if sweep.get("robustness", False):
-      row.update(robustness_columns(_robustness_report(config, directory, results["step"])))
-    rows.append(row)
+  for index, cell in enumerate(grid):
+    if not train_cell(sweep, workdir, index, grid):
+      return rows
+    rows.append(_cell_row(sweep, workdir, cell))
   write_summaries(sweep, rows, workdir)
   return rows
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from mmjax import cli
+from mmjax import cli, sweep
+from mmjax.train.defaults import load_config
 
 from config_helpers import REPO, SEED_CONFIG
 
@@ -81,3 +82,19 @@ def test_a_negative_learning_rate_is_refused_before_training(data_dir, tmp_path)
   assert result.stderr.strip() == ("mmjax: error: config.optimizer.learning_rate=-1.0 must be "
                                    "> 0")
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_sweep_list_prints_each_cell_with_its_index_and_needs_no_data(tmp_path):
+  path = os.path.join("experiments", "sweeps", "interactions_rank.py")
+  names = [sweep.cell_name(cell) for cell in sweep.cells(load_config(os.path.join(REPO, path)))]
+  result = mmjax("sweep", f"--config={path}", f"--workdir={tmp_path}", "--list")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [f"{k}\ttodo\t{name}" for k, name in enumerate(names)]
+  wrong = mmjax("sweep", f"--config={path}", f"--workdir={tmp_path}", "--cell", "100000")
+  assert wrong.returncode == 2
+  assert wrong.stderr.strip() == (f"mmjax: error: --cell 100000: the sweep has cells 0 to "
+                                  f"{len(names) - 1} (mmjax sweep --list prints them)")
+  both = mmjax("sweep", f"--config={path}", f"--workdir={tmp_path}", "--list", "--cell=0")
+  assert both.returncode == 2
+  assert both.stderr.strip() == ("mmjax: error: --list and --cell are exclusive; give one (or "
+                                 "none: the whole sweep)")

@@ -4,6 +4,7 @@ with a source and a convention for every number."""
 import csv
 import json
 import os
+import shutil
 import statistics
 
 import ml_collections
@@ -85,6 +86,31 @@ def test_a_second_run_trains_nothing_and_a_half_finished_cell_resumes(swept, mon
   metrics = lambda table: [{k: r[k] for k in ("config_arg", "seed", *config.metrics)}
                            for r in table]
   assert metrics(again) == metrics(rows) and again[1]["train_samples_per_second"] is None
+
+
+def test_cells_trained_one_at_a_time_then_summarized_equal_the_whole_sweep(swept, tmp_path):
+  """The cluster mode: array tasks train cells by index (here three copied from the whole sweep,
+  as if other tasks had run them, and cell 1 trained now); --summarize refuses while one is
+  missing, then writes the whole sweep's summaries."""
+  config, workdir, rows = swept
+  cluster = str(tmp_path / "cluster")
+  names = [sweep.cell_name(cell) for cell in sweep.cells(config)]
+  assert sweep.list_cells(config, cluster) == [f"{k}\ttodo\t{name}" for k, name in enumerate(names)]
+  for k in (0, 2, 3):
+    shutil.copytree(os.path.join(workdir, "cells", names[k]),
+                    os.path.join(cluster, "cells", names[k]))
+  with pytest.raises(ConfigError, match=r"1 of the sweep's 4 cells have no results yet \(cells "
+                     r"1\); train them first"):
+    sweep.summarize_cells(config, cluster)
+  assert sweep.train_cell(config, cluster, 1)
+  assert sweep.list_cells(config, cluster)[1] == f"1\tdone\t{names[1]}"
+  summarized = sweep.summarize_cells(config, cluster)
+  metrics = lambda table: [{k: r[k] for k in ("config_arg", "seed", *config.metrics)}
+                           for r in table]
+  assert metrics(summarized) == metrics(rows)
+  assert os.path.exists(os.path.join(cluster, "summary.md"))
+  with pytest.raises(ConfigError, match=r"--cell 4: the sweep has cells 0 to 3"):
+    sweep.train_cell(config, cluster, 4)
 
 
 def test_paper_numbers_appear_beside_ours_with_the_difference(swept, tmp_path, monkeypatch):
