@@ -160,8 +160,11 @@ def modality_stats(batches: Sequence[Batch], modality: str,
   tokens the vocabulary size (the metadata's, else the largest real id + 1)."""
   values = real_values(batches, modality)
   if modality_kind(values) == "tokens":
-    return {"vocabulary": vocabulary or int(values.max()) + 1}
-  axes = tuple(range(values.ndim - 1)) if modality_kind(values) == "features" else None
+    return {"vocabulary": vocabulary or (int(values.max()) + 1 if values.size else 3)}
+  per_feature = modality_kind(values) == "features" and values.ndim > 1
+  axes = tuple(range(values.ndim - 1)) if per_feature else None
+  if not len(values):   # absent from every example: nothing to scale by, no noise
+    return {"std": np.zeros(values.shape[1:] if per_feature else ()), "mean": 0.0}
   return {"std": values.std(axis=axes), "mean": float(values.mean())}
 
 

@@ -27,7 +27,8 @@ normal trainer: a cell whose results.json exists is skipped, a half-finished one
 checkpoint, so the sweep itself resumes. On a cluster the scheduler runs the cells instead:
 `--list` prints them, one line each with its index K (from 0) and whether it is done; `--cell K`
 trains cell K only (a SLURM array task: `experiments/launch/sweep_array.sbatch`); `--summarize`
-writes the summaries once every cell has finished. The whole sweep then writes `DIR/summary.csv` (one row per cell),
+writes the summaries once every cell has finished. The whole sweep then writes
+`DIR/summary.csv` (one row per cell),
 `DIR/summary.md` (per method, i.e. per combination of the axes other than 'seed': mean ± std
 over seeds, their number, the complexity columns, and paper numbers beside ours with the
 difference where they exist) and `DIR/summary.png` (each metric per method with ±std error bars,

@@ -79,6 +79,17 @@ def test_noise_scale_and_mean_come_from_real_steps_only():
   assert not added[~batch["x_mask"]].any()                             # padding stays padding
 
 
+def test_a_modality_absent_from_every_example_scales_no_noise():
+  batch = left_padded_sequences()
+  batch["x_mask"][:] = False
+  stats = robustness.modality_stats([batch], "x")
+  np.testing.assert_array_equal(stats["std"], [0.0, 0.0])
+  noisy = robustness.gaussian_noise(batch, "x", 1.0, np.random.default_rng(0), stats)
+  np.testing.assert_array_equal(noisy["x"], batch["x"])
+  tokens = {"t": np.zeros((2, 3), np.int32), "t_mask": np.zeros((2, 3), bool)}
+  assert robustness.modality_stats([tokens], "t")["vocabulary"] == 3
+
+
 def test_the_mean_filled_ablation_fills_real_steps_with_their_mean():
   batch = left_padded_sequences()
   mean = robustness.real_values([batch], "x").mean(axis=0)

@@ -7,7 +7,7 @@ import pytest
 from mmjax.model import encoder_config, fusion_config, head_config, model_from_config
 from mmjax.tasks import task_config
 from mmjax.train.defaults import trainer_config
-from mmjax.train.state import make_optimizer
+from mmjax.train.state import decays, make_optimizer
 
 
 def decayed_after_one_step(mask):
@@ -43,6 +43,14 @@ def test_weight_decay_skips_biases_norms_and_scalars_by_default():
   assert len(kernels) >= 4 and len(others) >= 4
   assert all(moved[p] for p in kernels), {p: moved[p] for p in kernels}
   assert not any(moved[p] for p in others), {p: moved[p] for p in others}
+
+
+def test_class_tokens_are_not_decayed_whatever_their_shape():
+  """ViT's cls_token is (1, 1, D); open_clip's class_embedding, (D,), is excluded by its rank."""
+  assert not decays("encoders_image/cls_token", jnp.zeros((1, 1, 8)))
+  assert not decays("fusion/text_cls", jnp.zeros((8,)))
+  assert decays("encoders_image/patch_embedding/kernel", jnp.zeros((4, 4, 3, 8)))
+  assert decays("encoders_image/cls_token", jnp.zeros((1, 1, 8)), "all")
 
 
 def test_weight_decay_mask_all_decays_every_parameter():

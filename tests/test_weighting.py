@@ -355,6 +355,21 @@ def test_dwa_averages_each_task_over_its_labelled_steps():
   np.testing.assert_allclose(state["previous"], [1.0, 1.0])
 
 
+@pytest.mark.parametrize("unlabelled_periods", [1, 2])
+def test_dwa_keeps_ratio_one_for_a_task_without_two_labelled_periods(unlabelled_periods):
+  """Task b has no labels in its first period(s), then the same loss as a: weights 1 / 1. Bug
+  caught: its ratio L̄ / 0 taking every weight ([0, 2]), or the 0.755 / 1.245 of a period mean
+  over unlabelled steps."""
+  strategy = DynamicWeightAveraging(temperature=2.0, period_steps=2)
+  steps = 2 * (unlabelled_periods + 2)
+  labelled_b = [step >= 2 * unlabelled_periods for step in range(steps)]
+  losses = [[1.0, 1.0 if b else 0.0] for b in labelled_b]
+  counts = [[8.0, 8.0 if b else 0.0] for b in labelled_b]
+  for end in range(2 * unlabelled_periods + 2, steps + 1):
+    np.testing.assert_allclose(_dwa_run(strategy, losses[:end], counts[:end])[1], [1.0, 1.0],
+                               rtol=1e-6)
+
+
 def test_a_skipped_step_at_a_period_boundary_still_ends_the_period():
   """Period 1 has loss 2, period 2 loss 2 (its last step skipped), period 3 loss 1: the ratios
   are 1/2 from periods 2 and 3, not from period 3 against periods 1 and 2 merged. Bug caught:

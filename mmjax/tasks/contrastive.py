@@ -17,7 +17,8 @@ With s = min(exp(log_scale), 100) for InfoNCE and s = exp(log_scale) for SigLIP:
   Supervision"): logits z_ij = s·a_i·b_j, row loss
       ℓ_i = ½[−log softmax_j(z_i·)_i − log softmax_j(z_·i)_i],
   the a→b and b→a cross-entropies. CLIP initialises the inverse temperature to 1/0.07
-  (`CLIP_LOG_SCALE_INIT`; it has no bias: the head's unused one starts at 0) and clips it "to prevent scaling the logits by more than 100";
+  (`CLIP_LOG_SCALE_INIT`; it has no bias: the head's unused one starts at 0) and clips it "to
+  prevent scaling the logits by more than 100";
   open_clip clamps the parameter in place after each optimizer step, here the value is clipped in
   the forward pass: the same logits, but log_scale may drift above log 100 (with zero gradient
   there), so read the scale as min(exp(log_scale), 100), not exp(log_scale).
@@ -25,7 +26,8 @@ With s = min(exp(log_scale), 100) for InfoNCE and s = exp(log_scale) for SigLIP:
   with the learned bias t, labels y_ij = +1 if i = j else −1, row loss
       ℓ_i = −Σ_j log σ(y_ij·z_ij)
   over the real columns j. Initialised as in the paper, log_scale = log 10, t = −10
-  (`SIGLIP_LOG_SCALE_INIT`, `SIGLIP_BIAS_INIT`; big_vision's siglip trainer); the paper's Algorithm 1 and its code
+  (`SIGLIP_LOG_SCALE_INIT`, `SIGLIP_BIAS_INIT`; big_vision's siglip trainer); the paper's
+  Algorithm 1 and its code
   (big_vision) do not clip s, nor does this. The paper exchanges b between devices in chunks
   around a ring to save memory; the all_gather here gives the same value.
 
@@ -52,7 +54,6 @@ CLIP_MAX_SCALE = 100.0
 SIGLIP_LOG_SCALE_INIT = math.log(10.0)
 SIGLIP_BIAS_INIT = -10.0
 CONTRASTIVE_LOSSES = ("infonce", "siglip")
-
 
 
 def initial_log_scale_and_bias(loss: str) -> Tuple[float, float]:

@@ -184,7 +184,9 @@ def average_precision_error_bound(positive_scores: Any, negative_scores: Any) ->
   prefixes S ⊂ S' with |S' \\ S| = k have precisions within k / |S'|, so each positive of bin b
   moves by at most (c_b − 1) / C_b, C_b the examples in bin b or above, and
       |ΔAP_k| ≤ (1/P_k) Σ_b p_b·(c_b − 1) / C_b        (p_b: the bin's positives, P_k = Σ_b p_b).
-  It is 0 when no bin holds two examples, and small unless many examples share nearly one logit
+  The argument counts examples, so it holds for example weights 0 or 1 (padding, label masks),
+  the only ones the pipeline makes. It is 0 when no bin holds two examples, and small unless many
+  examples share nearly one logit
   (within 0.003, or 0.3% for large ones: then they are nearly tied in the exact scores too)."""
   positives = np.asarray(positive_scores, np.float64)[:, ::-1]
   counts = positives + np.asarray(negative_scores, np.float64)[:, ::-1]
@@ -218,8 +220,9 @@ class Regression(TaskKind):
   value, and Pearson's r = (nΣyŷ − ΣyΣŷ) / √((nΣy² − (Σy)²)(nΣŷ² − (Σŷ)²)), averaged over outputs.
   r's power sums are of y − c and ŷ − c, c = `output_offset` (r is shift invariant): float32 sums
   of raw values lose r's precision when |mean| ≫ std (measured r = 0.874 for numpy's 0.890 at
-  mean/std = 1000), centred ones keep it as long as the offset is near the targets' mean, which
-  is what it should be set to anyway.
+  mean/std = 1000), centred ones keep it as long as the offset is near each output's target mean,
+  which is what it should be set to anyway. One offset serves all D outputs: outputs whose means
+  differ by ≫ their std lose that precision (give them separate heads).
   Under uncertainty weighting its likelihood factor is Kendall et al.'s 1/(2σ²).
 
   `sentiment_metrics` adds the CMU-MOSI/MOSEI metrics of a sentiment score in [−3, 3], in both

@@ -33,8 +33,9 @@ per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/gra
   with the target Ḡ·r_t^α held constant; after each update they are renormalised to sum to Σ_t
   (static w_t) (T by default). The network descends Σ_t w_t L_t. α = 1.5 as in most of the
   paper's experiments. A task with no labelled example in a step (its L_t = 0, G_t = 0) takes no
-  part in that step's L_grad: Ḡ and mean(L̃) are over the labelled tasks, and its weight gets no
-  gradient (counted in, its r_t = 0 would lower mean(L̃) and raise the others' targets).
+  part in that step's L_grad: Ḡ and mean(L̃) are over the labelled tasks, and L_grad gives its
+  weight no gradient (it still moves through the renormalisation and Adam's momentum; counted
+  in, its r_t = 0 would lower mean(L̃) and raise the others' targets).
 - `pcgrad` (Yu et al. 2020, "Gradient surgery for multi-task learning"): with g_t = w_t ∇L_t on
   the shared parameters, each g_t is projected, for the other tasks j in a random order, onto the
   normal plane of g_j when they conflict (g_t·g_j < 0): g_t ← g_t − (g_t·g_j / ‖g_j‖²) g_j, with
@@ -46,7 +47,8 @@ per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/gra
   previous periods of `period_steps` steps (the paper's epochs), τ = 2; w_t = 1 for the first two
   periods. The static w_t multiplies. L̄_t is the mean over the period's steps where task t had
   labelled examples (as the authors' MTAN code and LibMTL average real losses; a task with none
-  in a period keeps its previous L̄_t). Periods are steps s with the same s // period_steps: a
+  in a period keeps its previous L̄_t, and its ratio is 1 until it has two). Periods are steps s
+  with the same s // period_steps: a
   skipped non-finite step adds no loss but still ends its period (`skip`), so two periods never
   merge.
 """
@@ -264,7 +266,9 @@ class DynamicWeightAveraging(Fixed):
 
   def weights(self, params, state, static, factors):
     del params, factors
-    ratios = state["previous"] / jnp.maximum(state["before_previous"], 1e-12)
+    # 1 until a task has a mean of two periods (one without labels keeps the initial 0).
+    ratios = jnp.where(state["before_previous"] > 0,
+                       state["previous"] / jnp.maximum(state["before_previous"], 1e-12), 1.0)
     adaptive = static.shape[0] * jax.nn.softmax(ratios / self.temperature)
     return static * jnp.where(state["periods"] >= 2, adaptive, 1.0)
 

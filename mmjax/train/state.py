@@ -40,12 +40,13 @@ WEIGHT_DECAY_MASKS = ("matrices", "all")
 def decays(path: str, parameter: Any, mask: str = "matrices") -> bool:
   """Whether AdamW's decoupled weight decay shrinks the parameter at `path`. `matrices` (the
   default) is open_clip's rule: every parameter of two or more dimensions (kernels, embedding
-  tables) but none of fewer (biases, LayerNorm scales, the contrastive log-scale and bias) and
-  none named `bias`; `all` decays every parameter (optax's and torch's AdamW, as MultiBench
-  trains)."""
+  tables) but none of fewer (biases, LayerNorm scales, the contrastive log-scale and bias), none
+  named `bias`, and no class token (`cls` in its name: ViT's is (1, 1, D), open_clip's (D,));
+  `all` decays every parameter (optax's and torch's AdamW, as MultiBench trains)."""
   if mask == "all":
     return True
-  return jnp.ndim(parameter) >= 2 and "bias" not in path.rsplit("/", 1)[-1]
+  name = path.rsplit("/", 1)[-1]
+  return jnp.ndim(parameter) >= 2 and "bias" not in name and "cls" not in name
 
 
 def make_optimizer(optimizer_config: Mapping[str, Any],
