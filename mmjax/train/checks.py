@@ -37,6 +37,10 @@ def check_step_counts(config: Any) -> None:
   if config.on_nonfinite not in NONFINITE_POLICIES:
     raise ConfigError(f"config.on_nonfinite={config.on_nonfinite!r}; use one of "
                       f"{', '.join(NONFINITE_POLICIES)}")
+  start, stop = config.profile_steps
+  if (start, stop) != (0, 0) and not 0 < start <= stop <= config.total_steps:
+    raise ConfigError(f"config.profile_steps=({start}, {stop}) must be steps 0 < start <= stop <= "
+                      f"total_steps={config.total_steps}, or (0, 0) for no profile")
   if not 0 <= config.ema_decay < 1:
     raise ConfigError(f"config.ema_decay={config.ema_decay} must lie in [0, 1); 0 keeps no EMA")
   if config.dataset.train_examples < 0:
@@ -211,7 +215,8 @@ def prepare_workdir(workdir: str) -> None:
 RESUMABLE_CHANGES = ("total_steps", "log_every_steps", "eval_every_steps",
                      "checkpoint_every_steps", "eval_batch_size", "eval_splits", "init_from",
                      "on_nonfinite", "max_skipped_steps", "checkpoint.keep_best",
-                     "dataset.data_dir", "dataset.manual_dir", "dataset.cache", "parallel")
+                     "dataset.data_dir", "dataset.manual_dir", "dataset.cache", "parallel",
+                     "profile_steps")
 # What `mmjax eval` compares: what makes the checkpoint's numbers mean what they meant.
 EVALUATED_FIELDS = ("model", "tasks", "task_weighting", "dataset.name", "dataset.options")
 CONFIG_FILE = "config.json"

@@ -68,6 +68,8 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.max_skipped_steps = 100         # "skip": stop once more steps than this were skipped
 
   config.log_every_steps = 50
+  config.profile_steps = (0, 0)          # (start, stop) > 0: a jax.profiler trace of those steps
+                                         #   in DIR/profile (TensorBoard's profile plugin)
   config.eval_every_steps = 250
   config.checkpoint_every_steps = 250
   config.checkpoint = ml_collections.ConfigDict()

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -25,7 +25,7 @@ from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
-from mmjax.train import checkpoint, checks, parallel, preemption
+from mmjax.train import checkpoint, checks, flops, parallel, preemption
 from mmjax.train.metrics_writer import MetricsWriter
 from mmjax.train.state import init_state, make_optimizer, parameter_count
 from mmjax.train.step import evaluate, task_weight_vectors
@@ -230,14 +230,21 @@ def _check_finite(metrics: Mapping[str, Any], step: int, tasks, latest: Optional
         "config.on_nonfinite='skip' to skip such steps")
 
 
-def _train_line(window, tasks, batch_size: int, seconds: float) -> Dict[str, float]:
-  """A train line of `metrics.jsonl` over the steps of `window`: the objective's terms as means
-  over its finite steps, the metrics of their summed statistics, and `skipped_steps`, how many
-  steps were non-finite and applied nothing."""
+def _train_line(window, tasks, batch_size: int, seconds: float, input_seconds: float,
+                mfu_of: Callable[[float], Optional[float]]) -> Dict[str, float]:
+  """A train line of `metrics.jsonl` over the steps of `window`, which took `seconds`, of which
+  the host waited `input_seconds` for batches: the objective's terms as means over its finite
+  steps, the metrics of their summed statistics, `skipped_steps` (how many steps were non-finite
+  and applied nothing), and where the time went: `step_seconds` (wall time per step),
+  `input_wait_fraction`, `samples_per_second` and `mfu` (`mfu_of(step_seconds)`, None where the
+  device's peak is unknown)."""
   kept = [m for m in window if m["finite"]["step"]]
+  step_seconds = seconds / len(window)
   logged = {"skipped_steps": len(window) - len(kept),
             "learning_rate": float(window[-1]["values"]["learning_rate"]),
-            "samples_per_second": len(window) * batch_size / seconds}
+            "samples_per_second": len(window) * batch_size / seconds,
+            "step_seconds": step_seconds, "input_wait_fraction": input_seconds / seconds,
+            "mfu": mfu_of(step_seconds)}
   if kept:
     summed = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), kept)
     logged.update({k: float(v) / len(kept) for k, v in summed["values"].items()
@@ -293,14 +300,20 @@ def train_and_evaluate(config: Any, workdir: str, *,
   lowered = driver.train.lower(state, first_batch, step_rng)
   # Compiled ahead of time, and only when there are steps to run: its duration is the compile time.
   train = lowered.compile() if start_step < last_step else None
+  model_flops = flops.matmul_flops(driver.train, state, first_batch, step_rng)
   complexity = {"parameters": parameters,
                 "compile_seconds": time.perf_counter() - start if train else None,
                 "train_flops_per_example": _flops(lowered) * driver.mesh.devices.size
-                / config.batch_size}
+                / config.batch_size,
+                "train_model_flops_per_example": model_flops / config.batch_size}
+  peak = flops.peak_flops(jax.devices()[0].device_kind, config.model.dtype or "float32")
+  mfu_of = functools.partial(flops.mfu, model_flops, devices=driver.mesh.devices.size, peak=peak)
+  profile_start, profile_stop = config.profile_steps
   batches = itertools.chain([first_batch], batches)
   writer = MetricsWriter(workdir, start_step) if lead else None
   stop_on_nonfinite = config.on_nonfinite == "stop"
   window, window_start, unchecked, stopping = [], time.perf_counter(), None, None
+  input_seconds, profiling = 0.0, False
   train_seconds, trained_steps = 0.0, 0
   quiet = {} if lead else {"disable": True}
   try:
@@ -308,7 +321,17 @@ def train_and_evaluate(config: Any, workdir: str, *,
         total=config.total_steps, initial=start_step, desc="train", unit="step",
         dynamic_ncols=True, **quiet) as progress:
       for step in range(start_step + 1, last_step + 1):
-        state, metrics = train(state, next(batches), step_rng)
+        if step == profile_start and lead:
+          jax.profiler.start_trace(os.path.join(workdir, "profile"))
+          profiling = True
+        waited = time.perf_counter()
+        batch = next(batches)
+        input_seconds += time.perf_counter() - waited
+        state, metrics = train(state, batch, step_rng)
+        if step == profile_stop and profiling:
+          jax.block_until_ready(state)
+          jax.profiler.stop_trace()
+          profiling = False
         if stop_on_nonfinite and unchecked:   # the previous step: done by now, no stall
           _check_finite(*unchecked, tasks, manager.latest_step())
         unchecked = (metrics, step)
@@ -320,7 +343,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
           window = jax.device_get(window)
           seconds = time.perf_counter() - window_start
           train_seconds, trained_steps = train_seconds + seconds, trained_steps + len(window)
-          logged = _train_line(window, tasks, config.batch_size, seconds)
+          logged = _train_line(window, tasks, config.batch_size, seconds, input_seconds, mfu_of)
           if stop_on_nonfinite:
             _check_finite(*unchecked, tasks, manager.latest_step())
           if writer:
@@ -340,7 +363,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
           if "loss" in logged:
             progress.set_postfix(loss=f"{logged['loss']:.4f}",
                                  samples_per_s=f"{logged['samples_per_second']:.0f}")
-          window, window_start = [], time.perf_counter()
+          window, window_start, input_seconds = [], time.perf_counter(), 0.0
         validation = None
         if step % config.eval_every_steps == 0 or step == config.total_steps:
           validation = _evaluate_splits(config, driver, tasks, state, readers,
@@ -359,7 +382,9 @@ def train_and_evaluate(config: Any, workdir: str, *,
           break
         if not window:   # the next line's time is training only, not this step's eval or save
           window_start = time.perf_counter()
-  finally:   # an error or a signal never leaves a save half-written
+  finally:   # an error or a signal never leaves a save half-written, nor a trace open
+    if profiling:
+      jax.profiler.stop_trace()
     manager.wait_until_finished()
     manager.close()
 

@@ -33,7 +33,8 @@ class MetricsWriter:
     self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
     self._jsonl.flush()
     for name, value in metrics.items():
-      self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+      if value is not None:   # e.g. MFU where the device's peak is unknown
+        self._tensorboard.add_scalar(f"{split}/{name}", value, step)
     self._tensorboard.flush()
 
   def close(self) -> None:
