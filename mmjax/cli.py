@@ -1,6 +1,7 @@
-"""`mmjax train|eval|analyze --config experiments/configs/NAME.py --workdir DIR
+"""`mmjax train|eval|analyze|export --config experiments/configs/NAME.py --workdir DIR
 [--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]`, `mmjax analyze ... [--step N]
-[--examples N] [--emap_reference N]`); `mmjax sweep --config experiments/sweeps/NAME.py --workdir
+[--examples N] [--emap_reference N]`, `mmjax export ... [--step N] [--out DIR]`:
+`mmjax/export.py`); `mmjax sweep --config experiments/sweeps/NAME.py --workdir
 DIR [--list | --cell K | --summarize]` (`mmjax/sweep.py`).
 
 `mmjax --help` lists the commands, `mmjax COMMAND --help` that command's flags, each with an
@@ -19,7 +20,7 @@ from typing import List, NoReturn, Optional, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mmjax import sweep
+from mmjax import export, sweep
 from mmjax.errors import NonFiniteError, UserError
 from mmjax.train import loop, parallel
 from mmjax.train.defaults import load_config
@@ -27,7 +28,8 @@ from mmjax.train.defaults import load_config
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-_STEP = flags.DEFINE_integer("step", None, "eval: the checkpoint step to evaluate (default latest).")
+_STEP = flags.DEFINE_integer("step", None, "eval, analyze, export: the checkpoint step (default: "
+                             "the latest).")
 _ROBUSTNESS = flags.DEFINE_bool(
     "robustness", False, "eval: also each modality missing and perturbed at levels 0 to 1 on the "
     "last eval split, into eval_results.json and robustness.png.")
@@ -46,6 +48,8 @@ _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error 
                            "one line `mmjax: error: ...`.")
 _EXAMPLES = flags.DEFINE_integer(
     "examples", 2000, "analyze: how many examples of the last eval split (whole eval batches).")
+_OUT = flags.DEFINE_string("out", None, "export: the folder to write model.stablehlo and "
+                           "model.json to (default: WORKDIR/export).")
 _LIST = flags.DEFINE_bool("list", False, "sweep: print each cell's index K, whether it is done, "
                           "and its name; train nothing.")
 _CELL = flags.DEFINE_integer("cell", None, "sweep: train cell K only (from 0; a SLURM array task: "
@@ -68,6 +72,10 @@ COMMAND_HELP = {
     "analyze": ("EMAP and per-modality ablations of a trained run (analysis.json)",
                 "mmjax analyze --config experiments/configs/interactions.py:synergy,low_rank "
                 "--workdir runs/synergy", ("step", "examples", "emap_reference") + _RUN_FLAGS),
+    "export": ("write a checkpoint's inference function as StableHLO with a symbolic batch "
+               "(mmjax.load_exported runs it)",
+               "mmjax export --config experiments/configs/seed_text_image.py --workdir runs/seed "
+               "--out runs/seed_model", ("step", "out") + _RUN_FLAGS),
     "sweep": ("train every cell of a sweep file and write its summaries (or one cell: --cell)",
               "mmjax sweep --config experiments/sweeps/av_mnist.py --workdir runs/av_mnist_sweep "
               "--list", ("list", "cell", "summarize") + _RUN_FLAGS),
@@ -193,6 +201,9 @@ def main(argv):
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif argv[1] == "sweep":
       _sweep(_CONFIG.value, _WORKDIR.value)
+    elif argv[1] == "export":
+      written = export.export_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, _OUT.value)
+      print(f"mmjax: exported to {written}")
     elif argv[1] == "eval":
       print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
                                      robustness=_ROBUSTNESS.value))

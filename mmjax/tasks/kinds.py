@@ -67,6 +67,11 @@ class TaskKind:
     raise ValueError(f"{type(self).__name__} tasks predict no distribution; set "
                      "confidence_penalty=0")
 
+  def predictions(self, outputs: Any) -> Any:
+    """What the task predicts from its head's outputs, in the labels' units (an exported model's
+    outputs: `mmjax/export.py`)."""
+    return outputs
+
 
 @dataclasses.dataclass(frozen=True)
 class Classification(TaskKind):
@@ -88,6 +93,10 @@ class Classification(TaskKind):
   def entropy(self, logits: Array) -> Array:
     log_p = jax.nn.log_softmax(logits)
     return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+  def predictions(self, logits: Array) -> Array:
+    """Class probabilities `(B, K)`."""
+    return jax.nn.softmax(logits, axis=-1)
 
   def metric_sums(self, logits: Array, labels: Array, weights: Array) -> Dict[str, Array]:
     correct = jnp.argmax(logits, axis=-1) == labels
@@ -126,6 +135,10 @@ class MultiLabel(TaskKind):
   def entropy(self, logits: Array) -> Array:
     p, log_p, log_q = jax.nn.sigmoid(logits), jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
     return -jnp.mean(p * log_p + (1 - p) * log_q, axis=-1)
+
+  def predictions(self, logits: Array) -> Array:
+    """Each class's score σ(z) `(B, K)` (predicted when ≥ `threshold`)."""
+    return jax.nn.sigmoid(logits)
 
   def metric_sums(self, logits: Array, labels: Array, weights: Array) -> Dict[str, Array]:
     probabilities = jax.nn.sigmoid(logits)
@@ -242,14 +255,15 @@ class Regression(TaskKind):
   uncertainty_factor: ClassVar[float] = 0.5
   primary_metric: ClassVar[str] = "mae"
 
-  def _predictions(self, outputs: Array) -> Array:
+  def predictions(self, outputs: Array) -> Array:
+    """ŷ `(B, D)` in the targets' units."""
     return self.output_offset + self.output_scale * outputs
 
   def _targets(self, predictions: Array, labels: Array) -> Array:
     return labels.astype(jnp.float32).reshape(predictions.shape)
 
   def example_losses(self, outputs: Array, labels: Array) -> Array:
-    predictions = self._predictions(outputs)
+    predictions = self.predictions(outputs)
     errors = predictions - self._targets(predictions, labels)
     if self.loss == "mse":
       values = jnp.square(errors)
@@ -262,7 +276,7 @@ class Regression(TaskKind):
     return jnp.sum(values, axis=-1)
 
   def metric_sums(self, outputs: Array, labels: Array, weights: Array) -> Dict[str, Array]:
-    predictions = self._predictions(outputs)
+    predictions = self.predictions(outputs)
     targets = self._targets(predictions, labels)
     w = weights[:, None]
     errors = predictions - targets
@@ -339,6 +353,10 @@ class Contrastive(TaskKind):
 
   uses_labels: ClassVar[bool] = False
   primary_metric: ClassVar[str] = "a_to_b/R@1"
+
+  def predictions(self, outputs: Mapping[str, Array]) -> Dict[str, Array]:
+    """The two modalities' normalised embeddings `{"a": (B, E), "b": (B, E)}`."""
+    return {"a": outputs["a"], "b": outputs["b"]}
 
   def loss_sum(self, outputs: Mapping[str, Array], weights: Array,
                axis_name: Optional[str]) -> Array:
