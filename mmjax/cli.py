@@ -1,8 +1,9 @@
-"""`mmjax train|eval|analyze|export --config experiments/configs/NAME.py --workdir DIR
+"""`mmjax train|eval|analyze|predict|export --config experiments/configs/NAME.py --workdir DIR
 [--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]`, `mmjax analyze ... [--step N]
-[--examples N] [--emap_reference N]`, `mmjax export ... [--step N] [--out DIR]`:
-`mmjax/export.py`); `mmjax sweep --config experiments/sweeps/NAME.py --workdir
-DIR [--list | --cell K | --summarize]` (`mmjax/sweep.py`).
+[--examples N] [--emap_reference N]`, `mmjax predict ... [--step N] [--split S] [--out FILE]`:
+`mmjax/predict.py`, `mmjax export ... [--step N] [--out DIR]`: `mmjax/export.py`);
+`mmjax sweep --config experiments/sweeps/NAME.py --workdir DIR [--list | --cell K |
+--summarize]` (`mmjax/sweep.py`).
 
 `mmjax --help` lists the commands, `mmjax COMMAND --help` that command's flags, each with an
 example (`--helpfull` is absl's list of every flag of every library).
@@ -20,7 +21,7 @@ from typing import List, NoReturn, Optional, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mmjax import export, sweep
+from mmjax import export, predict, sweep
 from mmjax.errors import NonFiniteError, UserError
 from mmjax.train import loop, parallel
 from mmjax.train.defaults import load_config
@@ -28,8 +29,8 @@ from mmjax.train.defaults import load_config
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-_STEP = flags.DEFINE_integer("step", None, "eval, analyze, export: the checkpoint step (default: "
-                             "the latest).")
+_STEP = flags.DEFINE_integer("step", None, "eval, analyze, predict, export: the checkpoint step "
+                             "(default: the latest).")
 _ROBUSTNESS = flags.DEFINE_bool(
     "robustness", False, "eval: also each modality missing and perturbed at levels 0 to 1 on the "
     "last eval split, into eval_results.json and robustness.png.")
@@ -48,8 +49,11 @@ _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error 
                            "one line `mmjax: error: ...`.")
 _EXAMPLES = flags.DEFINE_integer(
     "examples", 2000, "analyze: how many examples of the last eval split (whole eval batches).")
-_OUT = flags.DEFINE_string("out", None, "export: the folder to write model.stablehlo and "
-                           "model.json to (default: WORKDIR/export).")
+_OUT = flags.DEFINE_string("out", None, "export: the folder for model.stablehlo and model.json "
+                           "(default: WORKDIR/export); predict: the file, .jsonl or .csv "
+                           "(default: WORKDIR/predictions_SPLIT.jsonl).")
+_SPLIT = flags.DEFINE_string("split", None, "predict: the split (default: the last eval split).")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "predict: how many most probable classes to list.")
 _LIST = flags.DEFINE_bool("list", False, "sweep: print each cell's index K, whether it is done, "
                           "and its name; train nothing.")
 _CELL = flags.DEFINE_integer("cell", None, "sweep: train cell K only (from 0; a SLURM array task: "
@@ -72,6 +76,10 @@ COMMAND_HELP = {
     "analyze": ("EMAP and per-modality ablations of a trained run (analysis.json)",
                 "mmjax analyze --config experiments/configs/interactions.py:synergy,low_rank "
                 "--workdir runs/synergy", ("step", "examples", "emap_reference") + _RUN_FLAGS),
+    "predict": ("write each example's predictions of a checkpoint on a split (JSONL or CSV)",
+                "mmjax predict --config experiments/configs/seed_text_image.py --workdir runs/seed "
+                "--split test --out runs/seed/predictions.jsonl",
+                ("step", "split", "out", "top_k") + _RUN_FLAGS),
     "export": ("write a checkpoint's inference function as StableHLO with a symbolic batch "
                "(mmjax.load_exported runs it)",
                "mmjax export --config experiments/configs/seed_text_image.py --workdir runs/seed "
@@ -201,6 +209,10 @@ def main(argv):
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif argv[1] == "sweep":
       _sweep(_CONFIG.value, _WORKDIR.value)
+    elif argv[1] == "predict":
+      written = predict.predict_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
+                                           _SPLIT.value, _OUT.value, _TOP_K.value)
+      print(f"mmjax: predictions in {written}")
     elif argv[1] == "export":
       written = export.export_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, _OUT.value)
       print(f"mmjax: exported to {written}")

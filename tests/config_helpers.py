@@ -2,7 +2,9 @@
 load the same config."""
 import os
 
+from mmjax.data import mm_shapes
 from mmjax.model import encoder_config, head_config
+from mmjax.tasks import task_config
 from mmjax.train.defaults import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,4 +54,18 @@ def tiny_config(data_dir, total_steps=8):
   config.eval_every_steps = 4
   config.checkpoint_every_steps = 4
   config.eval_batch_size = 1000
+  return config
+
+
+def tiny_multitask_config(data_dir, total_steps=4):
+  """`tiny_config` with an EMA and three task kinds: the label (classification), the size
+  (regression, a quarter of its labels missing) and the shapes present (multi-label); eval
+  batches of 600, so the last batch of a 2,000-example split is padded."""
+  config = tiny_config(data_dir, total_steps)
+  config.eval_batch_size = 600
+  config.ema_decay = 0.9
+  config.model.heads.size = head_config("linear", num_classes=1)
+  config.model.heads.shapes_present = head_config("linear", num_classes=len(mm_shapes.SHAPES))
+  config.tasks.size = task_config("regression", output_offset=7.75, output_scale=1.3)
+  config.tasks.shapes_present = task_config("multilabel")
   return config

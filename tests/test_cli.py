@@ -50,9 +50,9 @@ def test_every_example_in_the_help_parses():
 
 
 @pytest.mark.parametrize("args, message", [
-    ((), "mmjax: error: no command; usage: mmjax {train|eval|analyze|export|sweep}"),
+    ((), "mmjax: error: no command; usage: mmjax {train|eval|analyze|predict|export|sweep}"),
     (("fit", "--workdir=runs/x"), "mmjax: error: unknown command 'fit'; usage: mmjax "
-                                  "{train|eval|analyze|export|sweep}"),
+                                  "{train|eval|analyze|predict|export|sweep}"),
     (("train", f"--config={SEED_CONFIG}"), "mmjax: error: mmjax train needs --workdir; e.g. "
                                            "mmjax train --config"),
     (("eval", "--workdir", "runs/x"), "mmjax: error: mmjax eval needs --config; e.g."),

@@ -11,29 +11,16 @@ import numpy as np
 import pytest
 
 import mmjax
-from mmjax.data import mm_shapes
 from mmjax.errors import DataError, WorkdirError
 from mmjax.export import export_checkpoint
-from mmjax.model import head_config
-from mmjax.tasks import task_config
 from mmjax.train import loop
 
-from config_helpers import tiny_config
-
-
-def multitask_config(data_dir):
-  config = tiny_config(data_dir, total_steps=4)
-  config.ema_decay = 0.9
-  config.model.heads.size = head_config("linear", num_classes=1)
-  config.model.heads.shapes_present = head_config("linear", num_classes=len(mm_shapes.SHAPES))
-  config.tasks.size = task_config("regression", output_offset=7.75, output_scale=1.3)
-  config.tasks.shapes_present = task_config("multilabel")
-  return config
+from config_helpers import tiny_multitask_config
 
 
 @pytest.fixture(scope="module")
 def exported(data_dir, tmp_path_factory):
-  config = multitask_config(data_dir)
+  config = tiny_multitask_config(data_dir)
   workdir = str(tmp_path_factory.mktemp("run"))
   loop.train_and_evaluate(config, workdir)
   return config, workdir, export_checkpoint(config, workdir)
@@ -91,8 +78,8 @@ def test_cli_export_writes_the_model_to_out(exported, tmp_path):
   config_file.write_text(
       "import sys\n"
       f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
-      "from test_export import multitask_config\n"
-      f"def get_config():\n  return multitask_config({config.dataset.data_dir!r})\n")
+      "from config_helpers import tiny_multitask_config\n"
+      f"def get_config():\n  return tiny_multitask_config({config.dataset.data_dir!r})\n")
   result = subprocess.run([sys.executable, "-m", "mmjax.cli", "export", f"--config={config_file}",
                            f"--workdir={workdir}", f"--out={tmp_path / 'out'}"],
                           capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})

@@ -151,7 +151,7 @@ def test_cli_train_then_eval(data_dir, tmp_path):
   assert evaluated == {k: v for k, v in results.items() if k != "complexity"}
   usage = subprocess.run([sys.executable, "-m", "mmjax.cli", "fit", *common], env=env,
                          capture_output=True, text=True)
-  assert usage.returncode != 0 and "usage: mmjax {train|eval|analyze|export|sweep}" in usage.stderr
+  assert usage.returncode != 0 and "usage: mmjax {train|eval|analyze|predict|export|sweep}" in usage.stderr
 
 
 def test_trainer_feeds_the_batches_of_its_config_seed(data_dir, tmp_path, monkeypatch):
