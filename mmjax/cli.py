@@ -94,10 +94,10 @@ USAGE = (f"usage: mmjax {{{'|'.join(COMMANDS)}}} --config FILE[:ARG] --workdir D
 _HELP = ("-h", "--help", "-help", "help")
 
 
-def fail(message: str) -> NoReturn:
-  """The one line `mmjax: error: message` on stderr, and exit code 2."""
+def fail(message: str, code: int = 2) -> NoReturn:
+  """The one line `mmjax: error: message` on stderr, and exit code `code`."""
   print(f"mmjax: error: {' '.join(message.split())}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(code)
 
 
 def overview() -> str:
@@ -225,8 +225,7 @@ def main(argv):
   except (UserError, NonFiniteError) as error:
     if _DEBUG.value:
       raise
-    print(f"mmjax: error: {' '.join(str(error).split())}", file=sys.stderr)
-    sys.exit(2 if isinstance(error, UserError) else 1)
+    fail(str(error), 2 if isinstance(error, UserError) else 1)
 
 
 def _sweep(config, workdir: str) -> None:

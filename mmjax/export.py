@@ -29,6 +29,8 @@ import jax
 import numpy as np
 
 from mmjax.errors import DataError, WorkdirError
+from mmjax.tasks.objective import task_predictions
+from mmjax.train.state import evaluation_params
 
 FORMAT = "mmjax-export/1"
 MODEL_FILE, SIGNATURE_FILE = "model.stablehlo", "model.json"
@@ -54,7 +56,7 @@ def export_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
   from mmjax import data   # the trainer and the datasets: loading an export needs neither
   from mmjax.train import loop
   readers, tasks, _, state, _, _ = loop.restore_checkpoint(config, workdir, step)
-  params = state.params if state.ema_params is None else state.ema_params
+  params = evaluation_params(state)
   # One device's copy (a run's state may be split over devices), embedded as constants.
   params = jax.tree.map(jax.numpy.asarray, jax.device_get(params))
   split = config.eval_splits[0]
@@ -64,8 +66,7 @@ def export_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
             if key in modalities or (key.endswith("_mask") and key[:-5] in modalities)}
 
   def predict(batch):
-    outputs = state.apply_fn({"params": params}, batch, train=False)
-    return {name: task.predictions(outputs[name]) for name, task in tasks.items()}
+    return task_predictions(state.apply_fn({"params": params}, batch, train=False), tasks)
 
   batch_size, = jax.export.symbolic_shape("b")
   specs = {key: jax.ShapeDtypeStruct((batch_size, *value.shape[1:]), value.dtype)

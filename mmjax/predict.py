@@ -29,6 +29,8 @@ import numpy as np
 
 from mmjax.errors import ConfigError
 from mmjax.tasks import kinds
+from mmjax.tasks.objective import task_predictions
+from mmjax.train.state import evaluation_params
 
 
 def _numbers(values: Any) -> Any:
@@ -71,12 +73,11 @@ def predict_records(config: Any, workdir: str, step: Optional[int] = None,
                       f"{sorted({*config.eval_splits, loop.train_split(config)})}; add it to "
                       "config.eval_splits")
   readers, tasks, driver, state, _, _ = loop.restore_checkpoint(config, workdir, step)
-  params = state.params if state.ema_params is None else state.ema_params
+  params = evaluation_params(state)
 
   @jax.jit
   def predict(params, batch):
-    outputs = state.apply_fn({"params": params}, batch, train=False)
-    return {name: task.predictions(outputs[name]) for name, task in tasks.items()}
+    return task_predictions(state.apply_fn({"params": params}, batch, train=False), tasks)
 
   records, index = [], 0
   for batch in data.eval_batches(readers[split], config.eval_batch_size):

@@ -112,6 +112,12 @@ def objective_sums(outputs: Mapping[str, Any], batch: Mapping[str, Array],
   return sums
 
 
+def task_predictions(outputs: Mapping[str, Any],
+                     tasks: Mapping[str, TaskKind]) -> Dict[str, Any]:
+  """`{task: task.predictions(its head's outputs)}` (probabilities, scores, values, embeddings)."""
+  return {name: task.predictions(outputs[name]) for name, task in tasks.items()}
+
+
 def _squared_norm(tree: Any) -> Array:
   return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
 

@@ -27,7 +27,7 @@ from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
 from mmjax.train import checkpoint, checks, flops, parallel, preemption
 from mmjax.train.metrics_writer import MetricsWriter
-from mmjax.train.state import init_state, make_optimizer, parameter_count
+from mmjax.train.state import evaluation_params, init_state, make_optimizer, parameter_count
 from mmjax.train.step import evaluate, task_weight_vectors
 
 
@@ -513,7 +513,7 @@ def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
   split = config.eval_splits[-1]
   batches = list(itertools.islice(data.eval_batches(readers[split], config.eval_batch_size),
                                   math.ceil(examples / config.eval_batch_size)))
-  params = state.params if state.ema_params is None else state.ema_params
+  params = evaluation_params(state)
   modalities = list(config.model.encoders)
   score = _primary_scorer(driver, tasks, state)
   report = {"split": split, "step": int(state.step),

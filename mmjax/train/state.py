@@ -22,6 +22,11 @@ class TrainState(train_state.TrainState):
   skipped_steps: Any = None
 
 
+def evaluation_params(state: TrainState) -> Any:
+  """The parameters evaluation, analysis, prediction and export use: the EMA's where kept."""
+  return state.params if state.ema_params is None else state.ema_params
+
+
 def parameter_labels(params: Any, frozen: str = "") -> Any:
   """Each parameter's optimizer: 'task_weighting' for the weighting's own parameters, 'frozen'
   for those whose path ('encoders_text/lstm_0/...') matches the regex `frozen` (never 'heads_'

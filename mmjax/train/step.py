@@ -11,7 +11,7 @@ from mmjax.tasks.kinds import TaskKind
 from mmjax.tasks.objective import (data_terms, label_counts, objective_sums,
                                    parameter_regularizers, task_metrics, total_loss)
 from mmjax.tasks.weighting import Fixed, gradient_metrics, shared_matrix
-from mmjax.train.state import TrainState, parameter_labels
+from mmjax.train.state import TrainState, evaluation_params, parameter_labels
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -204,7 +204,7 @@ def eval_step(state: TrainState, batch: Batch, *, tasks: Mapping[str, TaskKind],
   """`{"sums": metric sums over the batch (over all devices of `axis_name`), "values": the
   parameter terms of the objective and the task weights}`; examples with `batch['weight'] == 0`
   are padding and count nowhere. Uses the EMA parameters when kept."""
-  params = state.params if state.ema_params is None else state.ema_params
+  params = evaluation_params(state)
   outputs = state.apply_fn({"params": params}, batch, train=False)
   sums = objective_sums(outputs, batch, tasks, axis_name)
   if axis_name is not None:
