@@ -1,6 +1,6 @@
 """`mmjax train|eval|analyze|predict|export --config experiments/configs/NAME.py --workdir DIR
-[--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]`, `mmjax analyze ... [--step N]
-[--examples N] [--emap_reference N]`, `mmjax predict ... [--step N] [--split S] [--out FILE]`:
+[--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]` and `mmjax analyze ...
+[--step N] [--examples N] [--emap_reference N]`: `mmjax/evaluate.py`, `mmjax predict ... [--step N] [--split S] [--out FILE]`:
 `mmjax/predict.py`, `mmjax export ... [--step N] [--out DIR]`: `mmjax/export.py`);
 `mmjax sweep --config experiments/sweeps/NAME.py --workdir DIR [--list | --cell K |
 --summarize]` (`mmjax/sweep.py`).
@@ -21,7 +21,7 @@ from typing import List, NoReturn, Optional, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mmjax import export, predict, sweep
+from mmjax import evaluate, export, predict, sweep
 from mmjax.errors import NonFiniteError, UserError
 from mmjax.train import loop, parallel
 from mmjax.train.defaults import load_config
@@ -32,8 +32,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _STEP = flags.DEFINE_integer("step", None, "eval, analyze, predict, export: the checkpoint step "
                              "(default: the latest).")
 _ROBUSTNESS = flags.DEFINE_bool(
-    "robustness", False, "eval: also each modality missing and perturbed at levels 0 to 1 on the "
-    "last eval split, into eval_results.json and robustness.png.")
+    "robustness", False, "eval: also the robustness evaluator (each modality missing and "
+    "perturbed at levels 0 to 1) where config.evals has none, into eval_results.json and "
+    "robustness.png.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Run as one process of a multi-process (multi-host) job: "
     "jax.distributed.initialize, detecting SLURM, Open MPI or a TPU pod unless the three flags "
@@ -48,7 +49,8 @@ _LOCAL_DEVICES = flags.DEFINE_list(
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of the "
                            "one line `mmjax: error: ...`.")
 _EXAMPLES = flags.DEFINE_integer(
-    "examples", 2000, "analyze: how many examples of the last eval split (whole eval batches).")
+    "examples", None, "analyze: how many examples of the split (whole eval batches; default: "
+    "the interactions evaluator's, 2000).")
 _OUT = flags.DEFINE_string("out", None, "export: the folder for model.stablehlo and model.json "
                            "(default: WORKDIR/export); predict: the file, .jsonl or .csv "
                            "(default: WORKDIR/predictions_SPLIT.jsonl).")
@@ -70,10 +72,12 @@ COMMAND_HELP = {
     "train": ("train a config's model, or resume the run in --workdir",
               "mmjax train --config experiments/configs/seed_text_image.py --workdir runs/seed "
               "--config.total_steps=2000", _RUN_FLAGS),
-    "eval": ("evaluate a checkpoint of the run in --workdir on the config's eval splits",
+    "eval": ("run every evaluator of config.evals on a checkpoint of the run in --workdir "
+             "(eval_results.json)",
              "mmjax eval --config experiments/configs/seed_text_image.py --workdir runs/seed "
              "--robustness", ("step", "robustness") + _RUN_FLAGS),
-    "analyze": ("EMAP and per-modality ablations of a trained run (analysis.json)",
+    "analyze": ("run the interactions evaluators: EMAP and per-modality ablations of a trained "
+                "run (analysis.json)",
                 "mmjax analyze --config experiments/configs/interactions.py:synergy,low_rank "
                 "--workdir runs/synergy", ("step", "examples", "emap_reference") + _RUN_FLAGS),
     "predict": ("write each example's predictions of a checkpoint on a split (JSONL or CSV)",
@@ -217,11 +221,11 @@ def main(argv):
       written = export.export_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, _OUT.value)
       print(f"mmjax: exported to {written}")
     elif argv[1] == "eval":
-      print(loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
-                                     robustness=_ROBUSTNESS.value))
+      print(json.dumps(evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
+                                                    robustness=_ROBUSTNESS.value), indent=2))
     else:
-      print(json.dumps(loop.analyze_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
-                                               _EXAMPLES.value, _REFERENCE.value), indent=2))
+      print(json.dumps(evaluate.analyze_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
+                                                   _EXAMPLES.value, _REFERENCE.value), indent=2))
   except (UserError, NonFiniteError) as error:
     if _DEBUG.value:
       raise

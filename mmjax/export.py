@@ -55,12 +55,12 @@ def export_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
   folder written."""
   from mmjax import data   # the trainer and the datasets: loading an export needs neither
   from mmjax.train import loop
-  readers, tasks, _, state, _, _ = loop.restore_checkpoint(config, workdir, step)
+  run = loop.restore_checkpoint(config, workdir, step)
+  tasks, state = run.tasks, run.state
   params = evaluation_params(state)
   # One device's copy (a run's state may be split over devices), embedded as constants.
   params = jax.tree.map(jax.numpy.asarray, jax.device_get(params))
-  split = config.eval_splits[0]
-  example = readers[split].read(np.arange(1))
+  example = run.readers[loop.train_split(config)].read(np.arange(1))
   modalities = list(config.model.encoders)
   inputs = {key: value for key, value in example.items()
             if key in modalities or (key.endswith("_mask") and key[:-5] in modalities)}

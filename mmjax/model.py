@@ -112,6 +112,11 @@ class MultimodalModel(nn.Module):
     masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
     return self.decode(self.encode(batch, train=train), masks, train=train)
 
+  def fused(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
+    """The fusion's output `(B, D)`: the representation the (non-contrastive) heads read."""
+    masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
+    return self.fusion(self.encode(batch, train=train), masks, train=train)
+
   def decode(self, features: Mapping[str, Array], masks: Mapping[str, Array], *,
              train: bool = False) -> Dict[str, Array]:
     """`{task: output}` from per-modality features (`encode`) and the batch's masks: fusion and

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import jax
 import numpy as np
 
+from mmjax import evaluators
 from mmjax.errors import ConfigError
 from mmjax.tasks import kinds
 from mmjax.tasks.objective import task_predictions
@@ -67,12 +68,12 @@ def predict_records(config: Any, workdir: str, step: Optional[int] = None,
   if jax.process_count() > 1:
     raise ConfigError("mmjax predict runs in one process (it writes every record itself); run "
                       "it without --distributed, on one host's devices")
-  split = split or config.eval_splits[-1]
-  if split not in (*config.eval_splits, loop.train_split(config)):
-    raise ConfigError(f"--split {split!r} is not one of the run's splits "
-                      f"{sorted({*config.eval_splits, loop.train_split(config)})}; add it to "
-                      "config.eval_splits")
-  readers, tasks, driver, state, _, _ = loop.restore_checkpoint(config, workdir, step)
+  split = split or evaluators.report_split(config.evals)
+  splits = {loop.train_split(config), *(spec.split for spec in config.evals.values())}
+  if split not in splits:
+    raise ConfigError(f"--split {split!r} is not one of the run's splits {sorted(splits)}; add "
+                      "an evaluator on it to config.evals")
+  readers, tasks, driver, state = loop.restore_checkpoint(config, workdir, step)[:4]
   params = evaluation_params(state)
 
   @jax.jit
@@ -118,6 +119,6 @@ def predict_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
                        split: Optional[str] = None, path: Optional[str] = None,
                        top_k: int = 5) -> str:
   """Writes the predictions file (module docstring); returns its path."""
-  split = split or config.eval_splits[-1]
+  split = split or evaluators.report_split(config.evals)
   records = predict_records(config, workdir, step, split, top_k)
   return write_predictions(records, path or os.path.join(workdir, f"predictions_{split}.jsonl"))

@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import ml_collections
 
-from mmjax import robustness
+from mmjax import evaluate, robustness
 from mmjax.errors import ConfigError
 from mmjax.train import checks, loop
 from mmjax.train.defaults import load_config
@@ -59,19 +59,20 @@ def sweep_config(config_file: str, axes: Mapping[str, Any], metrics: Sequence[st
                  steps: Optional[int] = None, reference: str = "", curve: str = "",
                  robustness: bool = False, manual_dir: bool = False) -> ml_collections.ConfigDict:
   """A sweep file's config (the fields above; `axes` nested dicts). `steps` fixes total_steps,
-  with one evaluation and one checkpoint at the end. It offers `fixed.dataset.data_dir`, and
+  with one checkpoint and one run of the evaluators (every `every_steps` set to 0) at the end. It offers `fixed.dataset.data_dir`, and
   with `manual_dir` (a dataset built from its original files) `fixed.dataset.manual_dir`, as
   unset placeholders to give on the command line."""
   fixed = ml_collections.ConfigDict()
   if steps is not None:
-    fixed.total_steps = fixed.eval_every_steps = fixed.checkpoint_every_steps = steps
+    fixed.total_steps = fixed.checkpoint_every_steps = steps
   fixed.dataset = ml_collections.ConfigDict()
   fixed.dataset.data_dir = ml_collections.config_dict.placeholder(str)
   if manual_dir:
     fixed.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
   return ml_collections.ConfigDict({
       "config_file": config_file, "axes": axes, "fixed": fixed, "metrics": tuple(metrics),
-      "reference": reference, "curve": curve, "robustness": robustness})
+      "reference": reference, "curve": curve, "robustness": robustness,
+      "evaluate_at_end_only": steps is not None})
 
 
 def cells(sweep: Mapping[str, Any]) -> List[Dict[str, Any]]:
@@ -112,6 +113,9 @@ def cell_config(sweep: Mapping[str, Any], cell: Mapping[str, Any]) -> ml_collect
   for path, value in cell.items():
     if path != "config_arg":
       _set_field(config, path, value)
+  if sweep.get("evaluate_at_end_only", False):
+    for spec in config.evals.values():
+      spec.every_steps = 0
   return config
 
 
@@ -211,7 +215,7 @@ def _robustness_report(config: ml_collections.ConfigDict, directory: str,
       results = json.load(file)
     if "robustness" in results and results["step"] == step:
       return results["robustness"]
-  return loop.evaluate_checkpoint(config, directory, step, robustness=True)["robustness"]
+  return evaluate.evaluate_checkpoint(config, directory, step, robustness=True)["robustness"]
 
 
 def robustness_columns(report: Mapping[str, Any]) -> Dict[str, float]:

@@ -2,6 +2,9 @@
 load the same config."""
 import os
 
+import ml_collections
+
+from mmjax import evaluators
 from mmjax.data import mm_shapes
 from mmjax.model import encoder_config, head_config
 from mmjax.tasks import task_config
@@ -26,7 +29,7 @@ def write_config(path, data_dir, vocab_size=64, embed_dim=4, **fields):
            "  config.optimizer.warmup_steps = 0",
            "  config.optimizer.final_lr_fraction = 1.0",
            "  config.eval_batch_size = 1000"]
-  lines += [f"  config.{key} = {value!r}" for key, value in fields.items()]
+  lines += [f"  config.{key.replace('__', '.')} = {value!r}" for key, value in fields.items()]
   lines.append("  return config")
   path.write_text("\n".join(lines) + "\n")
   return str(path)
@@ -51,7 +54,7 @@ def tiny_config(data_dir, total_steps=8):
   config.total_steps = total_steps
   config.optimizer.warmup_steps = 2
   config.log_every_steps = 2
-  config.eval_every_steps = 4
+  config.evals.validation.every_steps = 4
   config.checkpoint_every_steps = 4
   config.eval_batch_size = 1000
   return config
@@ -68,4 +71,24 @@ def tiny_multitask_config(data_dir, total_steps=4):
   config.model.heads.shapes_present = head_config("linear", num_classes=len(mm_shapes.SHAPES))
   config.tasks.size = task_config("regression", output_offset=7.75, output_scale=1.3)
   config.tasks.shapes_present = task_config("multilabel")
+  return config
+
+
+def every_evaluator_config(data_dir, total_steps=4, every_steps=2):
+  """`tiny_config` with a contrastive head on (text, image) beside the label's, and one evaluator
+  of every registered kind (`evaluators.EVALUATORS`), each on 'validation' every `every_steps`
+  steps; eval batches of 600 so that the last batch of the 1,000 validation examples is padded."""
+  config = tiny_config(data_dir, total_steps)
+  config.eval_batch_size = 600
+  config.model.heads.pair = head_config("contrastive", modalities=("text", "image"),
+                                        embed_dim=8)
+  config.tasks.pair = task_config("contrastive")
+  fields = {"interactions": dict(examples=200), "linear_probe": dict(task="label",
+                                                                     train_examples=700)}
+  config.evals = ml_collections.ConfigDict({
+      name: evaluators.evaluator_config(name, split="validation", every_steps=every_steps,
+                                        **fields.get(name, {}))
+      for name in evaluators.EVALUATORS})
+  config.checkpoint.best_metric = "retrieval/a_to_b/R@5"
+  config.checkpoint_every_steps = every_steps
   return config

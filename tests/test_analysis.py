@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax import analysis, data
+from mmjax import analysis, data, evaluate
 from mmjax.data import interactions
 from mmjax.train import loop
 from mmjax.train.defaults import load_config
@@ -89,7 +89,7 @@ def trained(tmp_path_factory):
     data.prepare(f"interactions/{name}", directory)
     config = load_config(CONFIG_FILE, f"{name},low_rank")
     config.dataset.data_dir = directory
-    config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 600
+    config.total_steps = config.evals.validation.every_steps = config.checkpoint_every_steps = 600
     workdir = str(tmp_path_factory.mktemp(f"{name}_run"))
     loop.train_and_evaluate(config, workdir)
     runs[name] = (config, workdir)
@@ -98,19 +98,21 @@ def trained(tmp_path_factory):
 
 def test_emap_takes_synergy_to_chance_and_leaves_redundancy(trained):
   config, workdir = trained["synergy"]
-  synergy = loop.analyze_checkpoint(config, workdir, examples=1000)
+  analyzed = evaluate.analyze_checkpoint(config, workdir, examples=1000)
+  synergy = analyzed["interactions"]
   task = synergy["emap"]["tasks"]["label"]
   assert task["accuracy"] >= interactions.bayes_accuracy("synergy") - 0.05
   assert task["emap_accuracy"] <= 0.6            # chance is 0.5
   assert synergy["emap"]["examples"] == synergy["emap"]["reference_size"] == 1000
   assert json.load(open(os.path.join(workdir, "analysis.json"))) == json.loads(
-      json.dumps(synergy))
+      json.dumps(analyzed))
+  assert analyzed["step"] == 600 and synergy["split"] == "test"
   # XOR: either modality alone carries nothing, so removing one leaves chance.
   for modality in ("a", "b"):
     assert synergy["ablation"][modality]["missing"]["label/accuracy"] <= 0.6
 
   config, workdir = trained["redundancy"]
-  redundancy = loop.analyze_checkpoint(config, workdir, examples=1000)
+  redundancy = evaluate.analyze_checkpoint(config, workdir, examples=1000)["interactions"]
   task = redundancy["emap"]["tasks"]["label"]
   assert task["accuracy"] >= interactions.bayes_accuracy("redundancy") - 0.05
   assert task["emap_drop"] <= 0.03

@@ -30,7 +30,7 @@ def test_the_exported_model_equals_the_in_process_one_on_another_batch_size(expo
   """Bug caught: exporting the raw parameters where evaluation uses the EMA, or head outputs
   where the task predicts (softmax, sigmoid, offset + scale·f)."""
   config, workdir, directory = exported
-  readers, tasks, _, state, _, _ = loop.restore_checkpoint(config, workdir)
+  readers, tasks, _, state = loop.restore_checkpoint(config, workdir)[:4]
   batch = readers["test"].read(np.arange(7))
   outputs = state.apply_fn({"params": state.ema_params}, batch)
   model = mmjax.load_exported(directory)

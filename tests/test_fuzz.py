@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax import data
+from mmjax import data, evaluate
 from mmjax.errors import DataError, WorkdirError
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import tasks_from_config
@@ -167,4 +167,4 @@ def test_eval_of_a_step_never_saved_names_the_saved_steps(data_dir, tmp_path):
   config = load_config(write_config(tmp_path / "run.py", data_dir, total_steps=2))
   loop.train_and_evaluate(config, str(tmp_path / "run"))
   with pytest.raises(WorkdirError, match=r"no checkpoint at step 7 .*saved steps are \[2\]"):
-    loop.evaluate_checkpoint(config, str(tmp_path / "run"), step=7)
+    evaluate.evaluate_checkpoint(config, str(tmp_path / "run"), step=7)

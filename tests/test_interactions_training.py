@@ -26,7 +26,7 @@ def synergy_dir(tmp_path_factory):
 def train(fusion, data_dir, workdir, data_config="synergy", steps=600, **fusion_fields):
   config = load_config(CONFIG_FILE, f"{data_config},{fusion}")
   config.dataset.data_dir = data_dir
-  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
+  config.total_steps = config.evals.validation.every_steps = config.checkpoint_every_steps = steps
   config.model.fusion.update(fusion_fields)
   test = loop.train_and_evaluate(config, workdir)["test"]
   return test["accuracy"] if "accuracy" in test else test["label/mse"]

@@ -303,9 +303,9 @@ def test_trainer_runs_two_steps_on_a_folder(csv_builder, csv_folder, tfds_dir, t
                         "tags": head_config("linear", num_classes=2)}
   config.tasks = {"animal": task_config("classification"), "score": task_config("regression"),
                   "tags": task_config("multilabel")}
-  config.checkpoint.best_metric = "animal/accuracy"
+  config.checkpoint.best_metric = "validation/animal/accuracy"
   config.batch_size, config.eval_batch_size = 4, 4
-  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  config.total_steps = config.evals.validation.every_steps = config.checkpoint_every_steps = 2
   config.optimizer.warmup_steps = 1
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert set(results) == {"validation", "test", "complexity"}

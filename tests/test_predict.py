@@ -31,7 +31,7 @@ def test_a_record_per_example_in_order_with_the_models_predictions_and_known_lab
   the EMA, a label reported for an example without one."""
   config, workdir = trained
   records = predict.predict_records(config, workdir, split="test", top_k=3)
-  readers, _, _, state, _, _ = loop.restore_checkpoint(config, workdir)
+  readers, _, _, state = loop.restore_checkpoint(config, workdir)[:4]
   reader = readers["test"]
   assert [r["index"] for r in records] == list(range(len(reader)))
   rows = np.arange(len(reader) - 5, len(reader))            # the last, padded batch's rows

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from mmjax import evaluate
 from mmjax.errors import ConfigError, WorkdirError
 from mmjax.train import checkpoint, checks, loop
 from mmjax.train.defaults import load_config
@@ -64,7 +65,7 @@ def test_sigterm_saves_exits_0_and_the_resumed_run_equals_the_uninterrupted_one(
   metrics log every step once (bug caught: a handler that only sets the flag after the next
   log line; a resume that re-logs the steps after the checkpoint)."""
   path = write_config(tmp_path / "run.py", data_dir, total_steps=100_000, log_every_steps=1,
-                      eval_every_steps=100_000, checkpoint_every_steps=100_000)
+                      evals__validation__every_steps=100_000, checkpoint_every_steps=100_000)
   workdir = str(tmp_path / "preempted")
   process = start_training(path, workdir)
   metrics = os.path.join(workdir, "metrics.jsonl")
@@ -98,7 +99,7 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_to_resume_from(dat
   in place, so a kill leaves a `4/` folder that does not restore)."""
   big = dict(vocab_size=400_000, embed_dim=32)
   path = write_config(tmp_path / "run.py", data_dir, **big, total_steps=100_000,
-                      log_every_steps=100_000, eval_every_steps=100_000, checkpoint_every_steps=2)
+                      log_every_steps=100_000, evals__validation__every_steps=100_000, checkpoint_every_steps=2)
   workdir = str(tmp_path / "killed")
   process = start_training(path, workdir)
   directory = os.path.join(workdir, "checkpoints")
@@ -157,7 +158,7 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_parameter_and_shape
                      r"checkpoint and \(64,\) in this config"):
     loop.train_and_evaluate(config, workdir)
   with pytest.raises(WorkdirError, match="of another model"):
-    loop.evaluate_checkpoint(config, workdir)
+    evaluate.evaluate_checkpoint(config, workdir)
 
 
 @pytest.mark.parametrize("workdir, message", [
@@ -268,7 +269,7 @@ def test_eval_refuses_a_config_whose_tasks_differ_naming_the_field_with_exit_cod
   changed.tasks.label.label_smoothing = 0.1
   with pytest.raises(WorkdirError, match=r"holds a run of another config: "
                      r"tasks\.label\.label_smoothing: 0\.0 -> 0\.1; use a new --workdir") as error:
-    loop.evaluate_checkpoint(changed, workdir)
+    evaluate.evaluate_checkpoint(changed, workdir)
   assert "\n" not in str(error.value)
   assert not os.path.exists(os.path.join(workdir, "eval_results.json"))
 
@@ -284,4 +285,4 @@ def test_eval_refuses_a_config_whose_tasks_differ_naming_the_field_with_exit_cod
 
   other_optimizer = load_config(path)
   other_optimizer.optimizer.learning_rate = 0.5
-  assert loop.evaluate_checkpoint(other_optimizer, workdir)["test"]["examples"] == 2000
+  assert evaluate.evaluate_checkpoint(other_optimizer, workdir)["test"]["examples"] == 2000

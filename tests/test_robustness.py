@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from mmjax import analysis, robustness
+from mmjax import analysis, evaluate, evaluators, robustness
 from mmjax.train import loop
 
 from config_helpers import tiny_config
@@ -142,9 +142,9 @@ def test_perturbations_are_reproducible_and_area_is_the_trapezoid_mean():
 
 def test_eval_with_robustness_writes_curves_areas_and_the_plot(data_dir, tmp_path):
   config = tiny_config(data_dir, total_steps=2)
-  config.eval_splits = ("validation",)
+  config.evals = evaluators.metrics_evals(("validation",))
   loop.train_and_evaluate(config, str(tmp_path))
-  results = loop.evaluate_checkpoint(config, str(tmp_path), robustness=True)
+  results = evaluate.evaluate_checkpoint(config, str(tmp_path), robustness=True)
   with open(tmp_path / "eval_results.json") as file:
     written = json.load(file)["robustness"]
   assert written == json.loads(json.dumps(results["robustness"]))

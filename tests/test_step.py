@@ -27,7 +27,7 @@ def small_config(data_dir, dtype="float32"):
   config.model.encoders.image = encoder_config("conv_pool", channels=8)
   config.model.dtype = dtype
   config.batch_size, config.total_steps, config.optimizer.warmup_steps = 16, 4, 0
-  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  config.log_every_steps = config.evals.validation.every_steps = config.checkpoint_every_steps = 2
   config.eval_batch_size = 1000
   return config
 

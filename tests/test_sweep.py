@@ -13,6 +13,8 @@ import pytest
 
 from mmjax import data, sweep
 from mmjax.train import checks
+
+from config_helpers import SEED_CONFIG
 from mmjax.errors import ConfigError
 
 from config_helpers import REPO
@@ -25,7 +27,8 @@ def tiny_sweep(data_dir):
   config.axes.config_arg = ("synergy,concat", "synergy,low_rank")
   config.axes.seed = (0, 1)
   config.fixed = ml_collections.ConfigDict()
-  config.fixed.total_steps = config.fixed.eval_every_steps = 30
+  config.fixed.total_steps = 30
+  config.evaluate_at_end_only = True
   config.fixed.checkpoint_every_steps = 30
   config.fixed.eval_batch_size = 1000
   config.fixed.dataset = ml_collections.ConfigDict()
@@ -208,7 +211,7 @@ def swept_with_curve_and_robustness(tmp_path_factory):
   config = tiny_sweep(directory)
   config.axes.config_arg = ("synergy,low_rank",)
   config.axes.dataset = ml_collections.ConfigDict({"train_examples": (1024, 256)})
-  config.fixed.total_steps = config.fixed.eval_every_steps = 10
+  config.fixed.total_steps = 10
   config.fixed.checkpoint_every_steps = 10
   config.curve = "dataset.train_examples"
   config.robustness = True
@@ -254,7 +257,7 @@ def test_robustness_columns_come_from_each_cells_evaluation_and_are_not_recomput
       for row in rows if row["dataset.train_examples"] == 256]
   assert len(per_seed) == 2 and curves["metric"] == "label/accuracy"
   np.testing.assert_allclose(curves["b/gaussian_noise"], np.mean(per_seed, axis=0))
-  monkeypatch.setattr(sweep.loop, "evaluate_checkpoint", lambda *a, **k: pytest.fail("re-ran"))
+  monkeypatch.setattr(sweep.evaluate, "evaluate_checkpoint", lambda *a, **k: pytest.fail("re-ran"))
   assert sweep.run(config, workdir) == rows
 
 
@@ -263,8 +266,11 @@ def test_sweep_config_fixes_the_steps_and_offers_the_data_folders():
                                                 "seed": (0, 1)}, ("test/accuracy",), steps=7,
                               manual_dir=True, curve="model.fusion.rank")
   assert checks.field_paths(config.axes) == {"model.fusion.rank": (1, 2), "seed": (0, 1)}
-  assert (config.fixed.total_steps, config.fixed.eval_every_steps,
-          config.fixed.checkpoint_every_steps) == (7, 7, 7)
+  assert (config.fixed.total_steps, config.fixed.checkpoint_every_steps) == (7, 7)
+  assert config.evaluate_at_end_only
+  config.config_file = SEED_CONFIG
+  cell = sweep.cell_config(config, {"seed": 0})
+  assert [spec.every_steps for spec in cell.evals.values()] == [0, 0]
   assert config.fixed.dataset.data_dir is None and config.fixed.dataset.manual_dir is None
   config.fixed.dataset.manual_dir = "/data"   # a typed placeholder, set from the command line
   assert (config.curve, config.robustness, config.reference) == ("model.fusion.rank", False, "")

@@ -27,7 +27,7 @@ from config_helpers import SEED_CONFIG, seed_config, tiny_config
 def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path):
   config = seed_config(data_dir)
   config.total_steps = 400
-  config.eval_every_steps = 400
+  config.evals.validation.every_steps = 400
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["test"]["accuracy"] >= mm_shapes.BAYES_ACCURACY - 0.05, results
   with open(tmp_path / "results.json") as file:
@@ -58,7 +58,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_
 
 def test_checkpoints_kept_are_the_best_k_by_validation_accuracy_plus_the_latest(data_dir, tmp_path):
   config = tiny_config(data_dir, total_steps=12)
-  config.eval_every_steps = 2
+  config.evals.validation.every_steps = 2
   config.checkpoint.keep_best = 2
   loop.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "metrics.jsonl") as file:
@@ -75,7 +75,11 @@ def test_checkpoints_kept_are_the_best_k_by_validation_accuracy_plus_the_latest(
      "config.model.heads.label.num_classes=10 but 'label' has 9 classes; set it to 9"),
     (("model.encoders.text.vocab_size", 10),
      "config.model.encoders.text.vocab_size=10 is smaller than the dataset's vocabulary"),
-    (("checkpoint.best_metric", "shape/accuracy"), "config.checkpoint.best_metric='shape/accuracy'"),
+    (("checkpoint.best_metric", "validation/shape/accuracy"),
+     "config.checkpoint.best_metric='validation/shape/accuracy': config.evals.validation cannot "
+     "select checkpoints by 'shape/accuracy': it names no task"),
+    (("checkpoint.best_metric", "label/accuracy"),
+     "config.checkpoint.best_metric='label/accuracy': use '<evaluator>/<metric>'"),
     (("batch_size", 0), "config.batch_size=0 must be positive"),
     (("dataset.train_examples", -1), "config.dataset.train_examples=-1 must be positive"),
     (("dataset.train_split", "trian"), "split 'trian' of dataset 'mm_shapes': Unknown split"),
@@ -129,17 +133,16 @@ def test_cli_train_then_eval(data_dir, tmp_path):
             f"--config.dataset.data_dir={data_dir}",
             "--config.model.encoders.text.hidden_dim=8", "--config.model.encoders.text.embed_dim=4",
             "--config.model.encoders.image.channels=4", "--config.total_steps=3",
-            "--config.eval_every_steps=3", "--config.checkpoint_every_steps=3",
+            "--config.evals.validation.every_steps=3", "--config.checkpoint_every_steps=3",
             "--config.batch_size=8"]
   env = {**os.environ, "TQDM_DISABLE": "1"}
   train = subprocess.run([sys.executable, "-m", "mmjax.cli", "train", *common], env=env,
                          capture_output=True, text=True)
   assert train.returncode == 0, train.stderr[-2000:]
-  assert "mmjax: final validation" in train.stdout
   # Evaluation lines show evaluation metrics, not training terms (bug caught: label/weight=1.0).
   lines = [line for line in train.stdout.splitlines()
-           if line.startswith(("step 3: validation", "mmjax: final validation"))]
-  assert len(lines) == 2, train.stdout
+           if line.startswith(("step 3: validation", "step 3: test", "mmjax: final test"))]
+  assert len(lines) == 3 and "; validation: label/loss=" in lines[-1], train.stdout
   for line in lines:
     assert "label/accuracy=" in line and "label/loss=" in line and "examples=" in line, line
     assert "/weight=" not in line and "reg/" not in line, line
@@ -178,7 +181,7 @@ def test_dropout_masks_differ_between_steps_and_repeat_for_the_same_step(data_di
   """The step's dropout key is the run's key folded with the step number: the same parameters
   and batch give another loss at another step, the same loss at the same step."""
   config = tiny_config(data_dir)
-  readers, tasks, _, state, step_rng, _ = loop._setup(config)
+  readers, tasks, _, state, step_rng = loop._setup(config)[:5]
   _, schedule = make_optimizer(config.optimizer, config.total_steps)
   batch = next(data.eval_batches(readers["train"], config.batch_size))
   step = jax.jit(functools.partial(train_step, tasks=tasks, schedule=schedule))
@@ -196,7 +199,7 @@ def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_non_finite(data
   config = tiny_config(data_dir, total_steps=6)
   config.optimizer.learning_rate = 1e30
   config.optimizer.warmup_steps = 0
-  config.log_every_steps = config.checkpoint_every_steps = config.eval_every_steps = 6
+  config.log_every_steps = config.checkpoint_every_steps = config.evals.validation.every_steps = 6
   config.checkpoint_every_steps = 1
   with pytest.raises(NonFiniteError, match=r"step (\d+): the loss of task 'label'.* went "
                      r"non-finite .*latest checkpoint: step (\d+)") as error:
@@ -238,7 +241,7 @@ def test_results_report_each_split_evaluated_on_its_own_examples(data_dir, tmp_p
   config = tiny_config(data_dir, total_steps=2)
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["validation"]["examples"] == 1000 and results["test"]["examples"] == 2000
-  readers, tasks, _, final, _, _ = loop.restore_checkpoint(config, str(tmp_path))
+  readers, tasks, _, final = loop.restore_checkpoint(config, str(tmp_path))[:4]
   eval_fn = jax.jit(functools.partial(eval_step, tasks=tasks))
   test = evaluate(eval_fn, final, data.eval_batches(readers["test"], 2000), tasks)
   for key, value in test.items():

@@ -401,7 +401,7 @@ def multitask_config(data_dir, weighting="fixed", total_steps=4):
   config.tasks.size.head_l1 = 1e-4
   config.batch_size, config.total_steps, config.optimizer.warmup_steps = 16, total_steps, 0
   config.log_every_steps = 2
-  config.eval_every_steps = config.checkpoint_every_steps = total_steps
+  config.evals.validation.every_steps = config.checkpoint_every_steps = total_steps
   config.eval_batch_size = 1000
   return config
 
@@ -472,7 +472,7 @@ def contrastive_config(data_dir, arg, total_steps=40):
   config = load_config(os.path.join(CONFIGS, "contrastive_probe.py"), arg)
   config.dataset.data_dir = data_dir
   config.batch_size, config.total_steps = 64, total_steps
-  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = total_steps
+  config.log_every_steps = config.evals.validation.every_steps = config.checkpoint_every_steps = total_steps
   return config
 
 

@@ -44,7 +44,7 @@ def get_config(arg: str = "low_rank") -> ml_collections.ConfigDict:
   config.optimizer.learning_rate = 1e-3
   config.optimizer.warmup_steps = 100
   config.log_every_steps = 100
-  config.eval_every_steps = 250
+  config.evals.validation.every_steps = 250
   config.checkpoint_every_steps = 250
   config.checkpoint.keep_best = 1
   return config

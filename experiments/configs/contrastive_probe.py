@@ -36,7 +36,7 @@ def get_config(arg: str = "pretrain,infonce") -> ml_collections.ConfigDict:
     config.model.heads.contrastive = head_config("contrastive", modalities=("a", "b"),
                                                  embed_dim=16)
     config.tasks.contrastive = task_config("contrastive", loss=loss)
-    config.checkpoint.best_metric = "contrastive/loss"
+    config.checkpoint.best_metric = "validation/contrastive/loss"
     config.checkpoint.best_mode = "min"
   elif stage == "probe":
     config.model.heads.label = head_config(
@@ -52,7 +52,7 @@ def get_config(arg: str = "pretrain,infonce") -> ml_collections.ConfigDict:
   config.optimizer.learning_rate = 3e-3
   config.optimizer.warmup_steps = 50
   config.log_every_steps = 100
-  config.eval_every_steps = 500
+  config.evals.validation.every_steps = 500
   config.checkpoint_every_steps = 500
   config.checkpoint.keep_best = 1
   return config

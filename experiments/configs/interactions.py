@@ -43,7 +43,7 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   else:
     config.model.heads.label = head_config("linear", num_classes=1)
     config.tasks.label = task_config("regression", loss="mse")
-    config.checkpoint.best_metric = "label/mse"
+    config.checkpoint.best_metric = "validation/label/mse"
     config.checkpoint.best_mode = "min"
 
   config.batch_size = 128
@@ -52,7 +52,7 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   config.optimizer.learning_rate = 3e-3
   config.optimizer.warmup_steps = 50
   config.log_every_steps = 100
-  config.eval_every_steps = 500
+  config.evals.validation.every_steps = 500
   config.checkpoint_every_steps = 500
   config.checkpoint.keep_best = 1
   return config

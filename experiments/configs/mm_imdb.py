@@ -45,8 +45,8 @@ def get_config(arg: str = "gmu") -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 1e-2
   config.optimizer.weight_decay_mask = "all"   # MultiBench's torch AdamW decays every parameter
   config.log_every_steps = 100
-  config.eval_every_steps = 500
+  config.evals.validation.every_steps = 500
   config.checkpoint_every_steps = 500
-  config.checkpoint.best_metric = "genres/micro_f1"
+  config.checkpoint.best_metric = "validation/genres/micro_f1"
   config.checkpoint.keep_best = 1
   return config

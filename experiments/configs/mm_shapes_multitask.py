@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.shared_weight_decay = 1e-5
 
   config.total_steps = 1500
-  config.eval_every_steps = 500
+  config.evals.validation.every_steps = 500
   config.checkpoint_every_steps = 500
-  config.checkpoint.best_metric = "label/accuracy"
+  config.checkpoint.best_metric = "validation/label/accuracy"
   return config

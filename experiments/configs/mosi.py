@@ -49,14 +49,14 @@ def get_config(arg: str = "low_rank") -> ml_collections.ConfigDict:
   config.total_steps = 4000
   config.optimizer.learning_rate = 1e-3
   config.log_every_steps = 100
-  config.eval_every_steps = 400
+  config.evals.validation.every_steps = 400
   config.checkpoint_every_steps = 400
-  config.checkpoint.best_metric = "label/mae"
+  config.checkpoint.best_metric = "validation/label/mae"
   config.checkpoint.best_mode = "min"
   config.checkpoint.keep_best = 1
   if variant == "mult":
     config.model.heads.label = head_config("linear", num_classes=1)
     config.batch_size = 24
     config.total_steps = 2160
-    config.eval_every_steps = config.checkpoint_every_steps = 270
+    config.evals.validation.every_steps = config.checkpoint_every_steps = 270
   return config

@@ -6,6 +6,7 @@ from typing import Optional
 
 import ml_collections
 
+from mmjax import evaluators
 from mmjax.tasks.weighting import weighting_config
 
 
@@ -33,7 +34,6 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.dataset.train_split = "train"  # a split, or a tfds slice of one: 'train[:10%]'
   config.dataset.train_examples = 0     # > 0: train on the split's first N examples only
   config.dataset.cache = "memory"       # or "columns" (memory-mapped, larger than RAM), "none"
-  config.eval_splits = ("validation", "test")  # the first one drives best-checkpoint selection
 
   config.batch_size = 64                 # the global batch, over every device and process
   config.eval_batch_size = 512
@@ -70,10 +70,12 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.profile_steps = (0, 0)          # (start, stop) > 0: a jax.profiler trace of those steps
                                          #   in DIR/profile (TensorBoard's profile plugin)
-  config.eval_every_steps = 250
+  # Evaluators (mmjax/evaluators/): {key: evaluator_config(name, split=..., every_steps=...)},
+  # each logged as <key>/<metric>; every one also runs at the end of training.
+  config.evals = evaluators.metrics_evals(("validation", "test"), every_steps=250)
   config.checkpoint_every_steps = 250
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_best = 2
-  config.checkpoint.best_metric = "label/accuracy"
+  config.checkpoint.best_metric = "validation/label/accuracy"   # '<evaluator key>/<metric>'
   config.checkpoint.best_mode = "max"
   return config

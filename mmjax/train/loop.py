@@ -1,5 +1,5 @@
-"""The trainer: config -> data -> model -> devices -> state -> resume -> steps -> evals ->
-results.json.
+"""The trainer: config -> data -> model -> devices -> state -> resume -> steps (with the
+evaluators of `config.evals` at their cadence, `mmjax/evaluators/`) -> results.json.
 
 One linear function a reader follows top to bottom. Every problem in the config, the workdir or
 the data is reported in one line before anything is compiled (`mmjax/train/checks.py`); SIGTERM
@@ -11,24 +11,24 @@ together, and only process 0 writes logs and results.
 import functools
 import itertools
 import json
-import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from mmjax import analysis, data, robustness
+from mmjax import data, evaluators
 from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
 from mmjax.train import checkpoint, checks, flops, parallel, preemption
 from mmjax.train.metrics_writer import MetricsWriter
-from mmjax.train.state import evaluation_params, init_state, make_optimizer, parameter_count
-from mmjax.train.step import evaluate, task_weight_vectors
+from mmjax.evaluators.context import Context
+from mmjax.train.state import init_state, make_optimizer, parameter_count
+from mmjax.train.step import task_weight_vectors
 
 
 def _objective_from_config(config: Any):
@@ -68,13 +68,19 @@ def _initialize_from(config: Any, state: Any) -> Any:
 
 class Setup(NamedTuple):
   """What train and eval start from: a split's reader, the tasks, the driver, the train state
-  on its devices, the base key of the steps, and the check every batch read goes through."""
+  on its devices, the base key of the steps, the check every batch read goes through, and the
+  evaluators of `config.evals`."""
   readers: Mapping[str, data.ExampleReader]
   tasks: Mapping[str, Any]
   driver: parallel.Driver
   state: Any
   step_rng: jax.Array
   batch_check: checks.BatchCheck
+  evaluators: Mapping[str, Any]
+
+  def context(self, config: Any, workdir: str) -> Context:
+    """What the evaluators read of this run."""
+    return Context(config, workdir, self.readers, self.tasks, self.driver, self.batch_check)
 
 
 def train_split(config: Any) -> str:
@@ -99,7 +105,10 @@ def _setup(config: Any) -> Setup:
     if isinstance(error, UserError):
       raise
     raise ConfigError(str(error)) from error
-  splits = {train_split(config), *config.eval_splits}
+  model, tasks, weighting = _objective_from_config(config)
+  evaluators_ = evaluators.evaluators_from_config(config.evals, config, tasks)
+  evaluators.check_best_metric(config.checkpoint.best_metric, evaluators_, tasks)
+  splits = {train_split(config)}.union(*(e.splits() for e in evaluators_.values()))
   for split in sorted(splits):
     try:   # a split's name or a tfds slice of it, e.g. 'train[:1000]' (sample-efficiency sweeps)
       builder.info.splits[split]
@@ -112,7 +121,6 @@ def _setup(config: Any) -> Setup:
              for split in splits}
   example_batch = next(data.eval_batches(readers[train_split(config)],
                                          config.batch_size))
-  model, tasks, weighting = _objective_from_config(config)
   checks.check_config(config, builder, example_batch, tasks)
   batch_check = checks.BatchCheck(config, example_batch, tasks, model)
   batch_check(example_batch, f"the first batch of split {train_split(config)!r}",
@@ -139,7 +147,7 @@ def _setup(config: Any) -> Setup:
   state = jax.jit(init, out_shardings=driver.state_sharding)(init_rng, example_batch)
   if config.init_from:
     state = _initialize_from(config, state)
-  return Setup(readers, tasks, driver, state, step_rng, batch_check)
+  return Setup(readers, tasks, driver, state, step_rng, batch_check, evaluators_)
 
 
 def _local_batches(driver, batches):
@@ -147,19 +155,8 @@ def _local_batches(driver, batches):
   return (driver.put_batch(batch) for batch in batches)
 
 
-def _evaluate_splits(config, driver, tasks, state, readers, splits,
-                     batch_check) -> Dict[str, Dict[str, float]]:
-  rows = config.eval_batch_size // jax.process_count()
-  read = lambda split: batch_check.batches(data.eval_batches(
-      readers[split], config.eval_batch_size, process_index=jax.process_index(),
-      process_count=jax.process_count()), lambda i: f"batch {i} of split {split!r}", rows)
-  return {split: evaluate(driver.evaluate, state, _local_batches(driver, read(split)),
-                          tasks=tasks)
-          for split in splits}
-
-
-def _write_results(path: str, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
-  """`{"step": step, split: {metric: value}}` as JSON."""
+def write_results(path: str, step: int, results: Mapping[str, Any]) -> None:
+  """`{"step": step, key: results}` as JSON."""
   with open(path, "w") as file:
     json.dump({"step": step, **results}, file, indent=2, sort_keys=True)
 
@@ -175,18 +172,35 @@ def _is_training_term(key: str) -> bool:
           or key == "weighting/penalty")
 
 
-def _format_evaluation(metrics: Mapping[str, float]) -> str:
-  """An evaluation line: its losses, metrics and example counts only (metrics.jsonl and
-  results.json keep every term)."""
-  return _format({k: v for k, v in metrics.items() if not _is_training_term(k)})
+def _evaluation_line(results: Mapping[str, Any]) -> str:
+  """A printed evaluation line: its losses, metrics and example counts, or where a long report
+  went."""
+  shown = {k: v for k, v in evaluators.scalars(results).items() if not _is_training_term(k)}
+  return _format(shown) if len(shown) <= 24 else f"{len(shown)} values (results.json)"
 
 
-def _flatten_single_task(metrics: Dict[str, float], tasks) -> Dict[str, float]:
-  """With one classification task, its accuracy is also reported as plain `accuracy` (`loss` is
-  the total)."""
-  if len(tasks) != 1 or f"{next(iter(tasks))}/accuracy" not in metrics:
-    return metrics
-  return {**metrics, "accuracy": metrics[f"{next(iter(tasks))}/accuracy"]}
+def _evaluate(run: Setup, context: Context, state: Any, step: int, total_steps: int,
+              writer: Optional[MetricsWriter], progress: Any) -> Optional[Dict[str, Any]]:
+  """The results of the evaluators due after step `step` (None when none is), each logged as
+  `<key>/<metric>` and printed."""
+  due = evaluators.due(run.evaluators, step, total_steps)
+  if not due:
+    return None
+  results, seconds = evaluators.run_all(due, context, state)
+  for key, found in results.items():
+    if writer:
+      writer.write(step, key, {**evaluators.scalars(found), "seconds": seconds[key]})
+      progress.write(f"step {step}: {key} {_evaluation_line(found)}")
+  return {"results": results, "seconds": seconds}
+
+
+def _selection(evaluation: Optional[Mapping[str, Any]], best_metric: str) -> Optional[dict]:
+  """The metrics a checkpoint is saved with: every scalar of the evaluation (`<key>/<metric>`)
+  when it has `best_metric`, else None."""
+  if evaluation is None:
+    return None
+  found = evaluators.scalars(evaluation["results"])
+  return found if best_metric in found else None
 
 
 def _line_weights(window, tasks) -> Dict[str, float]:
@@ -265,7 +279,9 @@ def train_and_evaluate(config: Any, workdir: str, *,
   checks.prepare_workdir(workdir)
   if checkpoint.has_checkpoint(workdir):
     checks.check_resumable(workdir, config)
-  readers, tasks, driver, state, step_rng, batch_check = _setup(config)
+  run = _setup(config)
+  readers, tasks, driver, state, step_rng, batch_check, _ = run
+  context = run.context(config, workdir)
   lead = jax.process_index() == 0
   report = print if lead else (lambda *args, **kwargs: None)
   parameters = parameter_count(state.params)
@@ -312,7 +328,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
   batches = itertools.chain([first_batch], batches)
   writer = MetricsWriter(workdir, start_step) if lead else None
   stop_on_nonfinite = config.on_nonfinite == "stop"
-  window, window_start, unchecked, stopping = [], time.perf_counter(), None, None
+  window, window_start, unchecked, stopping, final = [], time.perf_counter(), None, None, None
   input_seconds, profiling = 0.0, False
   train_seconds, trained_steps = 0.0, 0
   quiet = {} if lead else {"disable": True}
@@ -364,20 +380,14 @@ def train_and_evaluate(config: Any, workdir: str, *,
             progress.set_postfix(loss=f"{logged['loss']:.4f}",
                                  samples_per_s=f"{logged['samples_per_second']:.0f}")
           window, window_start, input_seconds = [], time.perf_counter(), 0.0
-        validation = None
-        if step % config.eval_every_steps == 0 or step == config.total_steps:
-          validation = _evaluate_splits(config, driver, tasks, state, readers,
-                                        config.eval_splits[:1], batch_check)[config.eval_splits[0]]
-          if writer:
-            writer.write(step, config.eval_splits[0], validation)
-          if lead:
-            progress.write(f"step {step}: {config.eval_splits[0]} "
-                           f"{_format_evaluation(validation)}")
-        if (validation is not None or step % config.checkpoint_every_steps == 0
+        evaluation = _evaluate(run, context, state, step, config.total_steps, writer, progress)
+        if step == config.total_steps:
+          final = evaluation
+        if (evaluation is not None or step % config.checkpoint_every_steps == 0
             or step == last_step or stopping):
           if stop_on_nonfinite:
             _check_finite(*unchecked, tasks, manager.latest_step())
-          checkpoint.save(manager, state, validation)
+          checkpoint.save(manager, state, _selection(evaluation, config.checkpoint.best_metric))
         if stopping:
           break
         if not window:   # the next line's time is training only, not this step's eval or save
@@ -396,31 +406,33 @@ def train_and_evaluate(config: Any, workdir: str, *,
              f"checkpoint saved in {os.path.join(workdir, 'checkpoints')}; run the same command "
              "to resume")
     return {}
-  start = time.perf_counter()
-  results = {split: _flatten_single_task(metrics, tasks)
-             for split, metrics in _evaluate_splits(config, driver, tasks, state, readers,
-                                                    config.eval_splits, batch_check).items()}
-  eval_seconds = time.perf_counter() - start
+  if final is None:   # resumed at the end: its evaluation was not saved
+    final = {"results": {}, "seconds": {}}
+    final["results"], final["seconds"] = evaluators.run_all(run.evaluators, context, state)
+  results, seconds = final["results"], final["seconds"]
+  metric_keys = [k for k, e in run.evaluators.items() if isinstance(e, evaluators.Metrics)]
+  first_split = next(iter(run.evaluators.values())).splits()[0]
   eval_batch = driver.put_batch(next(data.eval_batches(
-      readers[config.eval_splits[0]], config.eval_batch_size, process_index=jax.process_index(),
+      readers[first_split], config.eval_batch_size, process_index=jax.process_index(),
       process_count=jax.process_count())))
   memory = jax.local_devices()[0].memory_stats()
+  metric_seconds = sum(seconds[k] for k in metric_keys)
   complexity.update(
       eval_flops_per_example=_flops(driver.evaluate.lower(state, eval_batch))
       * driver.mesh.devices.size / config.eval_batch_size,
       train_samples_per_second=(trained_steps * config.batch_size / train_seconds
                                 if train_seconds else None),
-      eval_samples_per_second=sum(m["examples"] for m in results.values()) / eval_seconds,
+      eval_samples_per_second=(sum(results[k]["examples"] for k in metric_keys) / metric_seconds
+                               if metric_seconds else None),
+      evaluator_seconds=seconds,
       peak_memory_bytes=memory.get("peak_bytes_in_use", "n/a") if memory else "n/a")
   if not lead:
     return {**results, "complexity": complexity}
-  for split, metrics in results.items():
-    writer.write(int(state.step), f"final_{split}", metrics)
   writer.close()
-  print("mmjax: final " + "; ".join(f"{split}: {_format_evaluation(metrics)}"
-                                     for split, metrics in results.items()))
+  print("mmjax: final " + "; ".join(f"{key}: {_evaluation_line(found)}"
+                                     for key, found in results.items()))
   results["complexity"] = complexity
-  _write_results(os.path.join(workdir, "results.json"), int(state.step), results)
+  write_results(os.path.join(workdir, "results.json"), int(state.step), results)
   return results
 
 
@@ -441,113 +453,3 @@ def restore_checkpoint(config: Any, workdir: str, step: Optional[int] = None) ->
     raise WorkdirError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; run `mmjax "
                        "train` with this --workdir first")
   return run._replace(state=restored)
-
-
-def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
-                        robustness: bool = False) -> Dict[str, Any]:
-  """Evaluates the checkpoint at `step` (the latest when None) on `config.eval_splits` and writes
-  `eval_results.json` beside it; with `robustness`, also the robustness curves on the last eval
-  split (`evaluate_robustness`) and their plot, `robustness.png`."""
-  readers, tasks, driver, restored, _, batch_check = restore_checkpoint(config, workdir, step)
-  results = {split: _flatten_single_task(metrics, tasks) for split, metrics in
-             _evaluate_splits(config, driver, tasks, restored, readers, config.eval_splits,
-                              batch_check).items()}
-  if robustness:
-    results["robustness"] = evaluate_robustness(config, driver, tasks, restored, readers)
-  if jax.process_index() == 0:
-    _write_results(os.path.join(workdir, "eval_results.json"), int(restored.step), results)
-    if robustness:
-      plot_robustness(results["robustness"], os.path.join(workdir, "robustness.png"))
-  return {"step": int(restored.step), **results}
-
-
-def evaluate_robustness(config: Any, driver: Any, tasks: Mapping[str, Any], state: Any,
-                        readers: Mapping[str, Any]) -> Dict[str, Any]:
-  """Each task's primary metric on the last eval split with each modality missing, and under
-  each of its perturbations at every level, with each curve's area (`mmjax/robustness.py`).
-  The split's batches are held in memory; σ and the means come from this process's rows."""
-  split = config.eval_splits[-1]
-  clean = list(data.eval_batches(readers[split], config.eval_batch_size,
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count()))
-  score = _primary_scorer(driver, tasks, state)
-  metrics = _primary_metrics(tasks)
-  report: Dict[str, Any] = {"split": split, "levels": list(robustness.LEVELS),
-                            "clean": score(clean), "missing": {}, "curves": {}, "area": {}}
-  for modality in config.model.encoders:
-    report["missing"][modality] = score([robustness.missing(b, modality) for b in clean])
-    stats = robustness.modality_stats(clean, modality)
-    kind = robustness.modality_kind(clean[0][modality])
-    report["curves"][modality], report["area"][modality] = {}, {}
-    for name in robustness.PERTURBATIONS[kind]:
-      curve = [score(robustness.perturbed(clean, modality, name, level, config.seed, stats))
-               for level in robustness.LEVELS]
-      report["curves"][modality][name] = {m: [point[m] for point in curve] for m in metrics}
-      report["area"][modality][name] = {m: robustness.area(robustness.LEVELS,
-                                                           report["curves"][modality][name][m])
-                                        for m in metrics}
-  return report
-
-
-def _primary_metrics(tasks: Mapping[str, Any]) -> List[str]:
-  return [f"{name}/{task.primary_metric}" for name, task in tasks.items()]
-
-
-def _primary_scorer(driver: Any, tasks: Mapping[str, Any], state: Any):
-  """`batches -> {"<task>/<primary metric>": value}` for host batches of this process's rows."""
-  metrics = _primary_metrics(tasks)
-  return lambda batches: (lambda found: {m: found[m] for m in metrics})(evaluate(
-      driver.evaluate, state, _local_batches(driver, batches), tasks))
-
-
-def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
-                       examples: int = 2000, reference_size: Optional[int] = None
-                       ) -> Dict[str, Any]:
-  """EMAP and per-modality ablation (`mmjax/analysis.py`) of the checkpoint at `step` (the latest
-  when None) on the first `examples` examples of the last eval split (rounded up to whole eval
-  batches), into `analysis.json`.
-  One process: the combinations are decoded outside the drivers."""
-  if jax.process_count() > 1:
-    raise ConfigError("mmjax analyze runs in one process; run it without --distributed")
-  readers, tasks, driver, state, _, _ = restore_checkpoint(config, workdir, step)
-  split = config.eval_splits[-1]
-  batches = list(itertools.islice(data.eval_batches(readers[split], config.eval_batch_size),
-                                  math.ceil(examples / config.eval_batch_size)))
-  params = evaluation_params(state)
-  modalities = list(config.model.encoders)
-  score = _primary_scorer(driver, tasks, state)
-  report = {"split": split, "step": int(state.step),
-            "emap": analysis.emap_report(state.apply_fn, params, batches, modalities, tasks,
-                                         reference_size=reference_size, seed=config.seed),
-            "ablation": analysis.ablations(score, batches, modalities),
-            "clean": score(batches)}
-  with open(os.path.join(workdir, "analysis.json"), "w") as file:
-    json.dump(report, file, indent=2, sort_keys=True)
-  return report
-
-
-def plot_robustness(report: Mapping[str, Any], path: str) -> None:
-  """One panel per modality: the first task's primary metric against the level, one line per
-  perturbation, the modality-missing value dashed."""
-  try:
-    import matplotlib   # the `bench` extra
-  except ImportError:
-    print("mmjax: matplotlib is not installed (pip install -e '.[bench]'): no robustness.png")
-    return
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-  modalities = list(report["curves"])
-  metric = robustness.headline_metric(report)
-  figure, axes = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 3.5),
-                              squeeze=False)
-  for axis, modality in zip(axes[0], modalities):
-    for name, curve in report["curves"][modality].items():
-      axis.plot(report["levels"], curve[metric], marker="o",
-                label=f"{name} (area {report['area'][modality][name][metric]:.3f})")
-    axis.axhline(report["missing"][modality][metric], linestyle="--", color="grey",
-                 label="missing")
-    axis.set(title=modality, xlabel="level", ylabel=metric)
-    axis.legend(fontsize=7)
-  figure.tight_layout()
-  figure.savefig(path, dpi=120)
-  plt.close(figure)

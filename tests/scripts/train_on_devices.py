@@ -37,7 +37,7 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contr
   config.model.encoders.image = encoder_config("conv_pool", channels=8)
   config.batch_size, config.eval_batch_size = 32, 400
   config.total_steps, config.optimizer.warmup_steps = steps, 2
-  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
+  config.log_every_steps = config.evals.validation.every_steps = config.checkpoint_every_steps = steps
   config.parallel.driver, config.parallel.num_devices, config.parallel.fsdp = driver, devices, fsdp
   config.grad_accum_steps = grad_accum_steps
   if contrastive:

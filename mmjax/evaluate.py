@@ -1,0 +1,66 @@
+"""`mmjax eval` and `mmjax analyze`: the evaluators of `config.evals` (`mmjax/evaluators/`) on a
+saved checkpoint.
+
+`evaluate_checkpoint` runs every configured evaluator (with `robustness`, also a `robustness`
+evaluator on `evaluators.report_split` when none is configured) and writes
+`eval_results.json` beside the checkpoints; `analyze_checkpoint` runs the `interactions`
+evaluators (a default one on `evaluators.report_split` when none is configured) and writes
+`analysis.json`. Both files are `{"step": N, key: results}`."""
+import copy
+import os
+from typing import Any, Dict, Optional
+
+import jax
+
+from mmjax import evaluators
+from mmjax.train import loop
+
+
+def _with_evaluator(config: Any, key: str, name: str, **fields: Any) -> Any:
+  """A copy of `config` with `config.evals[key] = evaluator_config(name, **fields)`."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.evals[key] = evaluators.evaluator_config(name, **fields)
+  return config
+
+
+def _run(config: Any, workdir: str, step: Optional[int], keys, file_name: str
+         ) -> Dict[str, Any]:
+  """The results of the evaluators `keys` of `config.evals` (all when None) on the checkpoint at
+  `step` (the latest when None), written to `workdir/file_name` by process 0."""
+  run = loop.restore_checkpoint(config, workdir, step)
+  chosen = {k: e for k, e in run.evaluators.items() if keys is None or k in keys}
+  results, _ = evaluators.run_all(chosen, run.context(config, workdir), run.state)
+  report = {"step": int(run.state.step), **results}
+  if jax.process_index() == 0:
+    loop.write_results(os.path.join(workdir, file_name), report["step"], results)
+  return report
+
+
+def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
+                        robustness: bool = False) -> Dict[str, Any]:
+  """`{"step", key: results}` of every evaluator (module docstring), also in eval_results.json."""
+  if robustness and not any(spec.name == "robustness" for spec in config.evals.values()):
+    config = _with_evaluator(config, "robustness", "robustness",
+                             split=evaluators.report_split(config.evals))
+  return _run(config, workdir, step, None, "eval_results.json")
+
+
+def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
+                       examples: Optional[int] = None, reference_size: Optional[int] = None
+                       ) -> Dict[str, Any]:
+  """`{"step", key: report}` of the interactions evaluators, `examples` and `reference_size`
+  overriding theirs where given, also in analysis.json."""
+  keys = [key for key, spec in config.evals.items() if spec.name == "interactions"]
+  if not keys:
+    config, keys = _with_evaluator(config, "interactions", "interactions",
+                                   split=evaluators.report_split(config.evals)), ["interactions"]
+  overrides = {name: value for name, value in (("examples", examples),
+                                               ("reference_size", reference_size))
+               if value is not None}
+  if overrides:
+    config = copy.deepcopy(config)
+    with config.unlocked():
+      for key in keys:
+        config.evals[key].update(overrides)
+  return _run(config, workdir, step, keys, "analysis.json")
