@@ -50,7 +50,6 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from mmjax.data import mm_shapes  # noqa: E402
 from mmjax.model import model_from_config  # noqa: E402
@@ -67,21 +66,11 @@ jax.monitoring.register_event_duration_secs_listener(
     if event == "/jax/core/compile/backend_compile_duration" else None)
 
 
-def random_batch(batch_size: int) -> dict:
-  """A batch of `mm_shapes`' shapes: tokens (B, 12), masks, images (B, 32, 32, 3), labels."""
-  rng = np.random.default_rng(0)
-  lengths = rng.integers(1, mm_shapes.MAX_TEXT_LENGTH + 1, batch_size)
-  return {"text": rng.integers(2, 30, (batch_size, mm_shapes.MAX_TEXT_LENGTH)).astype(np.int32),
-          "text_mask": np.arange(mm_shapes.MAX_TEXT_LENGTH) < lengths[:, None],
-          "image": rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32),
-          "label": rng.integers(0, mm_shapes.NUM_CLASSES, batch_size).astype(np.int32)}
-
-
 def run_case(config, batch_size: int, steps: int, warmup: int) -> dict:
   """Median step time of `config` under its driver; compilations after the first step."""
   model = model_from_config(config.model)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-  batch = random_batch(batch_size)
+  batch = mm_shapes.random_batch(batch_size)
   init = lambda rng: init_state(model, tx, rng, batch)
   driver = parallel.make_driver(config.parallel, jax.eval_shape(init, jax.random.key(0)),
                                 tasks=tasks_from_config(config.tasks), schedule=schedule)

@@ -54,7 +54,10 @@ _EXAMPLES = flags.DEFINE_integer(
 _OUT = flags.DEFINE_string("out", None, "export: the folder for model.stablehlo and model.json "
                            "(default: WORKDIR/export); predict: the file, .jsonl or .csv "
                            "(default: WORKDIR/predictions_SPLIT.jsonl).")
-_SPLIT = flags.DEFINE_string("split", None, "predict: the split (default: the last eval split).")
+_SPLIT = flags.DEFINE_string("split", None, "predict: the split (default: 'test' where an "
+                             "evaluator reads it).")
+_INPUT = flags.DEFINE_string("input", None, "predict: a CSV or JSONL table of new inputs in the "
+                             "multimodal_folder format, instead of a split.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "predict: how many most probable classes to list.")
 _LIST = flags.DEFINE_bool("list", False, "sweep: print each cell's index K, whether it is done, "
                           "and its name; train nothing.")
@@ -83,7 +86,7 @@ COMMAND_HELP = {
     "predict": ("write each example's predictions of a checkpoint on a split (JSONL or CSV)",
                 "mmjax predict --config experiments/configs/seed_text_image.py --workdir runs/seed "
                 "--split test --out runs/seed/predictions.jsonl",
-                ("step", "split", "out", "top_k") + _RUN_FLAGS),
+                ("step", "split", "input", "out", "top_k") + _RUN_FLAGS),
     "export": ("write a checkpoint's inference function as StableHLO with a symbolic batch "
                "(mmjax.load_exported runs it)",
                "mmjax export --config experiments/configs/seed_text_image.py --workdir runs/seed "
@@ -215,7 +218,8 @@ def main(argv):
       _sweep(_CONFIG.value, _WORKDIR.value)
     elif argv[1] == "predict":
       written = predict.predict_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
-                                           _SPLIT.value, _OUT.value, _TOP_K.value)
+                                           _SPLIT.value, _OUT.value, _TOP_K.value,
+                                           _INPUT.value)
       print(f"mmjax: predictions in {written}")
     elif argv[1] == "export":
       written = export.export_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, _OUT.value)

@@ -1,9 +1,13 @@
 """Per-example predictions of a checkpoint on a split, for error analysis.
 
-`mmjax predict --config ... --workdir DIR [--step N] [--split test] [--out FILE]` writes one
-record per real example of the split (padding rows of the last batch left out), in the split's
-order, to `FILE` (default `DIR/predictions_<split>.jsonl`; a name ending in `.csv` writes CSV, a
-column per field, lists as JSON):
+`mmjax predict --config ... --workdir DIR [--step N] [--split test | --input TABLE] [--out FILE]`
+writes one record per real example of the split (padding rows of the last batch left out), in
+the split's order, to `FILE` (default `DIR/predictions_<split>.jsonl`; a name ending in `.csv`
+writes CSV, a column per field, lists as JSON). `--input TABLE` predicts instead on new inputs of
+a run trained on `multimodal_folder`: a CSV or JSONL table in the format of its training tables
+(media paths relative to the table; label columns optional), preprocessed as the dataset was
+(its image size, text length and training vocabulary, audio statistics, classes), one record per
+row in order (default `DIR/predictions_<table name>.jsonl`):
 
     {"index": i, "<task>": {...}, ...}
 
@@ -59,10 +63,37 @@ def _record(task: Any, prediction: Any, batch: Mapping[str, np.ndarray], row: in
   return record
 
 
+def _padded_batches(batch: Mapping[str, np.ndarray], size: int):
+  """`batch` (new inputs, N rows) in batches of `size`, the last padded with copies of its first
+  row of `weight` 0, as `data.eval_batches` pads a split."""
+  count = len(next(iter(batch.values())))
+  for start in range(0, count, size):
+    rows = np.arange(start, min(start + size, count))
+    padded = np.concatenate([rows, np.repeat(rows[:1], size - len(rows))])
+    yield {**{key: np.asarray(value)[padded] for key, value in batch.items()},
+           "weight": (np.arange(size) < len(rows)).astype(np.float32)}
+
+
+def new_inputs(config: Any, reader: Any, path: str) -> Dict[str, np.ndarray]:
+  """The table at `path` as a model batch, preprocessed as the run's `multimodal_folder` dataset
+  (`multimodal_folder.encode_table`); a ConfigError for another dataset or a bad table."""
+  from mmjax.data import multimodal_folder
+  if config.dataset.name != "multimodal_folder":
+    raise ConfigError(f"--input reads a table in the multimodal_folder format, but this run's "
+                      f"dataset is {config.dataset.name!r}; predict on one of its splits with "
+                      "--split")
+  try:
+    return multimodal_folder.encode_table(path, reader.builder.builder_config,
+                                          reader.builder.info.metadata)
+  except ValueError as error:
+    raise ConfigError(f"--input {path}: {error}") from error
+
+
 def predict_records(config: Any, workdir: str, step: Optional[int] = None,
-                    split: Optional[str] = None, top_k: int = 5) -> List[Dict[str, Any]]:
-  """The records of the checkpoint at `step` (the latest when None) on `split` (the last eval
-  split when None)."""
+                    split: Optional[str] = None, top_k: int = 5,
+                    inputs: Optional[str] = None) -> List[Dict[str, Any]]:
+  """The records of the checkpoint at `step` (the latest when None) on `split`
+  (`evaluators.report_split` when None), or on the new inputs of the table `inputs`."""
   from mmjax import data   # the trainer and the datasets, imported when predicting
   from mmjax.train import loop
   if jax.process_count() > 1:
@@ -80,8 +111,11 @@ def predict_records(config: Any, workdir: str, step: Optional[int] = None,
   def predict(params, batch):
     return task_predictions(state.apply_fn({"params": params}, batch, train=False), tasks)
 
+  batches = (data.eval_batches(readers[split], config.eval_batch_size) if inputs is None else
+             _padded_batches(new_inputs(config, readers[loop.train_split(config)], inputs),
+                             config.eval_batch_size))
   records, index = [], 0
-  for batch in data.eval_batches(readers[split], config.eval_batch_size):
+  for batch in batches:
     found = jax.device_get(predict(params, driver.put_batch(batch)))
     for row in np.flatnonzero(batch["weight"] > 0):
       records.append({"index": index, **{name: _record(task, found[name], batch, row, top_k)
@@ -117,8 +151,13 @@ def write_predictions(records: List[Mapping[str, Any]], path: str) -> str:
 
 def predict_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
                        split: Optional[str] = None, path: Optional[str] = None,
-                       top_k: int = 5) -> str:
+                       top_k: int = 5, inputs: Optional[str] = None) -> str:
   """Writes the predictions file (module docstring); returns its path."""
+  if inputs is not None and split is not None:
+    raise ConfigError("--split and --input are exclusive: predict on a split of the run's "
+                      "dataset or on new inputs")
   split = split or evaluators.report_split(config.evals)
-  records = predict_records(config, workdir, step, split, top_k)
-  return write_predictions(records, path or os.path.join(workdir, f"predictions_{split}.jsonl"))
+  records = predict_records(config, workdir, step, split, top_k, inputs)
+  name = (split if inputs is None
+          else os.path.splitext(os.path.basename(inputs))[0])
+  return write_predictions(records, path or os.path.join(workdir, f"predictions_{name}.jsonl"))

@@ -4,6 +4,9 @@ independent ridge regression."""
 import dataclasses
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -232,3 +235,63 @@ def test_the_linear_probe_fits_the_train_subset_and_scores_the_split(trained):
   assert results["linear_probe"]["examples"] == 1000
   assert results["linear_probe"]["train_examples"] == 700
   assert results["linear_probe"]["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-3)
+
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts",
+                      "evaluate_on_devices.py")
+
+
+def _reported(output):
+  return json.loads(output.strip().splitlines()[-1])
+
+
+def _assert_same_evaluation(found, expected):
+  """Retrieval and example counts exactly; the probe and metrics to float32 summation order."""
+  assert found["retrieval"] == expected["retrieval"]
+  assert found["linear_probe"]["examples"] == expected["linear_probe"]["examples"]
+  assert found["linear_probe"]["accuracy"] == pytest.approx(expected["linear_probe"]["accuracy"],
+                                                            abs=2e-3)
+  for key, value in expected["metrics"].items():
+    assert found["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("driver", ["jit", "pmap"])
+def test_evaluators_on_8_devices_equal_those_on_one(trained, data_dir, driver):
+  """Whole-split retrieval, the probe and the metrics of the checkpoint on 8 CPU devices (75
+  rows of each eval batch per device, the padding on the last ones) equal one device's."""
+  config, workdir, results = trained
+  output = subprocess.run([sys.executable, SCRIPT, data_dir, workdir, driver],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ,
+                               "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert output.returncode == 0, output.stderr[-3000:]
+  found = _reported(output.stdout)
+  assert found["devices"] == 8
+  _assert_same_evaluation(found, results)
+
+
+def test_evaluators_in_two_processes_equal_those_of_one(trained, data_dir):
+  """2 processes × 2 CPU devices (gloo): each reads its rows of every eval batch, the
+  embeddings and features are gathered from both, and both processes report one process's
+  numbers."""
+  config, workdir, results = trained
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    coordinator = f"127.0.0.1:{probe.getsockname()[1]}"
+  processes = [subprocess.Popen([sys.executable, SCRIPT, data_dir, workdir, "jit", str(index),
+                                 "2", coordinator], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "TQDM_DISABLE": "1"}) for index in range(2)]
+  try:
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output[-3000:]
+  reports = [_reported(output) for output in outputs]
+  assert reports[0]["devices"] == 4
+  for found in reports:
+    _assert_same_evaluation(found, results)

@@ -11,8 +11,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mmjax import data
+from mmjax import data, predict
 from mmjax.data import audio, multimodal_folder
+from mmjax.errors import ConfigError
 from mmjax.model import encoder_config, fusion_config, head_config
 from mmjax.tasks import task_config
 from mmjax.train import loop
@@ -310,3 +311,24 @@ def test_trainer_runs_two_steps_on_a_folder(csv_builder, csv_folder, tfds_dir, t
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert set(results) == {"validation", "test", "complexity"}
   assert np.isfinite(results["test"]["score/mae"]) and 0 <= results["test"]["animal/accuracy"] <= 1
+  # New inputs in the training tables' format, in another folder, one row without its labels:
+  # the predictions equal those on the test split's same rows, labels only where given.
+  new = tmp_path / "new"
+  write_media(new)
+  first, second = rows_of_the_test_table()
+  write_table(new / "new.jsonl", [{k: first[k] for k in ("image", "audio", "text")}, second])
+  on_inputs = predict.predict_records(config, str(tmp_path), inputs=str(new / "new.jsonl"))
+  on_split = predict.predict_records(config, str(tmp_path), split="test")
+  assert [r["index"] for r in on_inputs] == [0, 1]
+  for found, expected in zip(on_inputs, on_split):
+    for task in ("animal", "score", "tags"):
+      values = {k: v for k, v in expected[task].items() if k != "label"}
+      for key, value in values.items():
+        np.testing.assert_allclose(found[task][key], value, rtol=1e-6, err_msg=f"{task}/{key}")
+  assert all("label" not in on_inputs[0][task] for task in ("animal", "score", "tags"))
+  assert on_inputs[1]["animal"]["label"] == on_split[1]["animal"]["label"]
+  assert "label" not in on_inputs[1]["tags"]       # its tags cell is empty
+  written = predict.predict_checkpoint(config, str(tmp_path), inputs=str(new / "new.jsonl"))
+  assert written == str(tmp_path / "predictions_new.jsonl")
+  with pytest.raises(ConfigError, match="--input .*nothing.csv: cannot read it"):
+    predict.predict_records(config, str(tmp_path), inputs=str(new / "nothing.csv"))

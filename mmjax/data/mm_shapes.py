@@ -209,3 +209,15 @@ def model_inputs(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
       "size_mask": batch["size_labelled"].astype(bool),
       "shapes_present": batch["shapes_present"].astype(np.float32),
   }
+
+
+def random_batch(batch_size: int, seed: int = 0) -> Dict[str, np.ndarray]:
+  """A model batch shaped as `model_inputs` makes of mm_shapes with random content (the label
+  only): tokens (B, 12) of random lengths with their mask, images (B, 32, 32, 3) in [0, 1],
+  labels; for benchmarks and device checks that need no dataset."""
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, MAX_TEXT_LENGTH + 1, batch_size)
+  return {"text": rng.integers(2, 30, (batch_size, MAX_TEXT_LENGTH)).astype(np.int32),
+          "text_mask": np.arange(MAX_TEXT_LENGTH) < lengths[:, None],
+          "image": rng.uniform(size=(batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32),
+          "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)}

@@ -539,25 +539,13 @@ class MultimodalFolder(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(path, rows, word_ids, metadata)
             for split, rows in folder.splits.items()}
 
-  def _spectrogram(self, folder: str, row: Row, rate: Optional[int]) -> Tuple[np.ndarray, int]:
-    """`(log spectrogram, sample rate)` of `row`'s audio, which must be at `rate` when given."""
-    path = media_path(folder, row, "audio")
-    try:
-      spectrogram, found = load_spectrogram(path, self.builder_config.audio_duration)
-    except _MEDIA_ERRORS as error:
-      raise ValueError(f"{row.where}: cannot read audio file {path} ({error})") from None
-    if rate is not None and found != rate:
-      raise ValueError(f"{row.where}: {path} is sampled at {found} Hz but the first training "
-                       f"recording at {rate} Hz; resample every recording to one rate")
-    return spectrogram, found
-
   def _audio_statistics(self, folder: str, rows: Sequence[Row]) -> Dict[str, float]:
     """The mean and std of every value of the TRAINING split's spectrograms (accumulated in
     float64), and the training recordings' one sample rate."""
     count = total = square = 0.0
     rate = None
     for row in rows:
-      spectrogram, rate = self._spectrogram(folder, row, rate)
+      spectrogram, rate = _spectrogram(folder, row, self.builder_config.audio_duration, rate)
       values = spectrogram.astype(np.float64)
       count, total, square = count + values.size, total + values.sum(), square + (values ** 2).sum()
     mean = float(total / count)
@@ -566,26 +554,78 @@ class MultimodalFolder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, folder: str, rows: Sequence[Row], word_ids: Mapping[str, int],
                          metadata: Mapping[str, Any]) -> Iterator[Tuple[int, Dict[str, Any]]]:
-    config = self.builder_config
     for index, row in enumerate(rows):
-      example = {}
-      if "image" in config.modalities:
-        path = media_path(folder, row, "image")
-        try:
-          example["image"] = load_image(path, config.image_size)
-        except _MEDIA_ERRORS as error:
-          raise ValueError(f"{row.where}: cannot read image file {path} ({error})") from None
-      if "text" in config.modalities:
-        example["text"] = encode_text(_text(row), word_ids, config.max_text_length)
-      if "audio" in config.modalities:
-        spectrogram, _ = self._spectrogram(folder, row, metadata["audio_sample_rate"])
-        example["audio"] = ((spectrogram - metadata["audio_mean"])
-                            / metadata["audio_std"]).astype(np.float32).reshape(AUDIO_SHAPE)
-      for label in config.labels:
-        example[label.name], labelled = label.encode(row.values.get(label.name), row.where)
-        if label.maskable:
-          example[f"{label.name}_labelled"] = labelled
-      yield index, example
+      yield index, encode_row(folder, row, self.builder_config, word_ids, metadata)
+
+
+def _spectrogram(folder: str, row: Row, duration: float,
+                 rate: Optional[int]) -> Tuple[np.ndarray, int]:
+  """`(log spectrogram, sample rate)` of `row`'s audio, which must be at `rate` when given."""
+  path = media_path(folder, row, "audio")
+  try:
+    spectrogram, found = load_spectrogram(path, duration)
+  except _MEDIA_ERRORS as error:
+    raise ValueError(f"{row.where}: cannot read audio file {path} ({error})") from None
+  if rate is not None and found != rate:
+    raise ValueError(f"{row.where}: {path} is sampled at {found} Hz but the first training "
+                     f"recording at {rate} Hz; resample every recording to one rate")
+  return spectrogram, found
+
+
+def encode_row(folder: str, row: Row, config: MultimodalFolderConfig,
+               word_ids: Mapping[str, int], metadata: Mapping[str, Any], *,
+               flag_every_label: bool = False) -> Dict[str, Any]:
+  """One stored example of `row` (media paths relative to `folder`), as the dataset stores it;
+  with `flag_every_label` (new inputs, whose label cells may be empty) every label gets its
+  `<label>_labelled` flag, not only the maskable ones."""
+  example = {}
+  if "image" in config.modalities:
+    path = media_path(folder, row, "image")
+    try:
+      example["image"] = load_image(path, config.image_size)
+    except _MEDIA_ERRORS as error:
+      raise ValueError(f"{row.where}: cannot read image file {path} ({error})") from None
+  if "text" in config.modalities:
+    example["text"] = encode_text(_text(row), word_ids, config.max_text_length)
+  if "audio" in config.modalities:
+    spectrogram, _ = _spectrogram(folder, row, config.audio_duration,
+                                  metadata["audio_sample_rate"])
+    example["audio"] = ((spectrogram - metadata["audio_mean"])
+                        / metadata["audio_std"]).astype(np.float32).reshape(AUDIO_SHAPE)
+  for label in config.labels:
+    example[label.name], labelled = label.encode(row.values.get(label.name), row.where)
+    if label.maskable or flag_every_label:
+      example[f"{label.name}_labelled"] = labelled
+  return example
+
+
+def read_table(path: str) -> List[Row]:
+  """The rows of a CSV or JSONL table (by its extension)."""
+  if not path.endswith((".csv", ".jsonl")):
+    raise ValueError(f"{path}: a table is a .csv or .jsonl file")
+  read = _read_csv if path.endswith(".csv") else _read_jsonl
+  try:
+    return read(path, os.path.basename(path))[1]
+  except (OSError, UnicodeDecodeError, csv.Error) as error:
+    raise ValueError(f"{path}: cannot read it ({error})") from None
+
+
+def encode_table(path: str, config: MultimodalFolderConfig,
+                 metadata: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+  """New inputs for a model trained on a `multimodal_folder` dataset: the rows of the table at
+  `path` (the format of the training tables; media paths relative to its folder; label columns
+  optional, an empty or absent cell unlabelled), preprocessed as the dataset was (its image size,
+  text length and training vocabulary, audio statistics and classes), as a model batch
+  (`model_inputs`), every label with its `<label>_mask`."""
+  rows = read_table(path)
+  if not rows:
+    raise ValueError(f"{path} has no rows")
+  word_ids = {word: i for i, word in enumerate(metadata.get("vocabulary", ()))}
+  folder = os.path.dirname(os.path.abspath(path))
+  examples = [encode_row(folder, row, config, word_ids, metadata, flag_every_label=True)
+              for row in rows]
+  return model_inputs({key: np.stack([np.asarray(e[key]) for e in examples])
+                       for key in examples[0]})
 
 
 def model_inputs(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

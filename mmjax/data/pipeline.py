@@ -205,6 +205,7 @@ class ExampleReader:
     self._shards = builder.info.splits[split].file_instructions
     self._check_shards()
     self._source = builder.as_data_source(split=split)
+    self.builder = builder
     self._model_inputs = DATASETS[builder.name].model_inputs
     self._arrays = None
     if cache == "memory":
