@@ -113,7 +113,7 @@ def overview() -> str:
   for command, (purpose, example, _) in COMMAND_HELP.items():
     lines += [f"  {command:8} {purpose}", f"           e.g. {example}"]
   lines += ["", "mmjax COMMAND --help lists a command's flags; any config field can be set with "
-            "--config.FIELD=VALUE (README: Training and evaluation)."]
+            "--config.FIELD=VALUE (docs/configs_and_cli.md)."]
   return "\n".join(lines)
 
 

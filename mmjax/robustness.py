@@ -13,7 +13,7 @@ Each modality gets the perturbations that fit its array, at levels 0.0, 0.2, ...
 | features `(B, D)` or `(B, T, D)` float | `gaussian_noise` | + N(0, (ℓ·σ)²) per feature, σ its std |
 
 plus `missing`: the modality zeroed and masked out (`<m>_mask` all False, so every encoder returns
-zeros and fusions that read masks know it is absent: the absent-modality rule of the README). σ
+zeros and fusions that read masks know it is absent: the absent-modality rule of docs/models_and_fusions.md). σ
 and the mean are the clean evaluation split's, over its real positions only (one pass before
 perturbing; padding steps of a sequence, padding examples and absent examples count nowhere, and
 noise is added at real positions only). Audio spectrograms are perturbed as images (noise in the

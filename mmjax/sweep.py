@@ -345,7 +345,7 @@ def _robustness_table(summary: Sequence[Mapping[str, Any]]) -> str:
   lines = ["| method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
   lines += [f"| {record['method']} | " + " | ".join(cell(record, c) for c in columns) + " |"
             for record in summary]
-  return ("\nRobustness on the last eval split, mean over seeds: the first task's (by name) "
+  return ("\nRobustness on the test split (`evaluators.report_split`), mean over seeds: the first task's (by name) "
           "primary metric with each modality missing, and the area under each perturbation's "
           "curve (levels 0 to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n"
           + "\n".join(lines) + "\n")

@@ -6,7 +6,7 @@ projections averaged), `tensor` (TFN) or `low_rank` (LMF). Add `,multibench` to 
 released `avmnist` folder instead of building the dataset from MNIST + FSDD (`av_mnist/sources`):
 
     mmjax train --config experiments/configs/av_mnist.py:low_rank --workdir runs/avmnist_lmf \
-        --config.dataset.manual_dir=PATH   # holding mnist/ and fsdd/recordings/ (see the README)
+        --config.dataset.manual_dir=PATH   # holding mnist/ and fsdd/recordings/ (see docs/data.md)
 
 Encoders as MultiBench's AV-MNIST examples: image LeNet(1, 6, 3) -> 48 features, audio
 LeNet(1, 6, 5) -> 192 (GroupNorm in place of BatchNorm); head MLP(·, 100, 10). Adam in place of

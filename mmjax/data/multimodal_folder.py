@@ -6,9 +6,9 @@ Folder layout (the tfds `manual_dir`, `--config.dataset.manual_dir=DIR`):
     DIR/validation.csv   optional, same format; without it, validation is the LAST 10% of the
                          train rows (rounded down, at least one), in file order, so it is the same
                          on every run, and train is the rows before them
-    DIR/test.csv         optional, same format; without it there is no test split, and the
-                         trainer's `config.eval_splits` must then leave 'test' out, e.g.
-                         `("validation",)`
+    DIR/test.csv         optional, same format; without it there is no test split, and no
+                         evaluator of `config.evals` may read 'test', e.g.
+                         `config.evals = evaluators.metrics_evals(("validation",), 250)`
     DIR/...              the image and audio files the rows name, by paths relative to DIR
 
 A CSV file has a header row of column names; a JSONL file holds one JSON object per line, its

@@ -87,7 +87,8 @@ def check_best_metric(best_metric: str, evaluators: Mapping[str, Any],
   key, _, metric = best_metric.partition("/")
   where = f"config.checkpoint.best_metric={best_metric!r}"
   if key not in evaluators or not metric:
-    example = next((k for k, e in evaluators.items() if isinstance(e, Metrics)), "validation")
+    metric_keys = [k for k, e in evaluators.items() if isinstance(e, Metrics)]
+    example = "validation" if "validation" in metric_keys or not metric_keys else metric_keys[0]
     raise ConfigError(f"{where}: use '<evaluator>/<metric>' with an evaluator of config.evals "
                       f"({', '.join(evaluators)}), e.g. '{example}/{next(iter(tasks), 'label')}/"
                       "accuracy'")

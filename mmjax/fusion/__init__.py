@@ -4,7 +4,7 @@
 True = real token) for the sequence fusions mult and mbt. Modalities are always combined in sorted
 key order. Every module outputs a representation `(B, D_out)` that the model's heads map on, and
 declares its properties in `info` (`mmjax/fusion/info.py`). To add a fusion: one file, and one
-import and entry here (README, "Adding a fusion").
+import and entry here (docs/models_and_fusions.md, "Adding a fusion").
 """
 from mmjax.fusion.attention import AttentionFusion
 from mmjax.fusion.concat import ConcatFusion
