@@ -4,7 +4,6 @@ independent ridge regression."""
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,20 +11,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mmjax import data, evaluate, evaluators, registry
+from mmjax import evaluate, evaluators, registry
 from mmjax.errors import ConfigError
 from mmjax.evaluators import linear_probe, retrieval
 from mmjax.train import loop
 from mmjax.train.state import evaluation_params
 
 from config_helpers import every_evaluator_config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("tfds"))
-  data.prepare("mm_shapes", directory)
-  return directory
+from process_helpers import finish, free_port
 
 
 @pytest.fixture(scope="module")
@@ -275,23 +268,12 @@ def test_evaluators_in_two_processes_equal_those_of_one(trained, data_dir):
   embeddings and features are gathered from both, and both processes report one process's
   numbers."""
   config, workdir, results = trained
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    coordinator = f"127.0.0.1:{probe.getsockname()[1]}"
+  coordinator = f"127.0.0.1:{free_port()}"
   processes = [subprocess.Popen([sys.executable, SCRIPT, data_dir, workdir, "jit", str(index),
                                  "2", coordinator], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "TQDM_DISABLE": "1"}) for index in range(2)]
-  try:
-    outputs = [process.communicate(timeout=600)[0] for process in processes]
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        process.kill()
-        process.wait()
-  for process, output in zip(processes, outputs):
-    assert process.returncode == 0, output[-3000:]
-  reports = [_reported(output) for output in outputs]
+  reports = [_reported(output) for output in finish(processes, timeout=600)]
   assert reports[0]["devices"] == 4
   for found in reports:
     _assert_same_evaluation(found, results)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, SCRIPTS)
 from train_on_devices import final_params, multiprocess_config  # noqa: E402
 
 from config_helpers import SEED_CONFIG  # noqa: E402
+from process_helpers import finish, free_port  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -128,12 +128,6 @@ def test_a_batch_that_does_not_split_over_the_devices_is_one_line():
                             "devices; use a multiple of 8")
 
 
-def free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    return probe.getsockname()[1]
-
-
 def start_processes(data_dir, workdir, total_steps, count=2):
   """Starts `count` processes of one job on localhost."""
   coordinator = f"127.0.0.1:{free_port()}"
@@ -142,21 +136,6 @@ def start_processes(data_dir, workdir, total_steps, count=2):
        coordinator, data_dir, workdir, str(total_steps)],
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env={**os.environ, "TQDM_DISABLE": "1"}) for index in range(count)]
-
-
-def finish(processes, timeout=300):
-  """Every process's output once all have exited with code 0; kills every one of them if any
-  fails or the timeout passes, so that a stuck collective cannot hang the suite."""
-  try:
-    outputs = [process.communicate(timeout=timeout)[0] for process in processes]
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        process.kill()
-        process.wait()
-  for process, output in zip(processes, outputs):
-    assert process.returncode == 0, output[-3000:]
-  return outputs
 
 
 def test_two_processes_preempted_by_sigterm_resume_to_the_parameters_of_one_process(data_dir,
