@@ -277,3 +277,20 @@ def test_evaluators_in_two_processes_equal_those_of_one(trained, data_dir):
   assert reports[0]["devices"] == 4
   for found in reports:
     _assert_same_evaluation(found, results)
+
+
+def test_a_run_written_before_config_evals_resumes(data_dir, tmp_path):
+  """A workdir whose stored config has the old evaluation fields (`eval_splits`,
+  `eval_every_steps`, a best_metric without an evaluator key) resumes under the new config: they
+  only chose what was evaluated."""
+  config = every_evaluator_config(data_dir, total_steps=4)
+  config.evals = ml_collections.ConfigDict({"validation": config.evals.metrics})
+  config.checkpoint.best_metric = "validation/label/accuracy"
+  loop.train_and_evaluate(config, str(tmp_path), stop_after_step=2)
+  stored = json.loads((tmp_path / "config.json").read_text())
+  del stored["evals"]
+  stored.update(eval_splits=["validation", "test"], eval_every_steps=250)
+  stored["checkpoint"]["best_metric"] = "label/accuracy"
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["validation"]["examples"] == 1000

@@ -211,7 +211,9 @@ RESUMABLE_CHANGES = ("total_steps", "log_every_steps", "evals",
                      "checkpoint_every_steps", "eval_batch_size", "init_from",
                      "on_nonfinite", "max_skipped_steps", "checkpoint.keep_best",
                      "dataset.data_dir", "dataset.manual_dir", "dataset.cache", "parallel",
-                     "profile_steps")
+                     "profile_steps", "checkpoint.best_metric",
+                     # configs written before config.evals: evaluation only
+                     "eval_splits", "eval_every_steps")
 # What `mmjax eval` compares: what makes the checkpoint's numbers mean what they meant.
 EVALUATED_FIELDS = ("model", "tasks", "task_weighting", "dataset.name", "dataset.options")
 CONFIG_FILE = "config.json"
