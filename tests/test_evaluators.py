@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -294,3 +295,19 @@ def test_a_run_written_before_config_evals_resumes(data_dir, tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(stored))
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["validation"]["examples"] == 1000
+
+
+def test_an_evaluator_run_again_compiles_nothing(trained):
+  """Evaluating every N steps compiles each evaluator's functions once per run (bug caught: a
+  fresh `jax.jit` of the gathered outputs at every evaluation)."""
+  config, workdir, _ = trained
+  run = loop.restore_checkpoint(config, workdir)
+  context = run.context(config, workdir)
+  chosen = {key: run.evaluators[key] for key in ("metrics", "retrieval", "linear_probe")}
+  first, _ = evaluators.run_all(chosen, context, run.state)
+  compiles = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, seconds, **kwargs: compiles.append(event)
+      if event == "/jax/core/compile/backend_compile_duration" else None)
+  again, _ = evaluators.run_all(chosen, context, run.state)
+  assert again == first and compiles == []

@@ -1,7 +1,8 @@
 """What every evaluator reads from the run (`Context`), and the two ways they read a split: metric
 sums through the driver's eval step (`score`), and per-example outputs gathered from every batch,
 device and process onto the host (`gather`)."""
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
+from typing import (Any, Callable, Dict, Hashable, Iterable, Iterator, List, Mapping, NamedTuple,
+                    Optional, Tuple)
 
 import jax
 import numpy as np
@@ -15,13 +16,15 @@ Batch = Dict[str, np.ndarray]
 
 class Context(NamedTuple):
   """The run an evaluator evaluates: its config, workdir (where an evaluator may write a plot),
-  the readers of its splits, its tasks, its driver and the check every batch goes through."""
+  the readers of its splits, its tasks, its driver, the check every batch goes through, and the
+  functions `gather` compiled for it (so that an evaluation every N steps compiles once)."""
   config: Any
   workdir: str
   readers: Mapping[str, data.ExampleReader]
   tasks: Mapping[str, Any]
   driver: Any
   batch_check: Any
+  compiled: Dict[Hashable, Callable]
 
 
 def local_batches(context: Context, split: str) -> Iterator[Batch]:
@@ -55,19 +58,23 @@ def primary_scorer(context: Context, state: Any) -> Callable[[Iterable[Batch]], 
 
 
 def gather(context: Context, state: Any, split: str,
-           outputs: Callable[[Any, Any, Batch], Mapping[str, jax.Array]],
+           outputs: Callable[..., Mapping[str, jax.Array]], static: Tuple[Hashable, ...] = (),
            max_examples: Optional[int] = None) -> Dict[str, np.ndarray]:
-  """`{name: (N, ...)}`: `outputs(apply_fn, params, batch)` (per-example arrays; the evaluation
-  parameters, the EMA's where kept) of the first `max_examples` real examples (all when None) of
-  `split`, with every batch's `weight` == 0 rows left out. Each global batch's outputs are
-  gathered from its devices and processes (replicated), so every process holds the same arrays,
-  in the split's order of global rows."""
+  """`{name: (N, ...)}`: `outputs(apply_fn, params, batch, *static)` (per-example arrays; the
+  evaluation parameters, the EMA's where kept) of the first `max_examples` real examples (all
+  when None) of `split`, with every batch's `weight` == 0 rows left out. Each global batch's
+  outputs are gathered from its devices and processes (replicated), so every process holds the
+  same arrays, in the split's order of global rows. `outputs` (a module-level function) and
+  `static` name the compiled function, compiled once per context."""
   driver = context.driver
   params = evaluation_params(state)
   apply_fn = state.apply_fn
-  compute = jax.jit(lambda params, batch: {**outputs(apply_fn, params, batch),
-                                           "weight": batch["weight"]},
-                    out_shardings=driver.replicated)
+  compute = context.compiled.get((outputs, static))
+  if compute is None:
+    compute = context.compiled[outputs, static] = jax.jit(
+        lambda params, batch: {**outputs(apply_fn, params, batch, *static),
+                               "weight": batch["weight"]},
+        out_shardings=driver.replicated)
   parts, count = [], 0
   for batch in local_batches(context, split):
     found = jax.device_get(compute(params, driver.put_batch(batch)))

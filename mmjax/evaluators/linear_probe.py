@@ -80,6 +80,17 @@ def _pooled(features: jnp.ndarray, mask: Optional[jnp.ndarray]) -> jnp.ndarray:
   return (features * real).sum(axis=1) / jnp.maximum(real.sum(axis=1), 1)
 
 
+def _labelled_features(apply_fn, params, batch, source: str, label_key: str):
+  """`features` (`source`: "fused" or an encoder's, pooled), `label` and `labelled` per example."""
+  if source == "fused":
+    found = apply_fn({"params": params}, batch, method="fused")
+  else:
+    found = _pooled(apply_fn({"params": params}, batch, method="encode")[source],
+                    batch.get(f"{source}_mask"))
+  labelled = batch.get(f"{label_key}_mask", jnp.ones(batch[label_key].shape[:1], bool))
+  return {"features": found, "label": batch[label_key], "labelled": labelled}
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearProbe:
   split: str = "test"
@@ -125,19 +136,9 @@ class LinearProbe:
   def _labelled(self, context: Context, state: Any, split: str, limit: Optional[int]):
     """(features, labels) of the labelled examples among `split`'s first `limit` real examples
     (all when None)."""
-    task = context.tasks[self._task(context.tasks)]
-    key, source = task.label_key, self.features
-
-    def outputs(apply_fn, params, batch):
-      if source == "fused":
-        found = apply_fn({"params": params}, batch, method="fused")
-      else:
-        found = _pooled(apply_fn({"params": params}, batch, method="encode")[source],
-                        batch.get(f"{source}_mask"))
-      labelled = batch.get(f"{key}_mask", jnp.ones(batch[key].shape[:1], bool))
-      return {"features": found, "label": batch[key], "labelled": labelled}
-
-    found = gather(context, state, split, outputs, max_examples=limit)
+    label_key = context.tasks[self._task(context.tasks)].label_key
+    found = gather(context, state, split, _labelled_features, (self.features, label_key),
+                   max_examples=limit)
     labelled = np.asarray(found["labelled"], bool)
     return found["features"][labelled], found["label"][labelled]
 

@@ -99,6 +99,11 @@ def contrastive_task(tasks: Dict[str, Any], task: Optional[str], evaluator: str)
   return task
 
 
+def _embeddings(apply_fn, params, batch, task: str) -> Dict[str, jax.Array]:
+  outputs = apply_fn({"params": params}, batch, train=False)[task]
+  return {"a": outputs["a"], "b": outputs["b"]}
+
+
 @dataclasses.dataclass(frozen=True)
 class Retrieval:
   split: str = "test"
@@ -125,10 +130,5 @@ class Retrieval:
 
   def run(self, context: Context, state: Any) -> Dict[str, float]:
     task = contrastive_task(context.tasks, self.task, "retrieval")
-
-    def embeddings(apply_fn, params, batch):
-      outputs = apply_fn({"params": params}, batch, train=False)[task]
-      return {"a": outputs["a"], "b": outputs["b"]}
-
-    found = gather(context, state, self.split, embeddings)
+    found = gather(context, state, self.split, _embeddings, (task,))
     return retrieval_metrics(found["a"], found["b"], self.ks, self.chunk)

@@ -13,7 +13,7 @@ import itertools
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from mmjax import data, evaluators
 from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
+from mmjax.evaluators.context import Context
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
 from mmjax.train import checkpoint, checks, flops, parallel, preemption
 from mmjax.train.metrics_writer import MetricsWriter
-from mmjax.evaluators.context import Context
 from mmjax.train.state import init_state, make_optimizer, parameter_count
 from mmjax.train.step import task_weight_vectors
 
@@ -80,7 +80,8 @@ class Setup(NamedTuple):
 
   def context(self, config: Any, workdir: str) -> Context:
     """What the evaluators read of this run."""
-    return Context(config, workdir, self.readers, self.tasks, self.driver, self.batch_check)
+    return Context(config, workdir, self.readers, self.tasks, self.driver, self.batch_check,
+                   compiled={})
 
 
 def train_split(config: Any) -> str:
@@ -180,9 +181,10 @@ def _evaluation_line(results: Mapping[str, Any]) -> str:
 
 
 def _evaluate(run: Setup, context: Context, state: Any, step: int, total_steps: int,
-              writer: Optional[MetricsWriter], progress: Any) -> Optional[Dict[str, Any]]:
-  """The results of the evaluators due after step `step` (None when none is), each logged as
-  `<key>/<metric>` and printed."""
+              writer: Optional[MetricsWriter], progress: Any
+              ) -> Optional[Tuple[Dict[str, Any], Dict[str, float]]]:
+  """`evaluators.run_all` of the evaluators due after step `step` (None when none is), each
+  logged as `<key>/<metric>` and printed."""
   due = evaluators.due(run.evaluators, step, total_steps)
   if not due:
     return None
@@ -191,15 +193,16 @@ def _evaluate(run: Setup, context: Context, state: Any, step: int, total_steps: 
     if writer:
       writer.write(step, key, {**evaluators.scalars(found), "seconds": seconds[key]})
       progress.write(f"step {step}: {key} {_evaluation_line(found)}")
-  return {"results": results, "seconds": seconds}
+  return results, seconds
 
 
-def _selection(evaluation: Optional[Mapping[str, Any]], best_metric: str) -> Optional[dict]:
-  """The metrics a checkpoint is saved with: every scalar of the evaluation (`<key>/<metric>`)
-  when it has `best_metric`, else None."""
+def _selection(evaluation: Optional[Tuple[Dict[str, Any], Any]],
+               best_metric: str) -> Optional[dict]:
+  """The metrics a checkpoint is saved with: every scalar of the evaluation's results
+  (`<key>/<metric>`) when they have `best_metric`, else None."""
   if evaluation is None:
     return None
-  found = evaluators.scalars(evaluation["results"])
+  found = evaluators.scalars(evaluation[0])
   return found if best_metric in found else None
 
 
@@ -406,10 +409,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
              f"checkpoint saved in {os.path.join(workdir, 'checkpoints')}; run the same command "
              "to resume")
     return {}
-  if final is None:   # resumed at the end: its evaluation was not saved
-    final = {"results": {}, "seconds": {}}
-    final["results"], final["seconds"] = evaluators.run_all(run.evaluators, context, state)
-  results, seconds = final["results"], final["seconds"]
+  # Resumed at the end, no step ran here: the final evaluation has not run yet.
+  results, seconds = final or evaluators.run_all(run.evaluators, context, state)
   metric_keys = [k for k, e in run.evaluators.items() if isinstance(e, evaluators.Metrics)]
   first_split = next(iter(run.evaluators.values())).splits()[0]
   eval_batch = driver.put_batch(next(data.eval_batches(
