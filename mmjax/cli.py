@@ -1,6 +1,7 @@
 """`mmjax train|eval|analyze|predict|export --config experiments/configs/NAME.py --workdir DIR
 [--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]` and `mmjax analyze ...
-[--step N] [--examples N] [--emap_reference N]`: `mmjax/evaluate.py`, `mmjax predict ... [--step N] [--split S] [--out FILE]`:
+[--step N] [--examples N] [--emap_reference N]`: `mmjax/evaluate.py`, `mmjax predict ... [--step N]
+[--split S | --input TABLE] [--out FILE]`:
 `mmjax/predict.py`, `mmjax export ... [--step N] [--out DIR]`: `mmjax/export.py`);
 `mmjax sweep --config experiments/sweeps/NAME.py --workdir DIR [--list | --cell K |
 --summarize]` (`mmjax/sweep.py`).

@@ -64,14 +64,13 @@ def _record(task: Any, prediction: Any, batch: Mapping[str, np.ndarray], row: in
 
 
 def _padded_batches(batch: Mapping[str, np.ndarray], size: int):
-  """`batch` (new inputs, N rows) in batches of `size`, the last padded with copies of its first
-  row of `weight` 0, as `data.eval_batches` pads a split."""
+  """`batch` (new inputs, N rows) in batches of `size`, the last padded as `data.eval_batches`
+  pads a split (`padded_rows`)."""
+  from mmjax.data.pipeline import padded_rows
   count = len(next(iter(batch.values())))
   for start in range(0, count, size):
-    rows = np.arange(start, min(start + size, count))
-    padded = np.concatenate([rows, np.repeat(rows[:1], size - len(rows))])
-    yield {**{key: np.asarray(value)[padded] for key, value in batch.items()},
-           "weight": (np.arange(size) < len(rows)).astype(np.float32)}
+    padded, weight = padded_rows(np.arange(start, min(start + size, count)), size)
+    yield {**{key: np.asarray(value)[padded] for key, value in batch.items()}, "weight": weight}
 
 
 def new_inputs(config: Any, reader: Any, path: str) -> Dict[str, np.ndarray]:
@@ -100,11 +99,10 @@ def predict_records(config: Any, workdir: str, step: Optional[int] = None,
     raise ConfigError("mmjax predict runs in one process (it writes every record itself); run "
                       "it without --distributed, on one host's devices")
   split = split or evaluators.report_split(config.evals)
-  splits = {loop.train_split(config), *(spec.split for spec in config.evals.values())}
-  if split not in splits:
-    raise ConfigError(f"--split {split!r} is not one of the run's splits {sorted(splits)}; add "
-                      "an evaluator on it to config.evals")
   readers, tasks, driver, state = loop.restore_checkpoint(config, workdir, step)[:4]
+  if split not in readers:   # the splits the run reads: its train split and its evaluators'
+    raise ConfigError(f"--split {split!r} is not one of the run's splits {sorted(readers)}; add "
+                      "an evaluator on it to config.evals")
   params = evaluation_params(state)
 
   @jax.jit

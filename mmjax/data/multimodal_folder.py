@@ -314,11 +314,7 @@ def read_folder(folder: str) -> Folder:
   module docstring)."""
   tables, splits, columns = find_tables(folder), {}, []
   for split, name in tables.items():
-    read = _read_csv if name.endswith(".csv") else _read_jsonl
-    try:
-      split_columns, splits[split] = read(os.path.join(folder, name), name)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-      raise ValueError(f"{os.path.join(folder, name)}: cannot read it ({error})") from None
+    split_columns, splits[split] = read_table(os.path.join(folder, name))
     if split == "train":
       columns = split_columns
     elif set(split_columns) - set(columns):
@@ -599,13 +595,13 @@ def encode_row(folder: str, row: Row, config: MultimodalFolderConfig,
   return example
 
 
-def read_table(path: str) -> List[Row]:
-  """The rows of a CSV or JSONL table (by its extension)."""
+def read_table(path: str) -> Tuple[List[str], List[Row]]:
+  """`(columns, rows)` of a CSV or JSONL table (by its extension)."""
   if not path.endswith((".csv", ".jsonl")):
     raise ValueError(f"{path}: a table is a .csv or .jsonl file")
   read = _read_csv if path.endswith(".csv") else _read_jsonl
   try:
-    return read(path, os.path.basename(path))[1]
+    return read(path, os.path.basename(path))
   except (OSError, UnicodeDecodeError, csv.Error) as error:
     raise ValueError(f"{path}: cannot read it ({error})") from None
 
@@ -617,7 +613,7 @@ def encode_table(path: str, config: MultimodalFolderConfig,
   optional, an empty or absent cell unlabelled), preprocessed as the dataset was (its image size,
   text length and training vocabulary, audio statistics and classes), as a model batch
   (`model_inputs`), every label with its `<label>_mask`."""
-  rows = read_table(path)
+  rows = read_table(path)[1]
   if not rows:
     raise ValueError(f"{path} has no rows")
   word_ids = {word: i for i, word in enumerate(metadata.get("vocabulary", ()))}

@@ -305,6 +305,13 @@ def train_batches(reader: ExampleReader, batch_size: int, seed: int, start_step:
   return iter(dataset.to_iter_dataset(read_options))
 
 
+def padded_rows(indices: np.ndarray, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+  """`(indices padded to batch_size with copies of the first, weight)`: the last batch of an
+  evaluation, its padding rows of weight 0 so that they count nowhere."""
+  padded = np.concatenate([indices, np.repeat(indices[:1], batch_size - len(indices))])
+  return padded, (np.arange(batch_size) < len(indices)).astype(np.float32)
+
+
 def eval_batches(reader: ExampleReader, batch_size: int, num_threads: int = 2,
                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
   """Every example once, in order, in batches of `batch_size`; the last batch is padded with
@@ -313,9 +320,9 @@ def eval_batches(reader: ExampleReader, batch_size: int, num_threads: int = 2,
   rows = process_rows(batch_size, process_index, process_count)
 
   def read_padded(indices: np.ndarray) -> Batch:
-    padded = np.concatenate([indices, np.repeat(indices[:1], batch_size - len(indices))])
+    padded, weight = padded_rows(indices, batch_size)
     batch = reader.read(padded[rows])
-    batch["weight"] = (np.arange(batch_size) < len(indices)).astype(np.float32)[rows]
+    batch["weight"] = weight[rows]
     return batch
 
   dataset = grain.MapDataset.range(len(reader)).batch(batch_size).map(read_padded)
