@@ -53,14 +53,14 @@ def export_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
                       directory: Optional[str] = None) -> str:
   """Exports the checkpoint at `step` of the run in `workdir` (module docstring); returns the
   folder written."""
-  from mmjax import data   # the trainer and the datasets: loading an export needs neither
-  from mmjax.train import loop
+  from mmjax.train import loop   # the trainer and the datasets: loading an export needs neither
   run = loop.restore_checkpoint(config, workdir, step)
   tasks, state = run.tasks, run.state
   params = evaluation_params(state)
   # One device's copy (a run's state may be split over devices), embedded as constants.
   params = jax.tree.map(jax.numpy.asarray, jax.device_get(params))
-  example = run.readers[loop.train_split(config)].read(np.arange(1))
+  reader = run.readers[loop.train_split(config)]
+  example = reader.read(np.arange(1))
   modalities = list(config.model.encoders)
   inputs = {key: value for key, value in example.items()
             if key in modalities or (key.endswith("_mask") and key[:-5] in modalities)}
@@ -74,8 +74,6 @@ def export_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
   exported = jax.export.export(jax.jit(predict))(specs)
   shapes = jax.eval_shape(predict, {key: jax.ShapeDtypeStruct((1, *value.shape[1:]), value.dtype)
                                     for key, value in inputs.items()})
-  builder = data.prepare(config.dataset.name, config.dataset.data_dir, config.dataset.manual_dir,
-                         config.dataset.options.to_dict())
   signature = {
       "format": FORMAT, "step": int(state.step), "jax_version": jax.__version__,
       "inputs": {key: {"shape": ["b", *value.shape[1:]], "dtype": str(value.dtype)}
@@ -84,7 +82,7 @@ def export_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
                          "shape": jax.tree.map(lambda x: ["b", *x.shape[1:]], shapes[name])}
                   for name, task in tasks.items()},
       "dataset": {"name": config.dataset.name, "options": config.dataset.options.to_dict(),
-                  "metadata": _jsonable(dict(builder.info.metadata or {}))},
+                  "metadata": _jsonable(dict(reader.builder.info.metadata or {}))},
   }
   directory = directory or os.path.join(workdir, "export")
   if jax.process_index() == 0:
