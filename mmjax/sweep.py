@@ -59,9 +59,9 @@ def sweep_config(config_file: str, axes: Mapping[str, Any], metrics: Sequence[st
                  steps: Optional[int] = None, reference: str = "", curve: str = "",
                  robustness: bool = False, manual_dir: bool = False) -> ml_collections.ConfigDict:
   """A sweep file's config (the fields above; `axes` nested dicts). `steps` fixes total_steps,
-  with one checkpoint and one run of the evaluators (every `every_steps` set to 0) at the end. It offers `fixed.dataset.data_dir`, and
-  with `manual_dir` (a dataset built from its original files) `fixed.dataset.manual_dir`, as
-  unset placeholders to give on the command line."""
+  with one checkpoint and one run of the evaluators (every `every_steps` set to 0) at the end.
+  It offers `fixed.dataset.data_dir`, and with `manual_dir` (a dataset built from its original
+  files) `fixed.dataset.manual_dir`, as unset placeholders to give on the command line."""
   fixed = ml_collections.ConfigDict()
   if steps is not None:
     fixed.total_steps = fixed.checkpoint_every_steps = steps
@@ -345,7 +345,8 @@ def _robustness_table(summary: Sequence[Mapping[str, Any]]) -> str:
   lines = ["| method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
   lines += [f"| {record['method']} | " + " | ".join(cell(record, c) for c in columns) + " |"
             for record in summary]
-  return ("\nRobustness on the test split (`evaluators.report_split`), mean over seeds: the first task's (by name) "
+  return ("\nRobustness on the split `evaluators.report_split` picks (test where an evaluator "
+          "reads it), mean over seeds: the first task's (by name) "
           "primary metric with each modality missing, and the area under each perturbation's "
           "curve (levels 0 to 1, trapezoids; 1.0 would be no loss at a perfect score).\n\n"
           + "\n".join(lines) + "\n")
