@@ -16,14 +16,6 @@ from mmjax import evaluators
 from mmjax.train import loop
 
 
-def _with_evaluator(config: Any, key: str, name: str, **fields: Any) -> Any:
-  """A copy of `config` with `config.evals[key] = evaluator_config(name, **fields)`."""
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    config.evals[key] = evaluators.evaluator_config(name, **fields)
-  return config
-
-
 def _run(config: Any, workdir: str, step: Optional[int], keys, file_name: str
          ) -> Dict[str, Any]:
   """The results of the evaluators `keys` of `config.evals` (all when None) on the checkpoint at
@@ -41,8 +33,10 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
                         robustness: bool = False) -> Dict[str, Any]:
   """`{"step", key: results}` of every evaluator (module docstring), also in eval_results.json."""
   if robustness and not any(spec.name == "robustness" for spec in config.evals.values()):
-    config = _with_evaluator(config, "robustness", "robustness",
-                             split=evaluators.report_split(config.evals))
+    config = copy.deepcopy(config)
+    with config.unlocked():
+      config.evals.robustness = evaluators.evaluator_config(
+          "robustness", split=evaluators.report_split(config.evals))
   return _run(config, workdir, step, None, "eval_results.json")
 
 
@@ -51,16 +45,14 @@ def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
                        ) -> Dict[str, Any]:
   """`{"step", key: report}` of the interactions evaluators, `examples` and `reference_size`
   overriding theirs where given, also in analysis.json."""
+  config = copy.deepcopy(config)
   keys = [key for key, spec in config.evals.items() if spec.name == "interactions"]
-  if not keys:
-    config, keys = _with_evaluator(config, "interactions", "interactions",
-                                   split=evaluators.report_split(config.evals)), ["interactions"]
-  overrides = {name: value for name, value in (("examples", examples),
-                                               ("reference_size", reference_size))
-               if value is not None}
-  if overrides:
-    config = copy.deepcopy(config)
-    with config.unlocked():
-      for key in keys:
-        config.evals[key].update(overrides)
+  with config.unlocked():
+    if not keys:
+      config.evals.interactions = evaluators.evaluator_config(
+          "interactions", split=evaluators.report_split(config.evals))
+      keys = ["interactions"]
+    for key in keys:
+      config.evals[key].update({name: value for name, value in (
+          ("examples", examples), ("reference_size", reference_size)) if value is not None})
   return _run(config, workdir, step, keys, "analysis.json")
