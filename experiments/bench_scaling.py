@@ -47,14 +47,13 @@ if ARGS.host_devices:  # before JAX starts: the device count is fixed at backend
 
 import json  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 
 from mmjax.data import mm_shapes  # noqa: E402
 from mmjax.model import model_from_config  # noqa: E402
 from mmjax.tasks.objective import tasks_from_config  # noqa: E402
-from mmjax.train import parallel  # noqa: E402
+from mmjax.train import flops, parallel  # noqa: E402
 from mmjax.train.defaults import load_config  # noqa: E402
 from mmjax.train.state import init_state, make_optimizer  # noqa: E402
 
@@ -81,17 +80,13 @@ def run_case(config, batch_size: int, steps: int, warmup: int) -> dict:
   for _ in range(warmup):
     state, metrics = driver.train(state, global_batch, rng)
   jax.block_until_ready(metrics)
-  compiles_before, times = len(COMPILES), []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = driver.train(state, global_batch, rng)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  step_s = statistics.median(times)
-  flops = driver.train.lower(state, global_batch, rng).compile().cost_analysis().get("flops", 0.0)
+  compiles_before = len(COMPILES)
+  state, metrics, step_s = flops.median_step_seconds(driver.train, state, global_batch, rng, steps)
+  xla_flops = driver.train.lower(state, global_batch, rng).compile().cost_analysis().get(
+      "flops", 0.0)
   return {"step_ms": 1000 * step_s, "samples_per_s": batch_size / step_s,
           "first_step_compiles": compiles_before - compiles_start,
-          "recompiles": len(COMPILES) - compiles_before, "flops_per_device_step": flops}
+          "recompiles": len(COMPILES) - compiles_before, "flops_per_device_step": xla_flops}
 
 
 def seed_config(args, driver: str, devices: int):

@@ -31,7 +31,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -104,13 +103,7 @@ def mfu_case(name: str, dtype: str, batch_size: int, steps: int, tiny: bool) -> 
   for _ in range(2):
     state, metrics = driver.train(state, global_batch, rng)
   jax.block_until_ready(metrics)
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = driver.train(state, global_batch, rng)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  step = statistics.median(times)
+  state, metrics, step = flops.median_step_seconds(driver.train, state, global_batch, rng, steps)
   peak = flops.peak_flops(jax.devices()[0].device_kind, dtype)
   return {"config": name, "dtype": dtype, "batch": batch_size, "step_ms": 1000 * step,
           "samples_per_s": batch_size / step, "model_flops_per_step": model_flops,

@@ -18,7 +18,9 @@ XLA uses for float32 matmuls at JAX's default precision. Unknown devices (the CP
 float32 on TPUs have no peak: MFU is None.
 """
 import math
-from typing import Any, Callable, Optional
+import statistics
+import time
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 
@@ -100,3 +102,16 @@ def mfu(flops_per_step: float, step_seconds: float, devices: int,
   if peak is None or step_seconds <= 0:
     return None
   return flops_per_step / step_seconds / (devices * peak)
+
+
+def median_step_seconds(train: Callable[..., Any], state: Any, batch: Any, rng: Any,
+                        steps: int) -> Tuple[Any, Any, float]:
+  """`(state, metrics, median seconds)` of `steps` calls of `train(state, batch, rng)`, each timed
+  to its results being ready (benchmarks: warm the step up first)."""
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = train(state, batch, rng)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return state, metrics, statistics.median(times)
