@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mmjax import registry
+from mmjax import pretrained, registry
 from mmjax.encoders import ENCODERS
 from mmjax.errors import DataError
 from mmjax.fusion import FUSIONS
@@ -129,8 +129,12 @@ class MultimodalModel(nn.Module):
 
 
 def encoder_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
-  """The config spec of encoder `name` with every field (`fields` or the defaults)."""
-  return registry.spec(ENCODERS, name, "encoder", **fields)
+  """The config spec of encoder `name` with every field (`fields` or the defaults). A
+  pretrained tower given a `checkpoint` takes the architecture fields that `fields` leaves out
+  from the checkpoint's config.json, so the config shows (and the command line overrides) them."""
+  constructor = registry.lookup(ENCODERS, name, "encoder")
+  return registry.spec(ENCODERS, name, "encoder",
+                       **pretrained.resolve_spec(constructor, fields))
 
 
 def fusion_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
@@ -173,6 +177,8 @@ def model_from_config(model_config: Mapping[str, Any],
 
   def build(registry_, spec, kind):
     spec = dict(spec)
+    if spec.get("name") in registry_:
+      spec = pretrained.resolve_spec(registry_[spec["name"]], spec)
     if spec.get("dtype") is None:
       spec["dtype"] = compute_dtype
     return registry.build(registry_, spec, kind)

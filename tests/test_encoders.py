@@ -1,9 +1,12 @@
 """Encoders: the LSTM's recurrence, padding and absent-modality invariance, the conv encoder's math
 and exact custom gradient for any kernel size, jit and grad."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from pretrained_helpers import TOWER_CASES, tower, tower_inputs
 
 from mmjax.encoders import (ENCODERS, ConvPoolImageEncoder, LeNetEncoder, LSTMSequenceEncoder,
                             SequenceFeaturesEncoder,
@@ -298,6 +301,8 @@ ABSENCE_CASES = {
             lambda: (RNG.normal(size=(4, 8)).astype(np.float32), np.ones(4, bool))),
     "feature_tokens": (ENCODERS["feature_tokens"](num_tokens=2, model_dim=6),
                        lambda: (RNG.normal(size=(4, 8)).astype(np.float32), np.ones(4, bool))),
+    **{name: (tower(name), functools.partial(tower_inputs, name, 4, RNG))
+       for name in TOWER_CASES},
 }
 
 

@@ -9,7 +9,10 @@ Run from the repository root (it takes a few seconds on a CPU):
 It needs torch and transformers (and sentencepiece + protobuf for SigLIP's tokenizer). None of
 them is a dependency of mmjax or of its tests: the tests read only the files written here.
 Written with torch 2.13.0+cpu, transformers 5.24.0, tokenizers 0.23.3, sentencepiece 0.2.3,
-safetensors 0.8.0, Pillow 13.0.0, numpy 2.4.6 (each `reference.npz` records the versions).
+safetensors 0.8.0, Pillow 12.3.0, numpy 2.4.6 (each `reference.npz` records the versions).
+Pillow matters: 13.0 runs the vertical pass of a resize first for some shapes (e.g. height
+shrinking, width not), which moves bicubic pixels by up to 10/255 from 12.x on noise images;
+mmjax pins Pillow<13, so the references are made with 12.x (checked in `main`).
 
 One folder per case under `--out`:
 
@@ -496,6 +499,9 @@ def main():
   parser.add_argument("--out", default="tests/data/pretrained")
   args = parser.parse_args()
   start = time.time()
+  if int(PIL.__version__.split(".")[0]) >= 13:
+    raise SystemExit(f"Pillow {PIL.__version__}: install pillow<13 (mmjax's pin), whose resize the "
+                     "image references must match")
   for folder in FOLDERS:
     shutil.rmtree(os.path.join(args.out, folder), ignore_errors=True)
   transformers.logging.set_verbosity_error()

@@ -1,5 +1,8 @@
 """Modality encoders: `module(x, mask=None, *, train) -> (B, D)` features, registered by config name.
 
+The pretrained towers (`mmjax/pretrained/`: CLIP, SigLIP, BERT/RoBERTa, ViT, AST) are encoders
+too, registered here under their `TOWERS` names; with a `checkpoint` they start from its tensors.
+
 Each declares `input_axes`, the axes of the `x` it reads (`("B", "T")` for token ids, which the
 encoders with a `vocab_size` read), so that `model.check_inputs` can reject a batch that does not
 fit while tracing, before anything compiles.
@@ -10,6 +13,7 @@ from mmjax.encoders.sequence import (LSTMSequenceEncoder, SequenceFeaturesEncode
                                     TransformerSequenceEncoder)
 from mmjax.encoders.text import LSTMTextEncoder, TransformerTextEncoder
 from mmjax.encoders.word_vectors import load_word_vectors
+from mmjax.pretrained import TOWERS
 
 ENCODERS = {
     "lstm": LSTMTextEncoder,
@@ -23,6 +27,7 @@ ENCODERS = {
     "vit": ViTEncoder,
     "mlp": MLPEncoder,
     "feature_tokens": FeatureTokensEncoder,
+    **TOWERS,
 }
 
 __all__ = ["ENCODERS", "ConvPoolImageEncoder", "FeatureTokensEncoder", "LSTMSequenceEncoder",

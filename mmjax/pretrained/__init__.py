@@ -131,20 +131,29 @@ def load(directory: str, dtype: Any = jnp.float32, param_dtype: Any = jnp.float3
   return Pretrained(module, params, read_config(directory))
 
 
+def checkpointed(model: nn.Module) -> Dict[str, nn.Module]:
+  """`{parameter collection: module}` of a `MultimodalModel`'s encoders and heads that start
+  from a pretrained checkpoint (a `checkpoint` field that is set)."""
+  modules = {**{f"encoders_{m}": e for m, e in model.encoders.items()},
+             **{f"heads_{t}": h for t, h in model.heads.items()}}
+  return {collection: module for collection, module in modules.items()
+          if getattr(module, "checkpoint", None) and hasattr(module, "pretrained_table")}
+
+
 def load_into_params(modules: Mapping[str, nn.Module], params: Mapping[str, Any],
-                     log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
-  """`params` (a model's top-level collections, e.g. `encoders_image`, on their devices) with
-  the collection of each module in `modules` (`{collection: module}`) that has a `checkpoint`
-  replaced by that checkpoint's tensors, in the same dtypes and shardings."""
+                     read: bool = True, log: Optional[Callable[[str], None]] = print
+                     ) -> Dict[str, Any]:
+  """`params` (a model's top-level collections on their devices) with the collection of each
+  module in `modules` (`checkpointed`) replaced by its checkpoint's tensors, in the same dtypes
+  and shardings. With `read=False` (abstract `params`: the trainer's check before compiling),
+  only the name tables, tensor names and shapes are checked."""
   params = dict(params)
   for collection, module in modules.items():
-    directory = getattr(module, "checkpoint", None)
-    if not directory or not hasattr(module, "pretrained_table"):
-      continue
-    tensors = Tensors(directory)
-    loaded = load_params(module.pretrained_table(tensors, directory), params[collection],
-                         directory, tensors)
-    params[collection] = {**params[collection], **loaded}
-    if log:
-      log(f"mmjax: {collection} starts from {directory}")
+    tensors = Tensors(module.checkpoint)
+    loaded = load_params(module.pretrained_table(tensors, module.checkpoint), params[collection],
+                         module.checkpoint, tensors, read)
+    if read:
+      params[collection] = {**params[collection], **loaded}
+      if log:
+        log(f"mmjax: {collection} starts from {module.checkpoint}")
   return params

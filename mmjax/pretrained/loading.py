@@ -30,6 +30,10 @@ from mmjax.pretrained.files import Tensors
 
 Transform = Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]
 
+# A table entry whose source is KEEP leaves the parameter at its initial value (a CLIP
+# checkpoint has no logit bias for a contrastive head's bias).
+KEEP = None
+
 # A table path under UNUSED names a tensor the module deliberately does not read (ViT's pooler in
 # a model built without one): it is neither loaded nor an unexpected tensor.
 UNUSED = "(unused)"
@@ -56,7 +60,7 @@ def conv(array: np.ndarray, target: Tuple[int, ...]) -> np.ndarray:
 
 
 def reshaped(array: np.ndarray, target: Tuple[int, ...]) -> np.ndarray:
-  """The same values in the parameter's shape (CLIP's class embedding `(D,)` as `(1, 1, D)`)."""
+  """The same values in the parameter's shape (SigLIP's `(1,)` logit scale as a `()` one)."""
   if array.size != int(np.prod(target)):
     return array
   return array.reshape(target)
@@ -187,11 +191,16 @@ def _names(source: Source) -> Tuple[str, ...]:
   return source.name if isinstance(source.name, tuple) else (source.name,)
 
 
+def _target(source: Source, leaf: Any) -> Tuple[int, ...]:
+  """The shape one source tensor must have: the parameter's, less the layer axis if stacked."""
+  return tuple(leaf.shape[1:]) if isinstance(source.name, tuple) else tuple(leaf.shape)
+
+
 def load_params(table: Mapping[str, Source], abstract_params: Any, directory: str,
-                tensors: Tensors) -> Dict[str, Any]:
+                tensors: Tensors, read: bool = True) -> Optional[Dict[str, Any]]:
   """The parameters `abstract_params` (a nested dict of arrays or `jax.ShapeDtypeStruct`s with
   shardings: their shapes, dtypes and placements) filled from `tensors` (of `directory`) through
-  `table`. Every tensor under a top-level name the table reads from (`vision_model.`,
+  `table` (with `read=False`, only every check, reading nothing). Every tensor under a top-level name the table reads from (`vision_model.`,
   `visual_projection.`) must be read by some source, or be an ignorable buffer: the other tower
   of a CLIP checkpoint is left alone, a tensor of this one that nothing reads is an error."""
   leaves = {"/".join(path): leaf for path, leaf in
@@ -202,7 +211,7 @@ def load_params(table: Mapping[str, Source], abstract_params: Any, directory: st
                       f"table does not map; the model's config does not match the checkpoint "
                       f"{directory!r} (compare its fields with config.json)")
   table = {path: source for path, source in table.items()
-           if path in leaves or path.startswith(UNUSED + "/")}
+           if source is not KEEP and (path in leaves or path.startswith(UNUSED + "/"))}
   used = set()
   for path, source in table.items():
     for name in _names(source):
@@ -220,19 +229,20 @@ def load_params(table: Mapping[str, Source], abstract_params: Any, directory: st
                       f"{len(unexpected) - 1} more) that the model does not read; set the "
                       "fields that the checkpoint's config.json sets (e.g. a pooler, a head or "
                       "q/k/v biases)")
-  params = {}
+  table = {path: source for path, source in table.items() if path in leaves}
   for path, source in table.items():
-    if path not in leaves:
-      continue
-    leaf = leaves[path]
-    names = _names(source)
-    target = tuple(leaf.shape[1:]) if isinstance(source.name, tuple) else tuple(leaf.shape)
-    for full in names:
+    target = _target(source, leaves[path])
+    for full in _names(source):
       shape = tuple(source.transform(_dummy(tensors.shape(full), np.float32), target).shape)
       if shape != target:
         raise ConfigError(f"tensor {full!r} of {directory!r} has shape {tensors.shape(full)} "
                           f"({shape} as the model lays it out), but the model's {path!r} is "
                           f"{target}; make the model's config match the checkpoint's")
+  if not read:
+    return None
+  params = {}
+  for path, source in table.items():
+    leaf, names, target = leaves[path], _names(source), _target(source, leaves[path])
     arrays = [source.transform(tensors.read(name), target) for name in names]
     params[tuple(path.split("/"))] = _place(
         np.stack(arrays) if isinstance(source.name, tuple) else arrays[0], leaf)

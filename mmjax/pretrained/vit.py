@@ -199,7 +199,9 @@ class ASTAudio(Tower):
 
   def pretrained_table(self, tensors: Tensors, directory: str) -> Dict[str, Source]:
     root = loading.prefix(tensors, self.PREFIXES, "embeddings.cls_token", directory)
-    from_image = read_config(directory)["model_type"] == "vit"
+    saved = read_config(directory)
+    from_image = saved["model_type"] == "vit"
+    saved_grid = None if from_image else self.clone(**self.config_fields(saved)).grid()
     embeddings = f"{root}embeddings."
     table = {
         "cls_token": Source(f"{embeddings}cls_token"),
@@ -207,7 +209,7 @@ class ASTAudio(Tower):
                                      "_token"),
         "position_embedding": Source(f"{embeddings}position_embeddings",
                                      _image_positions(self.grid()) if from_image else
-                                     loading.resample_positions(2, target_grid=self.grid())),
+                                     loading.resample_positions(2, saved_grid, self.grid())),
         "patch_embedding/kernel": Source(f"{embeddings}patch_embeddings.projection.weight",
                                          _sum_channels if from_image else loading.conv),
         "patch_embedding/bias": Source(f"{embeddings}patch_embeddings.projection.bias"),

@@ -6,6 +6,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.errors import ConfigError
+from mmjax.pretrained import loading
+from mmjax.pretrained.files import Tensors
+from mmjax.pretrained.loading import Source
 from mmjax.tasks import contrastive
 
 Array = jax.Array
@@ -44,11 +48,18 @@ class ContrastiveHead(nn.Module):
   (inverse temperature) and bias (SigLIP's; unused by InfoNCE). It reads `{modality: (B, D_m)}`,
   not the fused features. `log_scale_init` and `bias_init` left unset (None) are its task's
   loss's (`contrastive.initial_log_scale_and_bias`: CLIP's log(1/0.07) and 0, SigLIP's log 10 and
-  −10), filled in by `mmjax.model.model_from_config` from the task of the head's name."""
+  −10), filled in by `mmjax.model.model_from_config` from the task of the head's name.
+
+  Starting from a pretrained pair (CLIP, SigLIP): `project=False` takes the encoders' features
+  as the embeddings (the towers' own projections, `features="image_embeds"` etc.), and
+  `checkpoint` (the pair's directory) starts the log-scale from its `logit_scale` and the bias
+  from its `logit_bias` (SigLIP; a CLIP checkpoint has none, so the bias keeps its init)."""
   modalities: Tuple[str, str] = ("text", "image")
   embed_dim: int = 128
   log_scale_init: Optional[float] = None
   bias_init: Optional[float] = None
+  project: bool = True
+  checkpoint: Optional[str] = None
   dtype: Any = jnp.float32
 
   reads_modalities: ClassVar[bool] = True
@@ -62,13 +73,24 @@ class ContrastiveHead(nn.Module):
                        "task's loss decides them, or set both")
     embeddings = {}
     for key, modality in zip(("a", "b"), self.modalities):
-      projected = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
-                           name=f"project_{modality}")(features[modality]).astype(jnp.float32)
+      projected = (nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                            name=f"project_{modality}")(features[modality]) if self.project
+                   else features[modality]).astype(jnp.float32)
       embeddings[key] = projected / jnp.maximum(
           jnp.linalg.norm(projected, axis=-1, keepdims=True), 1e-6)
     constant = lambda value: lambda key: jnp.asarray(value, jnp.float32)
     return {**embeddings, "log_scale": self.param("log_scale", constant(self.log_scale_init)),
             "bias": self.param("bias", constant(self.bias_init))}
+
+  def pretrained_table(self, tensors: Tensors, directory: str) -> Dict[str, Source]:
+    """`logit_scale` (a `()` or `(1,)` tensor) -> `log_scale ()`; `logit_bias` -> `bias`."""
+    del directory
+    if self.project:
+      raise ConfigError("a contrastive head with a checkpoint reads the towers' own "
+                        "projections; set its project=False")
+    return {"log_scale": Source("logit_scale", loading.reshaped),
+            "bias": Source("logit_bias", loading.reshaped) if "logit_bias" in tensors
+            else loading.KEEP}
 
 
 HEADS = {

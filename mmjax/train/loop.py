@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mmjax import data, evaluators
+from mmjax import data, evaluators, pretrained
 from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
 from mmjax.evaluators.context import Context
 from mmjax.model import model_from_config
@@ -136,6 +136,8 @@ def _setup(config: Any) -> Setup:
                            weighting_state=weighting.init_state(static))
   abstract_state = jax.eval_shape(init, jax.random.key(0), example_batch)
   checks.check_weighting(weighting, abstract_state.params)
+  towers = pretrained.checkpointed(model)
+  pretrained.load_into_params(towers, abstract_state.params, read=False)
   driver = parallel.make_driver(config.parallel, abstract_state, tasks=tasks, schedule=schedule,
                                 weighting=weighting,
                                 shared_weight_decay=config.shared_weight_decay,
@@ -146,6 +148,10 @@ def _setup(config: Any) -> Setup:
   init_rng, step_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
                                out_shardings=driver.replicated)()
   state = jax.jit(init, out_shardings=driver.state_sharding)(init_rng, example_batch)
+  if towers:
+    params = pretrained.load_into_params(towers, state.params)
+    state = state.replace(params=params,
+                          ema_params=None if state.ema_params is None else params)
   if config.init_from:
     state = _initialize_from(config, state)
   return Setup(readers, tasks, driver, state, step_rng, batch_check, evaluators_)
