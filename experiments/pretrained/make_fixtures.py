@@ -147,10 +147,15 @@ def tower_outputs(output, prefix=""):
   return arrays
 
 
-def two_tower_outputs(output):
-  """CLIP / SigLIP: both towers' outputs (`vision.*`, `text.*`), embeddings and logits."""
-  arrays = {**tower_outputs(output.vision_model_output, "vision."),
-            **tower_outputs(output.text_model_output, "text.")}
+def two_tower_outputs(model, inputs):
+  """CLIP / SigLIP: both towers' own outputs (`vision.*`, `text.*`: `model.vision_model` and
+  `model.text_model` run alone, since transformers 5's `CLIPModel` output overwrites the towers'
+  `pooler_output` with the projected one), and the pair's embeddings and logits."""
+  text_inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
+  arrays = {**tower_outputs(run_model(model.vision_model,
+                                      {"pixel_values": inputs["pixel_values"]}), "vision."),
+            **tower_outputs(run_model(model.text_model, text_inputs), "text.")}
+  output = run_model(model, inputs)
   for key in ["text_embeds", "image_embeds", "logits_per_image", "logits_per_text"]:
     arrays[key] = getattr(output, key)
   return arrays
@@ -376,7 +381,7 @@ def make_clip(out, seed):
       model.logit_scale.fill_(2.0)
     inputs = text_inputs(tokenizer, TEXT_PAIR)
     inputs["pixel_values"] = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
-    write_case(os.path.join(out, name), model, inputs, two_tower_outputs(run_model(model, inputs)),
+    write_case(os.path.join(out, name), model, inputs, two_tower_outputs(model, inputs),
                {"hidden_act": act, "logit_scale": 2.0, "texts": TEXT_PAIR}, tokenizer, processor)
     write_tokenizer_cases(os.path.join(out, name), tokenizer)
     if name == "clip_quick_gelu":
@@ -402,7 +407,7 @@ def make_siglip(out, seed):
     model.logit_bias.fill_(-3.0)
   inputs = text_inputs(tokenizer, TEXT_PAIR, keys=("input_ids",))
   inputs["pixel_values"] = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
-  write_case(directory, model, inputs, two_tower_outputs(run_model(model, inputs)),
+  write_case(directory, model, inputs, two_tower_outputs(model, inputs),
              {"logit_scale": 1.5, "logit_bias": -3.0, "texts": TEXT_PAIR}, tokenizer, processor)
   write_siglip_tokenizer_json(directory, tokenizer)
   write_tokenizer_cases(directory, tokenizer)
