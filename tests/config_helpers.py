@@ -74,6 +74,22 @@ def tiny_multitask_config(data_dir, total_steps=4):
   return config
 
 
+def shapes_tokenizer(directory):
+  """A tokenizer.json folder of mm_shapes' own vocabulary (word level, lower-cased, padded to the
+  tiny text encoder's 12 tokens), so that a zero-shot evaluator can prompt the tiny models."""
+  import json
+  import tokenizers
+  os.makedirs(directory, exist_ok=True)
+  tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(mm_shapes.WORD_IDS,
+                                                               unk_token="<unk>"))
+  tokenizer.normalizer = tokenizers.normalizers.Lowercase()
+  tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+  tokenizer.save(os.path.join(directory, "tokenizer.json"))
+  with open(os.path.join(directory, "tokenizer_config.json"), "w") as file:
+    json.dump({"pad_token": "<pad>", "model_max_length": 12}, file)
+  return directory
+
+
 def every_evaluator_config(data_dir, total_steps=4, every_steps=2):
   """`tiny_config` with a contrastive head on (text, image) beside the label's, and one evaluator
   of every registered kind (`evaluators.EVALUATORS`), each on 'validation' every `every_steps`
@@ -83,8 +99,10 @@ def every_evaluator_config(data_dir, total_steps=4, every_steps=2):
   config.model.heads.pair = head_config("contrastive", modalities=("text", "image"),
                                         embed_dim=8)
   config.tasks.pair = task_config("contrastive")
-  fields = {"interactions": dict(examples=200), "linear_probe": dict(task="label",
-                                                                     train_examples=700)}
+  fields = {"interactions": dict(examples=200),
+            "linear_probe": dict(task="label", train_examples=700),
+            "zero_shot": dict(label="shape", templates=("a {}", "{} drawn"),
+                              tokenizer=shapes_tokenizer(os.path.join(data_dir, "shapes_words")))}
   config.evals = ml_collections.ConfigDict({
       name: evaluators.evaluator_config(name, split="validation", every_steps=every_steps,
                                         **fields.get(name, {}))

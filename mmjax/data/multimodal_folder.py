@@ -57,9 +57,19 @@ image or audio path, or a path that does not exist, is an error naming its file,
 Label column names are Python identifiers that neither end in `_mask` or `_labelled` nor are
 `weight`, keys that batches already use.
 
+A pretrained tower's own preprocessing replaces the above where an option names its checkpoint
+folder (`mmjax/data/processors.py`, equal to transformers'): `tokenizer` (its tokenizer.json:
+the tower's ids, truncation length, padding and special tokens; the mask is the tokenizer's,
+stored as `text_mask`, since a tower's pad id may be a real token's, CLIP's EOS), `image_processor`
+(its preprocessor_config.json: resize, crop, rescale, normalise; stored float32 (H, W, 3),
+already normalised, so `model_inputs` leaves it as it is) and `audio_features` (AST's
+filter banks, stored float32 (frames, mel bins), from the recording at the extractor's rate).
+A file the option needs that is missing is a ConfigError when the config is made.
+
 Options are MultimodalFolderConfig fields, given as keywords to `config_from_manual_dir`:
 `image_size` (64), `max_text_length` (32), `min_count` (2), `max_vocabulary` (20,000 words),
-`audio_duration` (1.0 s) and `label_kinds`; `data.prepare` uses the defaults.
+`audio_duration` (1.0 s), `label_kinds`, and `tokenizer`, `image_processor`, `audio_features`
+(folders, "" for none); `data.prepare` uses the defaults.
 
 Because the features depend on the files, `config_from_manual_dir` reads the tables to make the
 BuilderConfig, named `<folder name>-<digest>`: the digest hashes the folder's absolute path, the
@@ -375,6 +385,13 @@ def load_image(path: str, size: int) -> np.ndarray:
   return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
 
 
+def tower_image(path: str, processor) -> np.ndarray:
+  """`(H, W, 3)` float32: the image upright (EXIF), then the tower's `ImageProcessor`."""
+  from PIL import Image, ImageOps
+  with Image.open(path) as image:
+    return processor.process(ImageOps.exif_transpose(image))
+
+
 def load_spectrogram(path: str, duration: float) -> Tuple[np.ndarray, int]:
   """`(log spectrogram (112, 112) float32, sample rate)` of a wav file."""
   samples, rate = audio.read_wav(path)
@@ -425,6 +442,23 @@ class MultimodalFolderConfig(tfds.core.BuilderConfig):
   max_vocabulary: int = 20000
   audio_duration: float = 1.0
   label_kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  tokenizer: str = ""
+  image_processor: str = ""
+  audio_features: str = ""
+
+
+@functools.lru_cache(maxsize=8)
+def tower_processors(tokenizer: str, image_processor: str, audio_features: str):
+  """`(TextTokenizer or None, ImageProcessor or None, AudioFeatures or None)` of the folders
+  named (made once per process: a tokenizer.json takes a moment to parse)."""
+  from mmjax.data import processors   # here, so that folders without towers need no tokenizers
+  return (processors.TextTokenizer(tokenizer) if tokenizer else None,
+          processors.ImageProcessor(image_processor) if image_processor else None,
+          processors.AudioFeatures(audio_features) if audio_features else None)
+
+
+def _processors(config: MultimodalFolderConfig):
+  return tower_processors(config.tokenizer, config.image_processor, config.audio_features)
 
 
 def _digest(path: str, folder: Folder, config: MultimodalFolderConfig) -> str:
@@ -441,6 +475,12 @@ def _digest(path: str, folder: Folder, config: MultimodalFolderConfig) -> str:
         digest.update(f"{row.values[column].strip()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
   options = (config.image_size, config.max_text_length, config.min_count, config.max_vocabulary,
              config.audio_duration, sorted(config.label_kinds.items()))
+  for folder_option in (config.tokenizer, config.image_processor, config.audio_features):
+    if folder_option:   # a tower's files: their bytes, so a changed tokenizer is a new dataset
+      for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        if os.path.isfile(os.path.join(folder_option, name)):
+          with open(os.path.join(folder_option, name), "rb") as file:
+            options += (name, hashlib.sha256(file.read()).hexdigest())
   digest.update(repr(options).encode())
   return digest.hexdigest()[:16]
 
@@ -463,6 +503,13 @@ def config_from_manual_dir(manual_dir: str, **options: Any) -> MultimodalFolderC
   labels = tuple(label_column(column, label_kinds.get(column), folder.splits, train_table)
                  for column in label_names)
   modalities = tuple(m for m in MODALITIES if m in folder.columns)
+  for option, modality in (("tokenizer", "text"), ("image_processor", "image"),
+                           ("audio_features", "audio")):
+    if options.get(option) and modality not in modalities:
+      raise ValueError(f"option {option}={options[option]!r}, but {train_table} has no "
+                       f"{modality} column")
+  tower_processors(options.get("tokenizer", ""), options.get("image_processor", ""),
+                   options.get("audio_features", ""))   # a missing file: a ConfigError now
   kinds = ", ".join(f"{label.name} ({label.kind})" for label in labels) or "none"
   config = MultimodalFolderConfig(
       name="pending", modalities=modalities, labels=labels, **options,
@@ -488,15 +535,22 @@ class MultimodalFolder(tfds.core.GeneratorBasedBuilder):
                        "config=config_from_manual_dir(folder), or use "
                        "mmjax.data.prepare('multimodal_folder', manual_dir=folder)")
     features = {}
+    tokenizer, image_processor, audio_features = _processors(config)
     if "image" in config.modalities:
-      features["image"] = tfds.features.Tensor(shape=(config.image_size, config.image_size, 3),
-                                               dtype=np.uint8,
-                                               encoding=tfds.features.Encoding.BYTES)
+      features["image"] = tfds.features.Tensor(
+          shape=(image_processor.output_shape() + (3,) if image_processor else
+                 (config.image_size, config.image_size, 3)),
+          dtype=np.float32 if image_processor else np.uint8,
+          encoding=tfds.features.Encoding.BYTES)
     if "text" in config.modalities:
-      features["text"] = tfds.features.Tensor(shape=(config.max_text_length,), dtype=np.int32)
+      length = tokenizer.max_length if tokenizer else config.max_text_length
+      features["text"] = tfds.features.Tensor(shape=(length,), dtype=np.int32)
+      if tokenizer:
+        features["text_mask"] = tfds.features.Tensor(shape=(length,), dtype=np.bool_)
     if "audio" in config.modalities:
-      features["audio"] = tfds.features.Tensor(shape=AUDIO_SHAPE, dtype=np.float32,
-                                               encoding=tfds.features.Encoding.BYTES)
+      features["audio"] = tfds.features.Tensor(
+          shape=((audio_features.max_length, audio_features.num_mel_bins) if audio_features
+                 else AUDIO_SHAPE), dtype=np.float32, encoding=tfds.features.Encoding.BYTES)
     for label in config.labels:
       if label.kind == "classification":
         features[label.name] = tfds.features.ClassLabel(names=list(label.classes))
@@ -524,12 +578,12 @@ class MultimodalFolder(tfds.core.GeneratorBasedBuilder):
                             if label.classes},
                 "validation_source": folder.validation}
     word_ids = {}
-    if "text" in config.modalities:
+    if "text" in config.modalities and not config.tokenizer:
       vocabulary = build_vocabulary(folder.splits["train"], config.min_count,
                                     config.max_vocabulary)
       word_ids = {word: i for i, word in enumerate(vocabulary)}
       metadata.update(vocabulary=list(vocabulary), vocabulary_size=len(vocabulary))
-    if "audio" in config.modalities:
+    if "audio" in config.modalities and not config.audio_features:
       metadata.update(self._audio_statistics(path, folder.splits["train"]))
     self.info.metadata.update(metadata)
     return {split: self._generate_examples(path, rows, word_ids, metadata)
@@ -575,15 +629,28 @@ def encode_row(folder: str, row: Row, config: MultimodalFolderConfig,
   with `flag_every_label` (new inputs, whose label cells may be empty) every label gets its
   `<label>_labelled` flag, not only the maskable ones."""
   example = {}
+  tokenizer, image_processor, audio_features = _processors(config)
   if "image" in config.modalities:
     path = media_path(folder, row, "image")
     try:
-      example["image"] = load_image(path, config.image_size)
+      example["image"] = (tower_image(path, image_processor) if image_processor
+                          else load_image(path, config.image_size))
     except _MEDIA_ERRORS as error:
       raise ValueError(f"{row.where}: cannot read image file {path} ({error})") from None
   if "text" in config.modalities:
-    example["text"] = encode_text(_text(row), word_ids, config.max_text_length)
-  if "audio" in config.modalities:
+    if tokenizer:
+      ids, mask = tokenizer([_text(row)])
+      example["text"], example["text_mask"] = ids[0], mask[0].astype(bool)
+    else:
+      example["text"] = encode_text(_text(row), word_ids, config.max_text_length)
+  if "audio" in config.modalities and audio_features:
+    path = media_path(folder, row, "audio")
+    samples, rate = audio.read_wav(path)
+    if rate != audio_features.sampling_rate:
+      raise ValueError(f"{row.where}: {path} is sampled at {rate} Hz but the tower's feature "
+                       f"extractor takes {audio_features.sampling_rate} Hz; resample it")
+    example["audio"] = audio_features.process(samples.astype(np.float32))
+  elif "audio" in config.modalities:
     spectrogram, _ = _spectrogram(folder, row, config.audio_duration,
                                   metadata["audio_sample_rate"])
     example["audio"] = ((spectrogram - metadata["audio_mean"])
@@ -628,15 +695,22 @@ def model_inputs(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """A stacked batch -> the model's batch dict: `image` float32 in [0, 1] `(B, S, S, 3)`; `text`
   int32 `(B, T)` with `text_mask` (ids != PAD_ID); `audio` float32 `(B, 112, 112, 1)`; each label
   as its kind's tasks read it, classification int32 `(B,)`, regression float32 `(B,)`, multi-label
-  float32 multi-hot `(B, K)`; and `<label>_mask` bool `(B,)` from `<label>_labelled`."""
+  float32 multi-hot `(B, K)`; and `<label>_mask` bool `(B,)` from `<label>_labelled`. A tower's
+  preprocessing (module docstring) gives float32 images, kept as they are, and a stored
+  `text_mask`, used instead of ids != PAD_ID."""
   inputs = {}
   for key, value in batch.items():
     if key.endswith("_labelled"):
       inputs[key[:-len("_labelled")] + "_mask"] = value.astype(bool)
     elif key == "image":
-      inputs[key] = value.astype(np.float32) / 255.0
+      inputs[key] = (value.astype(np.float32) / 255.0 if value.dtype == np.uint8
+                     else value.astype(np.float32))
+    elif key == "text_mask":
+      inputs[key] = value.astype(bool)
     elif key == "text":
-      inputs[key], inputs["text_mask"] = value.astype(np.int32), value != PAD_ID
+      inputs[key] = value.astype(np.int32)
+      if "text_mask" not in batch:
+        inputs["text_mask"] = value != PAD_ID
     elif key == "audio" or value.ndim == 2 or not np.issubdtype(value.dtype, np.integer):
       inputs[key] = value.astype(np.float32)   # spectrograms, multi-hot and regression labels
     else:

@@ -233,6 +233,15 @@ class ImageProcessor:
     self.std = np.array(c["image_std"], np.float32) if c["do_normalize"] else None
     self.convert_rgb = bool(c["do_convert_rgb"])
 
+  def output_shape(self) -> Tuple[int, int]:
+    """`(H, W)` of every output (the crop, or a fixed resize); a ConfigError when the output
+    size depends on the image (a shortest-edge resize without a crop)."""
+    size = self.crop_size or self.size
+    if "height" not in size:
+      raise ConfigError(f"this {self.kind} resizes the shortest edge and crops nothing, so its "
+                        "outputs differ in size; set do_center_crop with a crop_size")
+    return size["height"], size["width"]
+
   def process(self, image) -> np.ndarray:
     """One PIL image or uint8 array → `(H, W, 3)` float32."""
     pixels = to_rgb(image, self.convert_rgb)

@@ -8,6 +8,7 @@ evaluator is a frozen dataclass with
     check(config, tasks)          raise ConfigError, before anything is compiled, on what cannot work
     splits() -> (split, ...)      the splits it reads (the trainer opens them)
     unselectable(metric, tasks)   why `<key>/<metric>` cannot select checkpoints, or None
+    check_data(builder, batch)    (optional) ConfigError on what the dataset cannot give it
     run(context, state) -> dict   its results on the state (`Context`: `mmjax/evaluators/context.py`)
 
 The trainer logs `<key>/<metric>` (metrics.jsonl, TensorBoard) and writes every evaluator's final
@@ -30,6 +31,7 @@ from mmjax.evaluators.linear_probe import LinearProbe
 from mmjax.evaluators.metrics import Metrics
 from mmjax.evaluators.retrieval import Retrieval
 from mmjax.evaluators.robustness import Robustness
+from mmjax.evaluators.zero_shot import ZeroShot
 
 EVALUATORS = {
     "metrics": Metrics,
@@ -37,6 +39,7 @@ EVALUATORS = {
     "linear_probe": LinearProbe,
     "robustness": Robustness,
     "interactions": Interactions,
+    "zero_shot": ZeroShot,
 }
 
 
@@ -79,6 +82,13 @@ def evaluators_from_config(evals: Mapping[str, Any], config: Any,
                         "at the end) or a positive number of steps")
     built[key].check(config, tasks)
   return built
+
+
+def check_data(evaluators: Mapping[str, Any], builder: Any, batch: Mapping[str, Any]) -> None:
+  """Each evaluator's `check_data` (those that have one) on the dataset and its first batch."""
+  for evaluator in evaluators.values():
+    if hasattr(evaluator, "check_data"):
+      evaluator.check_data(builder, batch)
 
 
 def check_best_metric(best_metric: str, evaluators: Mapping[str, Any],

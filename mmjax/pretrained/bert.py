@@ -64,6 +64,8 @@ class BertText(Tower):
   input_axes: ClassVar = ("B", "T")
   MODEL_TYPES: ClassVar = ("bert", "roberta")
   PREFIXES: ClassVar = ("", "bert.", "roberta.")
+  INPUT_SIDE: ClassVar = ("word_embedding", "position_embedding", "token_type_embedding",
+                          "embedding_norm")
 
   @staticmethod
   def config_fields(config: Mapping[str, Any]) -> Dict[str, Any]:

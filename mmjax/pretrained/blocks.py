@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mmjax.layers.masking import masked_mean, zero_absent
 
@@ -238,6 +239,7 @@ class Tower(nn.Module):
   dtype: Any = jnp.float32
 
   PREFIX_TOKENS: ClassVar[int] = 1
+  INPUT_SIDE: ClassVar[Tuple[str, ...]] = ()   # parameters before the first layer (depth 0)
 
   def encoder(self, pre_norm: bool = True, qkv_bias: bool = True) -> Encoder:
     required(self, "hidden_size", "num_layers", "num_heads", "mlp_dim", "activation",
@@ -273,3 +275,14 @@ class Tower(nn.Module):
     return zero_absent(features.astype(self.dtype), mask)
 
 
+
+  def parameter_depth(self, path: Sequence[str]) -> Any:
+    """Where the parameter at `path` (inside the tower) sits, for layer-wise learning rates:
+    0 for the input side (`INPUT_SIDE`: embeddings, their norms), i for layer i (1..L; a
+    scanned encoder's stacked parameters get the array `(L, 1, ...)` of 1..L), L + 1 for what
+    reads the last layer (final norms, pooler, projection, heads)."""
+    if path[0] == "encoder":
+      if path[1] == "layers":
+        return np.arange(1, self.num_layers + 1)
+      return int(path[1][len("layer_"):]) + 1
+    return 0 if path[0] in self.INPUT_SIDE else self.num_layers + 1

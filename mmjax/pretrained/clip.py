@@ -80,6 +80,8 @@ class CLIPVision(Tower):
   input_axes: ClassVar = ("B", "H", "W", "C")
   MODEL_TYPES: ClassVar = ("clip", "clip_vision_model")
   PREFIXES: ClassVar = ("vision_model.", "")
+  INPUT_SIDE: ClassVar = ("patch_embedding", "class_embedding", "position_embedding",
+                          "pre_layernorm")
 
   @staticmethod
   def config_fields(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -150,6 +152,7 @@ class CLIPText(Tower):
   input_axes: ClassVar = ("B", "T")
   MODEL_TYPES: ClassVar = ("clip", "clip_text_model")
   PREFIXES: ClassVar = ("text_model.", "")
+  INPUT_SIDE: ClassVar = ("token_embedding", "position_embedding")
 
   @staticmethod
   def config_fields(config: Mapping[str, Any]) -> Dict[str, Any]:

@@ -71,6 +71,7 @@ class SiglipVision(Tower):
   input_axes: ClassVar = ("B", "H", "W", "C")
   MODEL_TYPES: ClassVar = ("siglip", "siglip_vision_model")
   PREFIXES: ClassVar = ("vision_model.", "")
+  INPUT_SIDE: ClassVar = ("patch_embedding", "position_embedding")
   PREFIX_TOKENS: ClassVar[int] = 0
 
   @staticmethod
@@ -135,6 +136,7 @@ class SiglipText(Tower):
   input_axes: ClassVar = ("B", "T")
   MODEL_TYPES: ClassVar = ("siglip", "siglip_text_model")
   PREFIXES: ClassVar = ("text_model.", "")
+  INPUT_SIDE: ClassVar = ("token_embedding", "position_embedding")
 
   @staticmethod
   def config_fields(config: Mapping[str, Any]) -> Dict[str, Any]:

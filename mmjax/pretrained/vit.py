@@ -79,6 +79,7 @@ class ViTImage(Tower):
   input_axes: ClassVar = ("B", "H", "W", "C")
   MODEL_TYPES: ClassVar = ("vit",)
   PREFIXES: ClassVar = ("", "vit.")
+  INPUT_SIDE: ClassVar = ("cls_token", "position_embedding", "patch_embedding")
 
   @staticmethod
   def config_fields(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -163,6 +164,8 @@ class ASTAudio(Tower):
   input_axes: ClassVar = ("B", "T", "F")
   MODEL_TYPES: ClassVar = ("audio-spectrogram-transformer", "vit")
   PREFIXES: ClassVar = ("", "audio_spectrogram_transformer.", "vit.")
+  INPUT_SIDE: ClassVar = ("cls_token", "distillation_token", "position_embedding",
+                          "patch_embedding")
   PREFIX_TOKENS: ClassVar[int] = 2
 
   @staticmethod

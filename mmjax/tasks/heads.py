@@ -73,6 +73,8 @@ class ContrastiveHead(nn.Module):
                        "task's loss decides them, or set both")
     embeddings = {}
     for key, modality in zip(("a", "b"), self.modalities):
+      if modality not in features:   # one modality alone (zero-shot prompts): its embedding only
+        continue
       projected = (nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                             name=f"project_{modality}")(features[modality]) if self.project
                    else features[modality]).astype(jnp.float32)

@@ -62,6 +62,9 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 0.0     # AdamW's decoupled decay (not a term of the loss)
   config.optimizer.weight_decay_mask = "matrices"  # open_clip's: no biases, norms, scalars; "all"
   config.optimizer.frozen = ""           # regex of parameter paths never updated, e.g. "encoders_"
+  # Pretrained towers: {modality: finetune_config(lock, unlock_last_blocks, layer_decay)}
+  # (mmjax/train/finetune.py).
+  config.finetune = ml_collections.ConfigDict()
 
   config.on_nonfinite = "stop"           # a NaN/Inf loss or gradient: "stop" with an error naming
                                          #   the task or parameter group, or "skip" the update

@@ -25,7 +25,7 @@ from mmjax.evaluators.context import Context
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
-from mmjax.train import checkpoint, checks, flops, parallel, preemption
+from mmjax.train import checkpoint, checks, finetune, flops, parallel, preemption
 from mmjax.train.metrics_writer import MetricsWriter
 from mmjax.train.state import init_state, make_optimizer, parameter_count
 from mmjax.train.step import task_weight_vectors
@@ -123,12 +123,18 @@ def _setup(config: Any) -> Setup:
   example_batch = next(data.eval_batches(readers[train_split(config)],
                                          config.batch_size))
   checks.check_config(config, builder, example_batch, tasks)
+  evaluators.check_data(evaluators_, builder, example_batch)
   batch_check = checks.BatchCheck(config, example_batch, tasks, model)
   batch_check(example_batch, f"the first batch of split {train_split(config)!r}",
               config.batch_size)
+  model_params = jax.eval_shape(model.init, jax.random.key(0), example_batch)["params"]
   try:
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    tx, schedule = make_optimizer(
+        config.optimizer, config.total_steps,
+        finetune.learning_rate_scales(config.finetune, model, model_params))
   except ValueError as error:
+    if isinstance(error, UserError):
+      raise
     raise ConfigError(str(error)) from error
   static = task_weight_vectors(tasks)[0]
   init = functools.partial(init_state, model, tx, ema=config.ema_decay > 0,

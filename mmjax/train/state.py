@@ -1,6 +1,6 @@
 """Train state and optimizer from config."""
 import re
-from typing import Any, Mapping, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -46,22 +46,44 @@ def decays(path: str, parameter: Any, mask: str = "matrices") -> bool:
   """Whether AdamW's decoupled weight decay shrinks the parameter at `path`. `matrices` (the
   default) is open_clip's rule: every parameter of two or more dimensions (kernels, embedding
   tables) but none of fewer (biases, LayerNorm scales, the contrastive log-scale and bias), none
-  named `bias`, and no class token (`cls` in its name: ViT's is (1, 1, D), open_clip's (D,));
+  named `bias`, and no class or distillation token (`cls` in its name or a `_token` suffix:
+  ViT's and AST's are (1, 1, D), open_clip's (D,)); the pretrained towers' names follow the same
+  rule (their LayerNorm scales and biases are 1-D, CLIP's class embedding is 1-D);
   `all` decays every parameter (optax's and torch's AdamW, as MultiBench trains)."""
   if mask == "all":
     return True
   name = path.rsplit("/", 1)[-1]
-  return jnp.ndim(parameter) >= 2 and "bias" not in name and "cls" not in name
+  return (jnp.ndim(parameter) >= 2 and "bias" not in name and "cls" not in name
+          and not name.endswith("_token"))
 
 
-def make_optimizer(optimizer_config: Mapping[str, Any],
-                   total_steps: int) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+def scale_by_path(scales: Mapping[str, Any], zero_gradients: bool) -> optax.GradientTransformation:
+  """Multiplies the update of each parameter whose path `scales` names by its scale (arrays
+  broadcast against the parameter); with `zero_gradients`, instead zeroes the gradient where
+  the scale is 0 (`mmjax/train/finetune.py`)."""
+  def update(updates, state, params=None):
+    del params
+    def apply(path, u):
+      scale = scales.get(parameter_path(path))
+      if scale is None:
+        return u
+      scale = jnp.asarray(scale, u.dtype)
+      return jnp.where(scale > 0, u, 0) if zero_gradients else u * scale
+    return jax.tree_util.tree_map_with_path(apply, updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(optimizer_config: Mapping[str, Any], total_steps: int,
+                   learning_rate_scales: Optional[Mapping[str, Any]] = None
+                   ) -> Tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam(W) with linear warm-up then cosine decay to `final_lr_fraction`·lr, after clipping the
   global gradient norm to `grad_clip_norm` (no clipping when it is 0), for the model's
   parameters, the weight decay on the parameters `weight_decay_mask` names (`decays`);
   parameters matching the regex `frozen` are never updated (a linear probe); the task
   weighting's learned parameters get plain Adam on the same schedule, outside the clipping and
-  the weight decay."""
+  the weight decay. `learning_rate_scales` (`{path: scale}`, `finetune.learning_rate_scales`)
+  scale the updates of the parameters they name; a scale of 0 also zeroes their gradients
+  before clipping (a locked layer)."""
   learning_rate = optimizer_config["learning_rate"]
   warmup = min(optimizer_config["warmup_steps"], total_steps)
   schedule = optax.warmup_cosine_decay_schedule(
@@ -75,11 +97,14 @@ def make_optimizer(optimizer_config: Mapping[str, Any],
                      f"{', '.join(WEIGHT_DECAY_MASKS)}")
   decay_mask = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, parameter: decays(parameter_path(path), parameter, mask), params)
+  scales = learning_rate_scales or {}
   model = optax.chain(
+      scale_by_path(scales, zero_gradients=True) if scales else optax.identity(),
       optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
       optax.adamw(schedule, b1=optimizer_config["b1"], b2=optimizer_config["b2"],
                   eps=optimizer_config["eps"], weight_decay=optimizer_config["weight_decay"],
                   mask=decay_mask),
+      scale_by_path(scales, zero_gradients=False) if scales else optax.identity(),
   )
   transforms = {"model": model, "frozen": optax.set_to_zero(),
                 "task_weighting": optax.adam(schedule, b1=optimizer_config["b1"],
