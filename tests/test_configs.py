@@ -5,9 +5,10 @@ import os
 
 import jax
 import numpy as np
+import pretrained_helpers
 import pytest
 
-from mmjax import data
+from mmjax import data, pretrained
 from mmjax.data import interactions, mm_shapes
 from mmjax.fusion import FUSIONS
 from mmjax.model import model_from_config
@@ -15,8 +16,12 @@ from mmjax.train.defaults import load_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "experiments", "configs")
+# Configs that need an argument (a pretrained checkpoint folder) get the tiny reference ones.
+NEEDS_ARG = ("interactions.py", "clip_finetune.py")
 CASES = [(os.path.basename(path), None) for path in sorted(glob.glob(f"{CONFIG_DIR}/*.py"))
-         if not path.endswith("interactions.py")]
+         if not path.endswith(NEEDS_ARG)]
+CASES += [("clip_finetune.py", pretrained_helpers.path(case)) for case in
+          ("clip_quick_gelu", "siglip")]
 CASES += [("contrastive_probe.py", arg) for arg in ("pretrain,siglip", "probe")]
 CASES += [("seed_text_image.py", arg) for arg in ("late", "gmu", "tensor", "low_rank")]
 CASES += [("av_mnist.py", arg) for arg in ("image", "audio", "concat", "late", "tensor",
@@ -30,10 +35,19 @@ CASES += [("interactions.py", f"synergy3,{fusion}") for fusion in FUSIONS
           if fusion not in ("multiplicative", "mfb")]   # 2 modalities only
 
 
-def example_batch(dataset_name, tmp_path):
+def example_batch(dataset_name, tmp_path, model):
   """Two examples of the dataset: generated ones for the built-in datasets, zeros shaped by the
-  builder's features (no files needed) for the published ones."""
+  builder's features (no files needed) for the published ones, and for a folder of your own
+  (whose features come from its files) zeros shaped as its pretrained towers read them."""
   dataset, _, builder_config = dataset_name.partition("/")
+  if dataset == "multimodal_folder":
+    batch = {}
+    for modality, encoder in model.encoders.items():
+      inputs = pretrained.example_inputs(encoder)
+      batch[modality] = np.concatenate([np.asarray(inputs[0])] * 2)
+      if len(inputs) > 1:
+        batch[f"{modality}_mask"] = np.concatenate([np.asarray(inputs[1])] * 2)
+    return batch
   if dataset == "mm_shapes":
     example = mm_shapes.make_example(0, 0, 0)
   elif dataset == "interactions":
@@ -51,8 +65,8 @@ def example_batch(dataset_name, tmp_path):
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" if a else n for n, a in CASES])
 def test_config_builds_a_model_with_one_output_per_task(name, arg, tmp_path):
   config = load_config(os.path.join(CONFIG_DIR, name), arg)
-  batch = example_batch(config.dataset.name, tmp_path)
   model = model_from_config(config.model, config.tasks)
+  batch = example_batch(config.dataset.name, tmp_path, model)
   params = jax.eval_shape(model.init, jax.random.key(0), batch)
   outputs = jax.eval_shape(model.apply, params, batch)
   assert set(outputs) == set(config.tasks)
