@@ -31,21 +31,25 @@ TOWERS = {"clip": ("clip_vision", "clip_text", "infonce"),
           "siglip": ("siglip_vision", "siglip_text", "siglip")}
 
 
-def get_config(arg: str) -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """`arg` = CHECKPOINT[,COLUMN]. Without one (`--help`, the docs' checks) the CLIP config with
+  every checkpoint field unset: the towers then take their architecture from the checkpoint
+  the command line gives them."""
   checkpoint, _, label = arg.partition(",")
-  model_type = read_config(checkpoint)["model_type"]
+  model_type = read_config(checkpoint)["model_type"] if checkpoint else "clip"
+  checkpoint = checkpoint or None
   if model_type not in TOWERS:
     raise ValueError(f"{checkpoint} is a {model_type!r} checkpoint; this config fine-tunes "
                      f"{' or '.join(TOWERS)}")
   vision, text, loss = TOWERS[model_type]
   config = trainer_config("multimodal_folder")
   config.dataset.options = ml_collections.ConfigDict(
-      {"tokenizer": checkpoint, "image_processor": checkpoint})
+      {"tokenizer": checkpoint or "", "image_processor": checkpoint or ""})
   config.model.encoders = ml_collections.ConfigDict({
       "image": encoder_config(vision, checkpoint=checkpoint),
       "text": encoder_config(text, checkpoint=checkpoint)})
   config.model.fusion = fusion_config("concat")     # no head reads it: the model is contrastive
-  embed_dim = config.model.encoders.text.get("projection_dim")
+  embed_dim = config.model.encoders.text.get("projection_dim") or 512
   config.model.heads = ml_collections.ConfigDict({
       "pair": head_config("contrastive", modalities=("text", "image"), project=False,
                           checkpoint=checkpoint, embed_dim=embed_dim)})

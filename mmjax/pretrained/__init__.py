@@ -119,7 +119,7 @@ def build(directory: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Modu
 def load(directory: str, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
          **overrides: Any) -> Pretrained:
   """Builds `directory`'s architecture (`build`) and reads its tensors into parameters of
-  `param_dtype`, one tensor at a time from the memory-mapped safetensors file(s). SigLIP's text
+  `param_dtype`, one tensor at a time from the safetensors file(s). SigLIP's text
   tower applies the attention mask it is given, as the reference does (pass None for the
   usual SigLIP use, which attends to the padding)."""
   module = build(directory, dtype, **overrides)

@@ -13,7 +13,7 @@ source per layer. The table is the documentation of the mapping: nothing is matc
 `load_params` then, one tensor at a time: checks that every table tensor exists and every
 tensor of the module's part of the file is used (or ignorable: non-persistent buffers such as
 `position_ids` that older checkpoints stored), checks each shape after the layout change,
-reads it from the memory-mapped file, casts it to the parameter's dtype and places it directly in
+reads it from the file (`files.Tensors.read`), casts it to the parameter's dtype and places it directly in
 the parameter's sharding (`jax.make_array_from_callback`: each device gets only its slice, on
 every host). A shape that differs only in a position grid is resampled when the source allows it
 (`resample_positions`). Every problem is one ConfigError naming the tensor and both shapes.
@@ -22,6 +22,7 @@ import re
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -179,12 +180,20 @@ def _dummy(shape: Sequence[int], dtype: Any) -> np.ndarray:
                                          (0,) * len(shape))
 
 
-def _place(array: np.ndarray, leaf: Any) -> jax.Array:
-  array = np.asarray(array, dtype=leaf.dtype)
+def _place(raw: np.ndarray, source: Source, target: Tuple[int, ...], leaf: Any) -> jax.Array:
+  """The tensor `raw` (read-only, aligned: JAX places it without a copy) laid out by
+  `source.transform` as the parameter `leaf`: its dtype and sharding. The layout change runs as
+  XLA ops on the default device (a transpose there is a fast blocked copy; numpy's strided one
+  took most of a ViT-B's load time), then the result is put in the parameter's sharding; a
+  sharding that spans other processes' devices is filled from this process's copy."""
+  laid_out = jnp.asarray(source.transform(jnp.asarray(raw), target), leaf.dtype)
   sharding = getattr(leaf, "sharding", None)
   if sharding is None:
-    return jax.numpy.asarray(array)
-  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+    return laid_out
+  if sharding.is_fully_addressable:
+    return jax.device_put(laid_out, sharding)
+  host = np.asarray(laid_out)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _names(source: Source) -> Tuple[str, ...]:
@@ -243,7 +252,10 @@ def load_params(table: Mapping[str, Source], abstract_params: Any, directory: st
   params = {}
   for path, source in table.items():
     leaf, names, target = leaves[path], _names(source), _target(source, leaves[path])
-    arrays = [source.transform(tensors.read(name), target) for name in names]
-    params[tuple(path.split("/"))] = _place(
-        np.stack(arrays) if isinstance(source.name, tuple) else arrays[0], leaf)
+    if isinstance(source.name, tuple):   # a scanned encoder's stacked layers
+      stacked = jnp.stack([_place(tensors.read(name), source, target,
+                                  jax.ShapeDtypeStruct(target, leaf.dtype)) for name in names])
+      params[tuple(path.split("/"))] = _place(stacked, Source("", same), tuple(leaf.shape), leaf)
+    else:
+      params[tuple(path.split("/"))] = _place(tensors.read(names[0]), source, target, leaf)
   return traverse_util.unflatten_dict(params)
