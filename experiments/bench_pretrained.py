@@ -23,7 +23,6 @@ against transformers' PyTorch, and activation memory with and without rematerial
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -143,7 +142,6 @@ def load_in_fresh_process(directory: str) -> dict:
 def mmjax_step(batch: int, remat: str = "none", scan: bool = False):
   """`(jitted step, state, images)` of the CLIP-B/16 image tower's AdamW train step."""
   import jax
-  import jax.numpy as jnp
   import optax
   from mmjax.pretrained.clip import CLIPVision
   fields = dict(CLIP_B16_VISION)

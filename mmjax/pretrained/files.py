@@ -8,13 +8,12 @@
 A safetensors file is an 8-byte little-endian header length, a JSON header
 `{name: {dtype, shape, data_offsets: [begin, end]}}` and the raw little-endian bytes. `Tensors`
 reads the headers only; `read(name)` reads that one tensor's bytes with a positioned read into a
-fresh, aligned, read-only array (which JAX's CPU client places without copying), so the loader (`mmjax/pretrained/loading.py`), which casts and places one tensor at
+fresh, aligned, read-only array (which `jax.device_put` on a CPU places without copying), so the loader (`mmjax/pretrained/loading.py`), which casts and places one tensor at
 a time, never holds a second copy of the file: loading needs the parameters' memory and one
 tensor's more. Not a memory map: JAX's CPU client places a read-only mapped array without
 copying it, which would make the parameters pages of the checkpoint file (changed if the file
 is), so a mapped tensor must be copied anyway, and faulting its pages in is slower than one read
-(`experiments/bench_pretrained.py`: a ViT-B/16 loads in 1.2× the time of reading its file once
-with a read, 3× with a map and a copy).
+(`experiments/bench_pretrained.py` measures the load against one read of the file).
 """
 import json
 import os
@@ -34,8 +33,8 @@ _INDEX = "model.safetensors.index.json"
 _SINGLE = "model.safetensors"
 
 
-# XLA's CPU client places a numpy array without copying it only when the array is read-only and
-# its data 64-byte aligned (numpy's own allocations are 16-byte aligned).
+# `jax.device_put` on a CPU places a numpy array without copying it only when its data is 64-byte
+# aligned (numpy's own allocations are 16-byte aligned).
 ALIGNMENT = 64
 
 
@@ -46,6 +45,13 @@ def aligned_empty(shape, dtype) -> np.ndarray:
   raw = np.empty(nbytes + ALIGNMENT, np.uint8)
   start = -raw.ctypes.data % ALIGNMENT
   return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def is_placeable(array: np.ndarray) -> bool:
+  """Whether `array` is ready to be placed without a copy: C-contiguous and aligned (and
+  read-only: ours, not to be written to once a parameter aliases it)."""
+  return (not array.flags.writeable and array.flags.c_contiguous
+          and array.ctypes.data % ALIGNMENT == 0)
 
 
 def read_config(directory: str) -> Dict[str, Any]:

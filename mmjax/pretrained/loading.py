@@ -22,11 +22,11 @@ import re
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from mmjax.errors import ConfigError
+from mmjax.pretrained import files
 from mmjax.pretrained.files import Tensors
 
 Transform = Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]
@@ -180,20 +180,22 @@ def _dummy(shape: Sequence[int], dtype: Any) -> np.ndarray:
                                          (0,) * len(shape))
 
 
-def _place(raw: np.ndarray, source: Source, target: Tuple[int, ...], leaf: Any) -> jax.Array:
-  """The tensor `raw` (read-only, aligned: JAX places it without a copy) laid out by
-  `source.transform` as the parameter `leaf`: its dtype and sharding. The layout change runs as
-  XLA ops on the default device (a transpose there is a fast blocked copy; numpy's strided one
-  took most of a ViT-B's load time), then the result is put in the parameter's sharding; a
-  sharding that spans other processes' devices is filled from this process's copy."""
-  laid_out = jnp.asarray(source.transform(jnp.asarray(raw), target), leaf.dtype)
+def _place(array: np.ndarray, leaf: Any) -> jax.Array:
+  """`array` as the parameter `leaf`: its dtype and sharding. `jax.device_put` on a CPU places a
+  C-contiguous, 64-byte-aligned array without copying it (`files.read` gives such arrays, made
+  read-only so that nothing writes to them), so one aligned copy is made only where the layout
+  or dtype changes (a transposed kernel, a cast): host memory holds the parameters and one
+  tensor more. A sharding is filled slice by slice (`jax.make_array_from_callback`), on every
+  host."""
+  if array.dtype != leaf.dtype or not files.is_placeable(array):
+    copy = files.aligned_empty(array.shape, leaf.dtype)
+    np.copyto(copy, array, casting="unsafe")
+    copy.flags.writeable = False
+    array = copy
   sharding = getattr(leaf, "sharding", None)
   if sharding is None:
-    return laid_out
-  if sharding.is_fully_addressable:
-    return jax.device_put(laid_out, sharding)
-  host = np.asarray(laid_out)
-  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.device_put(array)      # (jnp.asarray would copy it)
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 def _names(source: Source) -> Tuple[str, ...]:
@@ -253,9 +255,12 @@ def load_params(table: Mapping[str, Source], abstract_params: Any, directory: st
   for path, source in table.items():
     leaf, names, target = leaves[path], _names(source), _target(source, leaves[path])
     if isinstance(source.name, tuple):   # a scanned encoder's stacked layers
-      stacked = jnp.stack([_place(tensors.read(name), source, target,
-                                  jax.ShapeDtypeStruct(target, leaf.dtype)) for name in names])
-      params[tuple(path.split("/"))] = _place(stacked, Source("", same), tuple(leaf.shape), leaf)
+      stacked = files.aligned_empty(tuple(leaf.shape), leaf.dtype)
+      for row, name in enumerate(names):
+        np.copyto(stacked[row], source.transform(tensors.read(name), target), casting="unsafe")
+      stacked.flags.writeable = False
+      params[tuple(path.split("/"))] = _place(stacked, leaf)
     else:
-      params[tuple(path.split("/"))] = _place(tensors.read(names[0]), source, target, leaf)
+      params[tuple(path.split("/"))] = _place(source.transform(tensors.read(names[0]), target),
+                                              leaf)
   return traverse_util.unflatten_dict(params)

@@ -10,7 +10,6 @@ from mmjax.errors import ConfigError
 from mmjax.pretrained import loading
 from mmjax.pretrained.files import Tensors
 from mmjax.pretrained.loading import Source
-from mmjax.tasks import contrastive
 
 Array = jax.Array
 
