@@ -17,11 +17,15 @@ from mmjax.train.defaults import load_config
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "experiments", "configs")
 # Configs that need an argument (a pretrained checkpoint folder) get the tiny reference ones.
-NEEDS_ARG = ("interactions.py", "clip_finetune.py")
+NEEDS_ARG = ("interactions.py", "clip_finetune.py", "mm_imdb_pretrained.py")
 CASES = [(os.path.basename(path), None) for path in sorted(glob.glob(f"{CONFIG_DIR}/*.py"))
          if not path.endswith(NEEDS_ARG)]
 CASES += [("clip_finetune.py", pretrained_helpers.path(case)) for case in
           ("clip_quick_gelu", "siglip")]
+CASES += [("mm_imdb_pretrained.py", f"{pretrained_helpers.path(text)},"
+           f"{pretrained_helpers.path(image)},{fusion}")
+          for text, image, fusion in (("bert", "vit", "gmu"), ("roberta", "clip_quick_gelu", "late"),
+                                      ("bert", "vit", "concat"))]
 CASES += [("contrastive_probe.py", arg) for arg in ("pretrain,siglip", "probe")]
 CASES += [("seed_text_image.py", arg) for arg in ("late", "gmu", "tensor", "low_rank")]
 CASES += [("av_mnist.py", arg) for arg in ("image", "audio", "concat", "late", "tensor",

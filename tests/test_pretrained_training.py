@@ -196,3 +196,34 @@ def test_layer_decay_scales_the_first_adam_step_of_each_layer():
     if scale is not None:
       nonzero = np.abs(leaves(grads)[key]) > 1e-6
       np.testing.assert_allclose(step[nonzero], scale, rtol=1e-3, err_msg=key)
+
+
+def test_mmimdb_release_becomes_a_folder_for_bert_and_vit(tmp_path):
+  """experiments/pretrained/mmimdb_folder.py on a three-movie imitation of the release: the
+  longest plot, the 23-genre labels (a movie with none left out), the dev split as validation;
+  the folder then prepares with BERT's tokenizer and ViT's image processor."""
+  sys.path.insert(0, os.path.join(REPO, "experiments", "pretrained"))
+  import mmimdb_folder
+  os.makedirs(tmp_path / "dataset")
+  movies = {"0000001": (["short", "a much longer plot about a detective"], ["Drama", "Crime"]),
+            "0000002": (["a comedy"], ["Comedy"]),
+            "0000003": (["no usable genre"], ["Reality-TV"])}
+  for movie_id, (plots, genres) in movies.items():
+    (tmp_path / "dataset" / f"{movie_id}.json").write_text(json.dumps({"plot": plots,
+                                                                        "genres": genres}))
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "dataset" / f"{movie_id}.jpeg")
+  (tmp_path / "split.json").write_text(json.dumps({"train": ["0000001", "0000002", "0000003"],
+                                                   "dev": ["0000002"], "test": ["0000001"]}))
+  assert mmimdb_folder.write_folder(str(tmp_path)) == {"train": [2, 1], "validation": [1, 0],
+                                                       "test": [1, 0]}
+  rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+  assert rows[0] == {"image": "dataset/0000001.jpeg",
+                     "text": "a much longer plot about a detective", "genres": ["Drama", "Crime"]}
+  builder = data.prepare("multimodal_folder", str(tmp_path / "tfds"), str(tmp_path),
+                         {"tokenizer": path("bert"), "tokenizer_max_length": 16,
+                          "image_processor": path("vit")})
+  assert builder.info.metadata["labels"] == {"genres": "multilabel"}
+  example = builder.as_data_source(split="train")[0]
+  assert example["text"].shape == (16,) and example["image"].shape == (32, 32, 3)
+  np.testing.assert_array_equal(example["text"], processors.TextTokenizer(path("bert"), 16)(
+      ["a much longer plot about a detective"])[0][0])

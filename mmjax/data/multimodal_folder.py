@@ -59,7 +59,8 @@ Label column names are Python identifiers that neither end in `_mask` or `_label
 
 A pretrained tower's own preprocessing replaces the above where an option names its checkpoint
 folder (`mmjax/data/processors.py`, equal to transformers'): `tokenizer` (its tokenizer.json:
-the tower's ids, truncation length, padding and special tokens; the mask is the tokenizer's,
+the tower's ids, truncation length (`tokenizer_max_length` when > 0, else the tokenizer's
+`model_max_length`), padding and special tokens; the mask is the tokenizer's,
 stored as `text_mask`, since a tower's pad id may be a real token's, CLIP's EOS), `image_processor`
 (its preprocessor_config.json: resize, crop, rescale, normalise; stored float32 (H, W, 3),
 already normalised, so `model_inputs` leaves it as it is) and `audio_features` (AST's
@@ -68,8 +69,8 @@ A file the option needs that is missing is a ConfigError when the config is made
 
 Options are MultimodalFolderConfig fields, given as keywords to `config_from_manual_dir`:
 `image_size` (64), `max_text_length` (32), `min_count` (2), `max_vocabulary` (20,000 words),
-`audio_duration` (1.0 s), `label_kinds`, and `tokenizer`, `image_processor`, `audio_features`
-(folders, "" for none); `data.prepare` uses the defaults.
+`audio_duration` (1.0 s), `label_kinds`, and `tokenizer`, `tokenizer_max_length` (0),
+`image_processor`, `audio_features` (folders, "" for none); `data.prepare` uses the defaults.
 
 Because the features depend on the files, `config_from_manual_dir` reads the tables to make the
 BuilderConfig, named `<folder name>-<digest>`: the digest hashes the folder's absolute path, the
@@ -443,22 +444,27 @@ class MultimodalFolderConfig(tfds.core.BuilderConfig):
   audio_duration: float = 1.0
   label_kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
   tokenizer: str = ""
+  tokenizer_max_length: int = 0
   image_processor: str = ""
   audio_features: str = ""
 
 
 @functools.lru_cache(maxsize=8)
-def tower_processors(tokenizer: str, image_processor: str, audio_features: str):
+def tower_processors(tokenizer: str, image_processor: str, audio_features: str,
+                     tokenizer_max_length: int = 0):
   """`(TextTokenizer or None, ImageProcessor or None, AudioFeatures or None)` of the folders
-  named (made once per process: a tokenizer.json takes a moment to parse)."""
+  named (made once per process: a tokenizer.json takes a moment to parse); the tokenizer pads
+  and truncates to `tokenizer_max_length`, or its own `model_max_length` when 0."""
   from mmjax.data import processors   # here, so that folders without towers need no tokenizers
-  return (processors.TextTokenizer(tokenizer) if tokenizer else None,
+  return (processors.TextTokenizer(tokenizer, tokenizer_max_length or None) if tokenizer
+          else None,
           processors.ImageProcessor(image_processor) if image_processor else None,
           processors.AudioFeatures(audio_features) if audio_features else None)
 
 
 def _processors(config: MultimodalFolderConfig):
-  return tower_processors(config.tokenizer, config.image_processor, config.audio_features)
+  return tower_processors(config.tokenizer, config.image_processor, config.audio_features,
+                          config.tokenizer_max_length)
 
 
 def _digest(path: str, folder: Folder, config: MultimodalFolderConfig) -> str:
@@ -474,7 +480,8 @@ def _digest(path: str, folder: Folder, config: MultimodalFolderConfig) -> str:
         stat = os.stat(media_path(path, row, column))
         digest.update(f"{row.values[column].strip()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
   options = (config.image_size, config.max_text_length, config.min_count, config.max_vocabulary,
-             config.audio_duration, sorted(config.label_kinds.items()))
+             config.audio_duration, sorted(config.label_kinds.items()),
+             config.tokenizer_max_length)
   for folder_option in (config.tokenizer, config.image_processor, config.audio_features):
     if folder_option:   # a tower's files: their bytes, so a changed tokenizer is a new dataset
       for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
@@ -509,7 +516,8 @@ def config_from_manual_dir(manual_dir: str, **options: Any) -> MultimodalFolderC
       raise ValueError(f"option {option}={options[option]!r}, but {train_table} has no "
                        f"{modality} column")
   tower_processors(options.get("tokenizer", ""), options.get("image_processor", ""),
-                   options.get("audio_features", ""))   # a missing file: a ConfigError now
+                   options.get("audio_features", ""),
+                   options.get("tokenizer_max_length", 0))   # a missing file: an error now
   kinds = ", ".join(f"{label.name} ({label.kind})" for label in labels) or "none"
   config = MultimodalFolderConfig(
       name="pending", modalities=modalities, labels=labels, **options,
