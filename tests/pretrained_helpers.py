@@ -53,7 +53,7 @@ def tower_inputs(name: str, batch: int, rng: np.random.Generator):
   module = tower(name)
   if module.input_axes == ("B", "T"):
     length = 8
-    ids = rng.integers(5, 200, (batch, length)).astype(np.int32)
+    ids = rng.integers(5, module.vocab_size, (batch, length)).astype(np.int32)
     return ids, np.arange(length)[None] < rng.integers(1, length + 1, (batch, 1))
   if name == "ast":
     return (rng.normal(size=(batch, module.max_length, module.num_mel_bins)).astype(np.float32),

@@ -15,7 +15,8 @@ not checked, everything else is. A config file's placeholder argument (`av_mnist
 loads its default `get_config()`; an override of a placeholder config (`NAME.py`) must still name
 a trainer field (`mmjax.train.defaults.trainer_config`; below the parts every config file sets
 itself, `model.encoders`, `model.fusion`, `model.heads`, `tasks`, `task_weighting`,
-`dataset.options`, anything; `evals.KEY.FIELD` a field of some evaluator), or a sweep file's
+`dataset.options`, anything; `evals.KEY.FIELD` a field of some evaluator, `finetune.KEY.FIELD` a
+field of `finetune_config`), or a sweep file's
 field for `mmjax sweep`. The same holds for every `config.a.b` or `--config.a.b=...` named in an
 inline code span of the prose, so that a renamed field cannot linger in a sentence either.
 """
@@ -33,6 +34,7 @@ from config_helpers import REPO
 from mmjax import cli, evaluators
 from mmjax.sweep import sweep_config
 from mmjax.train.defaults import load_config, trainer_config
+from mmjax.train.finetune import finetune_config
 
 README = os.path.join(REPO, "README.md")
 DOCS = sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
@@ -187,6 +189,7 @@ TRAINER = trainer_config("")
 SWEEP_FIELDS = tuple(sweep_config("", {}, ()).keys())
 EVALUATOR_FIELDS = {"name"} | {field.name for evaluator in evaluators.EVALUATORS.values()
                                for field in dataclasses.fields(evaluator)}
+FINETUNE_FIELDS = tuple(finetune_config())
 # What each experiment config sets itself: below these, any field may exist.
 OPEN = ("model.encoders", "model.fusion", "model.heads", "tasks", "task_weighting",
         "dataset.options")
@@ -201,6 +204,10 @@ def trainer_field_problem(path: str) -> Optional[str]:
     return None
   if any(".".join(keys[:depth]) in OPEN for depth in range(1, len(keys) + 1)):
     return None
+  if keys[:1] == ["finetune"] and len(keys) >= 2:   # keyed by the config's encoders
+    return (None if len(keys) == 2 or len(keys) == 3 and keys[2] in FINETUNE_FIELDS else
+            f"config.{path}: a finetune entry has no field {'.'.join(keys[2:])!r}; its fields "
+            f"are {', '.join(FINETUNE_FIELDS)}")
   if keys[:1] == ["evals"] and len(keys) >= 2:   # a config file may add any key
     return (None if len(keys) == 2 or len(keys) == 3 and keys[2] in EVALUATOR_FIELDS else
             f"config.{path}: no evaluator has a field {'.'.join(keys[2:])!r}; their fields are "

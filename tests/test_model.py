@@ -48,7 +48,8 @@ def test_model_ignores_batch_keys_it_has_no_encoder_for():
 
 @pytest.mark.parametrize("part,message", [
     ("fusion", "unknown fusion 'concatt'; valid fusion names are: .*concat"),
-    ("encoder", "unknown encoder 'lstmm'; valid encoder names are: conv_pool, feature_tokens"),
+    ("encoder", "unknown encoder 'lstmm'; valid encoder names are: ast, bert, clip_text, "
+                "clip_vision, conv_pool, feature_tokens"),
 ])
 def test_unknown_names_list_the_valid_ones(part, message):
   config = {**SMALL, "encoders": dict(SMALL["encoders"]), "fusion": dict(SMALL["fusion"])}

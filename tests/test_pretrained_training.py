@@ -121,11 +121,10 @@ def test_a_missing_tokenizer_file_is_named_when_the_config_is_made(folder, tmp_p
 
 def test_fine_tuning_resumes_exactly_keeps_locked_layers_and_evaluates_zero_shot(
     folder, tfds_dir, tmp_path):
-  # Through the CLI: two steps, then resumed to four.
+  # Two steps in process, then resumed to four through the CLI.
   resumed = str(tmp_path / "resumed")
-  base = ["train", f"--config={CONFIG}:{CLIP}", f"--workdir={resumed}"]
-  mmjax(*base, *flags(folder, tfds_dir, 2))
-  mmjax(*base, *flags(folder, tfds_dir, 4))
+  loop.train_and_evaluate(config_of(folder, tfds_dir, 2), resumed)
+  mmjax("train", f"--config={CONFIG}:{CLIP}", f"--workdir={resumed}", *flags(folder, tfds_dir, 4))
   # In process: four steps without a stop.
   straight = str(tmp_path / "straight")
   loop.train_and_evaluate(config_of(folder, tfds_dir, 4), straight)

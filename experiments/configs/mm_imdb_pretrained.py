@@ -13,8 +13,9 @@ fusion (`concat`, `gmu`, `late`). The folder is the original release converted b
 through the text tower's tokenizer (256 tokens), the posters through the image tower's processor.
 Features: BERT's pooled output, ViT's class token or CLIP's projected image embedding, each
 fine-tuned with a layer-wise decay of 0.75 (no layer locked). Metrics as `mm_imdb.py`: micro and
-macro F1 at 0.5, mean average precision; published numbers for such settings are in
-`experiments/reference_results.json` (dataset `mm_imdb_pretrained`).
+macro F1 at 0.5, mean average precision. MMBT's (Kiela et al. 2019, arXiv:1909.02950) BERT +
+ResNet-152 numbers are the published ones for such settings; they are not yet in
+`experiments/reference_results.json`, because the paper's table could not be read to check them.
 """
 import ml_collections
 
