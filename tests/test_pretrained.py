@@ -369,3 +369,42 @@ def test_safetensors_round_trip_in_every_float_dtype(tmp_path):
   for name, array in arrays.items():
     assert tensors.read(name).dtype == array.dtype
     np.testing.assert_array_equal(tensors.read(name), array)
+
+
+SHARDED_LOAD = r'''
+import json, sys
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from mmjax import pretrained
+folder = sys.argv[1]
+plain = pretrained.load(folder)
+mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "fsdp"))
+def sharding(x):   # split the first dimension divisible by 4 over 'fsdp', as FSDP would
+  axes = [d for d, n in enumerate(x.shape) if n % 4 == 0]
+  spec = [None] * x.ndim
+  if axes:
+    spec[axes[0]] = "fsdp"
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P(*spec)))
+abstract = jax.tree.map(sharding, plain.params)
+loaded = pretrained.load_into_params({"bert": plain.module}, {"bert": abstract}, log=None)["bert"]
+same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), loaded,
+                    plain.params)
+placed = jax.tree.map(lambda a, s: a.sharding == s.sharding, loaded, abstract)
+shards = jax.tree.map(lambda a: list(a.addressable_shards[0].data.shape), loaded)
+print(json.dumps({"same": all(jax.tree.leaves(same)), "placed": all(jax.tree.leaves(placed)),
+                  "kernel_shard": shards["encoder"]["layer_0"]["mlp"]["fc1"]["kernel"],
+                  "devices": jax.device_count()}))
+'''
+
+
+def test_parameters_are_placed_directly_in_their_shardings_on_eight_devices():
+  """Each tensor goes straight into its NamedSharding (split along 'fsdp' here), with the
+  values of the unsharded load."""
+  import subprocess
+  import sys
+  result = subprocess.run([sys.executable, "-c", SHARDED_LOAD, path("bert")], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report == {"same": True, "placed": True, "kernel_shard": [8, 64], "devices": 8}
