@@ -74,8 +74,8 @@ def errors(case: str, model=None):
 
 
 def test_every_architecture_has_a_reference_fixture():
-  assert set(pretrained.ARCHITECTURES) - {"clip_vision_model", "clip_text_model",
-                                          "siglip_vision_model", "siglip_text_model"} \
+  assert set(pretrained.MODEL_TYPES) - {"clip_vision_model", "clip_text_model",
+                                        "siglip_vision_model", "siglip_text_model"} \
       == set(CASES.values())
   assert set(TOWER_CASES) == set(pretrained.TOWERS)
 

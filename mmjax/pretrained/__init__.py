@@ -18,10 +18,10 @@ import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
 from mmjax.pretrained.bert import BertText
-from mmjax.pretrained.clip import CLIP, CLIPText, CLIPVision
+from mmjax.pretrained.clip import CLIPText, CLIPVision, ImageTextPair
 from mmjax.pretrained.files import Tensors, read_config
 from mmjax.pretrained.loading import load_params
-from mmjax.pretrained.siglip import Siglip, SiglipText, SiglipVision
+from mmjax.pretrained.siglip import SiglipText, SiglipVision
 from mmjax.pretrained.vit import ASTAudio, ViTImage
 
 # Encoder names -> tower modules.
@@ -35,12 +35,19 @@ TOWERS = {
     "ast": ASTAudio,
 }
 
-# config.json `model_type` -> what `load` builds (a pair for CLIP and SigLIP).
+# config.json `model_type` of a pair -> (vision tower, text tower, ImageTextPair fields, text tower
+# fields): SigLIP's embeddings are the towers' pooled outputs, its logits have a bias, and `load`
+# applies the attention mask it is given to the text, as the reference does.
+PAIRS = {
+    "clip": (CLIPVision, CLIPText, {}, {}),
+    "siglip": (SiglipVision, SiglipText, dict(image_key="pooler_output", text_key="pooler_output",
+                                              logit_bias=True), dict(attend_to_padding=False)),
+}
+
+# config.json `model_type` -> the tower `load` builds (besides the pairs).
 ARCHITECTURES = {
-    "clip": CLIP,
     "clip_vision_model": CLIPVision,
     "clip_text_model": CLIPText,
-    "siglip": Siglip,
     "siglip_vision_model": SiglipVision,
     "siglip_text_model": SiglipText,
     "bert": BertText,
@@ -48,6 +55,7 @@ ARCHITECTURES = {
     "vit": ViTImage,
     "audio-spectrogram-transformer": ASTAudio,
 }
+MODEL_TYPES = sorted({*PAIRS, *ARCHITECTURES})
 
 
 def _model_type(directory: str, config: Mapping[str, Any], supported) -> str:
@@ -79,7 +87,7 @@ def resolve_spec(constructor: Callable[..., Any], spec: Mapping[str, Any]) -> Di
 
 def example_inputs(module: nn.Module):
   """Inputs of batch 1 that `module.outputs` takes (for `jax.eval_shape` of its parameters)."""
-  if isinstance(module, (CLIP, Siglip)):
+  if isinstance(module, ImageTextPair):
     return example_inputs(module.vision)[:1] + example_inputs(module.text)
   if module.input_axes == ("B", "T"):
     return (jnp.zeros((1, module.max_positions), jnp.int32), jnp.ones((1, module.max_positions),
@@ -102,18 +110,21 @@ class Pretrained(NamedTuple):
 
 
 def build(directory: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Module:
-  """The module of `directory`'s architecture, its fields from config.json and `overrides`."""
+  """The module of `directory`'s architecture, its fields from config.json and `overrides` (a
+  pair's as `vision={...}`, `text={...}`)."""
   config = read_config(directory)
-  constructor = ARCHITECTURES[_model_type(directory, config, ARCHITECTURES)]
-  fields = {**constructor.config_fields(config), **overrides}
-  if constructor in (CLIP, Siglip):
-    vision_type, text_type = (CLIPVision, CLIPText) if constructor is CLIP else (SiglipVision,
-                                                                                 SiglipText)
-    extra = {} if constructor is CLIP else {"attend_to_padding": False}
-    return constructor(vision=vision_type(checkpoint=directory, dtype=dtype, **fields["vision"]),
-                       text=text_type(checkpoint=directory, dtype=dtype, **fields["text"],
-                                      **extra))
-  return constructor(checkpoint=directory, dtype=dtype, **fields)
+  model_type = _model_type(directory, config, MODEL_TYPES)
+  if model_type in PAIRS:
+    vision, text, pair_fields, text_fields = PAIRS[model_type]
+    return ImageTextPair(
+        vision=vision(checkpoint=directory, dtype=dtype,
+                      **{**vision.config_fields(config), **overrides.get("vision", {})}),
+        text=text(checkpoint=directory, dtype=dtype, **text_fields,
+                  **{**text.config_fields(config), **overrides.get("text", {})}),
+        **pair_fields)
+  constructor = ARCHITECTURES[model_type]
+  return constructor(checkpoint=directory, dtype=dtype,
+                     **{**constructor.config_fields(config), **overrides})
 
 
 def load(directory: str, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,

@@ -100,8 +100,7 @@ class BertText(Tower):
                                                 train)
     out = {"last_hidden_state": last, "hidden_states": hidden}
     if self.use_pooler:
-      out["pooler_output"] = jnp.tanh(nn.Dense(self.hidden_size, dtype=self.dtype,
-                                               name="pooler")(last[:, 0]))
+      out["pooler_output"] = self.tanh_pooler(last)
     return out
 
   def pretrained_table(self, tensors: Tensors, directory: str) -> Dict[str, Source]:

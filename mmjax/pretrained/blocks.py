@@ -249,6 +249,10 @@ class Tower(nn.Module):
                    self.attention_dropout_rate, self.attention, self.remat, self.scan,
                    self.dtype, name="encoder")
 
+  def tanh_pooler(self, last: Array) -> Array:
+    """BERT's and ViT's pooler: tanh(W_p h[:, 0] + b_p), parameters `pooler`."""
+    return jnp.tanh(nn.Dense(self.hidden_size, dtype=self.dtype, name="pooler")(last[:, 0]))
+
   def norm(self, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)
 

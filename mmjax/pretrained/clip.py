@@ -200,34 +200,40 @@ def normalise(x: Array) -> Array:
   return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-class CLIP(nn.Module):
-  """Both towers and the logit scale: `outputs(pixel_values, input_ids, attention_mask)` gives
-  transformers' `CLIPOutput` names (`logits_per_image`, `logits_per_text`, `text_embeds`,
-  `image_embeds` normalised, `vision_model_output`, `text_model_output`)."""
-  vision: CLIPVision
-  text: CLIPText
-
-  MODEL_TYPES: ClassVar = ("clip",)
-
-  @staticmethod
-  def config_fields(config: Mapping[str, Any]) -> Dict[str, Any]:
-    return dict(vision=CLIPVision.config_fields(config), text=CLIPText.config_fields(config))
+class ImageTextPair(nn.Module):
+  """Two towers and their logit scale (and SigLIP's bias): `outputs(pixel_values, input_ids,
+  attention_mask)` with the names of transformers' `CLIPOutput` / `SiglipOutput`
+  (`logits_per_image`, `logits_per_text`, the normalised `image_embeds` and `text_embeds`, and
+  `vision_model_output`, `text_model_output`): logits_per_text = exp(s) · t̂ îᵀ (+ b).
+  `image_key` / `text_key` name the tower outputs that are the embeddings."""
+  vision: nn.Module
+  text: nn.Module
+  image_key: str = "image_embeds"
+  text_key: str = "text_embeds"
+  logit_bias: bool = False
 
   @nn.compact
   def outputs(self, pixel_values: Array, input_ids: Array,
               attention_mask: Optional[Array] = None) -> Dict[str, Any]:
     vision = self.vision.outputs(pixel_values)
     text = self.text.outputs(input_ids, attention_mask)
-    image_embeds = normalise(vision["image_embeds"].astype(jnp.float32))
-    text_embeds = normalise(text["text_embeds"].astype(jnp.float32))
+    image_embeds = normalise(vision[self.image_key].astype(jnp.float32))
+    text_embeds = normalise(text[self.text_key].astype(jnp.float32))
     scale = jnp.exp(self.param("logit_scale", nn.initializers.constant(2.6592), ()))
     logits_per_text = scale * text_embeds @ image_embeds.T
+    if self.logit_bias:
+      logits_per_text = logits_per_text + self.param("logit_bias", nn.initializers.zeros, ())
     return {"logits_per_image": logits_per_text.T, "logits_per_text": logits_per_text,
             "image_embeds": image_embeds, "text_embeds": text_embeds,
             "vision_model_output": vision, "text_model_output": text}
 
   def pretrained_table(self, tensors: Tensors, directory: str) -> Dict[str, Source]:
-    return {**{f"vision/{k}": v for k, v in self.vision.pretrained_table(tensors,
-                                                                          directory).items()},
-            **{f"text/{k}": v for k, v in self.text.pretrained_table(tensors, directory).items()},
-            "logit_scale": Source("logit_scale")}
+    """The towers' tables under `vision/`, `text/`, and `logit_scale` (`()` in CLIP's files,
+    `(1,)` in SigLIP's), `logit_bias`."""
+    table = {**{f"vision/{k}": v for k, v in self.vision.pretrained_table(tensors,
+                                                                           directory).items()},
+             **{f"text/{k}": v for k, v in self.text.pretrained_table(tensors, directory).items()},
+             "logit_scale": Source("logit_scale", loading.reshaped)}
+    if self.logit_bias:
+      table["logit_bias"] = Source("logit_bias", loading.reshaped)
+    return table

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from mmjax.pretrained import loading
 from mmjax.pretrained.blocks import MLP, Attention, Tower, patch_tokens, required
 from mmjax.pretrained.clip import (causal_padding_mask, encoder_fields, encoder_layer_table,
-                                   normalise, tower_config)
+                                   tower_config)
 from mmjax.pretrained.files import Tensors
 from mmjax.pretrained.loading import Source
 
@@ -171,35 +171,3 @@ class SiglipText(Tower):
     table.update(loading.stacked_layers("encoder", f"{root}encoder.layers.{{i}}",
                                         self.num_layers, self.scan, encoder_layer_table))
     return table
-
-
-class Siglip(nn.Module):
-  """Both towers, the logit scale and bias: `outputs` with `SiglipOutput`'s names."""
-  vision: SiglipVision
-  text: SiglipText
-
-  MODEL_TYPES: ClassVar = ("siglip",)
-
-  @staticmethod
-  def config_fields(config: Mapping[str, Any]) -> Dict[str, Any]:
-    return dict(vision=SiglipVision.config_fields(config), text=SiglipText.config_fields(config))
-
-  @nn.compact
-  def outputs(self, pixel_values: Array, input_ids: Array,
-              attention_mask: Optional[Array] = None) -> Dict[str, Any]:
-    vision = self.vision.outputs(pixel_values)
-    text = self.text.outputs(input_ids, attention_mask)
-    image_embeds = normalise(vision["pooler_output"].astype(jnp.float32))
-    text_embeds = normalise(text["pooler_output"].astype(jnp.float32))
-    scale = self.param("logit_scale", nn.initializers.zeros, (1,))
-    bias = self.param("logit_bias", nn.initializers.zeros, (1,))
-    logits_per_text = jnp.exp(scale) * text_embeds @ image_embeds.T + bias
-    return {"logits_per_image": logits_per_text.T, "logits_per_text": logits_per_text,
-            "image_embeds": image_embeds, "text_embeds": text_embeds,
-            "vision_model_output": vision, "text_model_output": text}
-
-  def pretrained_table(self, tensors: Tensors, directory: str) -> Dict[str, Source]:
-    return {**{f"vision/{k}": v for k, v in self.vision.pretrained_table(tensors,
-                                                                          directory).items()},
-            **{f"text/{k}": v for k, v in self.text.pretrained_table(tensors, directory).items()},
-            "logit_scale": Source("logit_scale"), "logit_bias": Source("logit_bias")}
