@@ -129,6 +129,21 @@ class CLIPVision(Tower):
     return table
 
 
+def token_embeddings(tower: nn.Module, ids: Array) -> Array:
+  """CLIP's and SigLIP's E_tok[ids] + E_pos[:T] (parameters `token_embedding`,
+  `position_embedding`), inside `tower`'s compact `outputs`."""
+  x = nn.Embed(tower.vocab_size, tower.hidden_size, embedding_init=_init, dtype=tower.dtype,
+               name="token_embedding")(ids)
+  positions = tower.param("position_embedding", _init, (tower.max_positions, tower.hidden_size))
+  return x + positions[:ids.shape[1]].astype(tower.dtype)
+
+
+def token_embedding_table(root: str) -> Dict[str, Source]:
+  """The name table of `token_embeddings` (`embeddings.` under the text tower's prefix)."""
+  return {"token_embedding/embedding": Source(f"{root}embeddings.token_embedding.weight"),
+          "position_embedding": Source(f"{root}embeddings.position_embedding.weight")}
+
+
 def causal_padding_mask(mask: Optional[Array], length: int, causal: bool) -> Optional[Array]:
   """`(B, 1, T, T)` bool: query t may attend key s when s is real (`mask`) and, if `causal`,
   s ≤ t; None when nothing is masked."""
@@ -166,10 +181,7 @@ class CLIPText(Tower):
               train: bool = False) -> Dict[str, Any]:
     required(self, "vocab_size", "max_positions", "eos_token_id")
     length = ids.shape[1]
-    x = nn.Embed(self.vocab_size, self.hidden_size, embedding_init=_init, dtype=self.dtype,
-                 name="token_embedding")(ids)
-    positions = self.param("position_embedding", _init, (self.max_positions, self.hidden_size))
-    x = x + positions[:length].astype(self.dtype)
+    x = token_embeddings(self, ids)
     encoded, hidden = self.encoder()(x, causal_padding_mask(mask, length, True), train)
     last = self.norm("final_layer_norm")(encoded)
     if self.eos_token_id == 2:
@@ -186,8 +198,7 @@ class CLIPText(Tower):
   def pretrained_table(self, tensors: Tensors, directory: str) -> Dict[str, Source]:
     root = loading.prefix(tensors, self.PREFIXES, "embeddings.token_embedding.weight", directory)
     table = {
-        "token_embedding/embedding": Source(f"{root}embeddings.token_embedding.weight"),
-        "position_embedding": Source(f"{root}embeddings.position_embedding.weight"),
+        **token_embedding_table(root),
         "projection/kernel": Source("text_projection.weight", loading.linear),
         **loading.layer_norm("final_layer_norm", f"{root}final_layer_norm"),
     }

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from mmjax.pretrained import loading
 from mmjax.pretrained.blocks import MLP, Attention, Tower, patch_tokens, required
 from mmjax.pretrained.clip import (causal_padding_mask, encoder_fields, encoder_layer_table,
-                                   tower_config)
+                                   token_embedding_table, token_embeddings, tower_config)
 from mmjax.pretrained.files import Tensors
 from mmjax.pretrained.loading import Source
 
@@ -150,10 +150,7 @@ class SiglipText(Tower):
               train: bool = False) -> Dict[str, Any]:
     required(self, "vocab_size", "max_positions", "projection_dim")
     length = ids.shape[1]
-    x = nn.Embed(self.vocab_size, self.hidden_size, embedding_init=_init, dtype=self.dtype,
-                 name="token_embedding")(ids)
-    positions = self.param("position_embedding", _init, (self.max_positions, self.hidden_size))
-    x = x + positions[:length].astype(self.dtype)
+    x = token_embeddings(self, ids)
     attention_mask = None if self.attend_to_padding else causal_padding_mask(mask, length, False)
     encoded, hidden = self.encoder()(x, attention_mask, train)
     last = self.norm("final_layer_norm")(encoded)
@@ -163,8 +160,7 @@ class SiglipText(Tower):
   def pretrained_table(self, tensors: Tensors, directory: str) -> Dict[str, Source]:
     root = loading.prefix(tensors, self.PREFIXES, "embeddings.token_embedding.weight", directory)
     table = {
-        "token_embedding/embedding": Source(f"{root}embeddings.token_embedding.weight"),
-        "position_embedding": Source(f"{root}embeddings.position_embedding.weight"),
+        **token_embedding_table(root),
         **loading.layer_norm("final_layer_norm", f"{root}final_layer_norm"),
         **loading.dense("head", f"{root}head"),
     }
