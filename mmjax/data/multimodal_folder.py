@@ -449,22 +449,10 @@ class MultimodalFolderConfig(tfds.core.BuilderConfig):
   audio_features: str = ""
 
 
-@functools.lru_cache(maxsize=8)
-def tower_processors(tokenizer: str, image_processor: str, audio_features: str,
-                     tokenizer_max_length: int = 0):
-  """`(TextTokenizer or None, ImageProcessor or None, AudioFeatures or None)` of the folders
-  named (made once per process: a tokenizer.json takes a moment to parse); the tokenizer pads
-  and truncates to `tokenizer_max_length`, or its own `model_max_length` when 0."""
-  from mmjax.data import processors   # here, so that folders without towers need no tokenizers
-  return (processors.TextTokenizer(tokenizer, tokenizer_max_length or None) if tokenizer
-          else None,
-          processors.ImageProcessor(image_processor) if image_processor else None,
-          processors.AudioFeatures(audio_features) if audio_features else None)
-
-
 def _processors(config: MultimodalFolderConfig):
-  return tower_processors(config.tokenizer, config.image_processor, config.audio_features,
-                          config.tokenizer_max_length)
+  from mmjax.data import processors   # here, so that folders without towers need no tokenizers
+  return processors.tower_processors(config.tokenizer, config.image_processor,
+                                     config.audio_features, config.tokenizer_max_length)
 
 
 def _digest(path: str, folder: Folder, config: MultimodalFolderConfig) -> str:
@@ -515,9 +503,11 @@ def config_from_manual_dir(manual_dir: str, **options: Any) -> MultimodalFolderC
     if options.get(option) and modality not in modalities:
       raise ValueError(f"option {option}={options[option]!r}, but {train_table} has no "
                        f"{modality} column")
-  tower_processors(options.get("tokenizer", ""), options.get("image_processor", ""),
-                   options.get("audio_features", ""),
-                   options.get("tokenizer_max_length", 0))   # a missing file: an error now
+  if any(options.get(option) for option in ("tokenizer", "image_processor", "audio_features")):
+    from mmjax.data import processors
+    processors.tower_processors(options.get("tokenizer", ""), options.get("image_processor", ""),
+                                options.get("audio_features", ""),
+                                options.get("tokenizer_max_length", 0))   # a missing file: now
   kinds = ", ".join(f"{label.name} ({label.kind})" for label in labels) or "none"
   config = MultimodalFolderConfig(
       name="pending", modalities=modalities, labels=labels, **options,

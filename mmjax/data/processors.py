@@ -18,6 +18,7 @@ by `experiments/pretrained/make_fixtures.py` (tests/test_processors.py):
   Kaldi mel filters, log, then zero-padded or cut to `max_length` frames and normalised as
   `(x − mean) / (2 · std)`.
 """
+import functools
 import json
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -345,3 +346,15 @@ class AudioFeatures:
                       f"{self.sampling_rate} Hz; resample them first")
     return np.stack([self.process(w) for w in _check_batch(waveforms, "waveforms",
                                                            (np.ndarray, list, tuple))])
+
+
+@functools.lru_cache(maxsize=8)
+def tower_processors(tokenizer: str = "", image_processor: str = "", audio_features: str = "",
+                     tokenizer_max_length: int = 0):
+  """`(TextTokenizer or None, ImageProcessor or None, AudioFeatures or None)` of the folders
+  named ("" for none), made once per process (a tokenizer.json takes a moment to parse) for the
+  dataset builder and the zero-shot evaluator alike; the tokenizer pads and truncates to
+  `tokenizer_max_length`, or its own `model_max_length` when 0."""
+  return (TextTokenizer(tokenizer, tokenizer_max_length or None) if tokenizer else None,
+          ImageProcessor(image_processor) if image_processor else None,
+          AudioFeatures(audio_features) if audio_features else None)

@@ -112,7 +112,7 @@ class ZeroShot:
                         "hold '{}' where the class name goes")
     self._head(config)
     from mmjax.data import processors
-    processors.TextTokenizer(self._tokenizer_folder(config))   # a missing file: an error now
+    processors.tower_processors(self._tokenizer_folder(config))   # a missing file: now
 
   def check_data(self, builder: Any, batch: Dict[str, np.ndarray]) -> None:
     """The label is a class-label feature of the dataset (or `class_names` names its classes)."""
@@ -137,7 +137,8 @@ class ZeroShot:
         context.readers[self.split].builder.info.features[self.label].names)
     prompts = [template.format(name.replace("_", " ")) for name in names
                for template in self.templates]
-    ids, mask = processors.TextTokenizer(self._tokenizer_folder(context.config))(prompts)
+    tokenizer = processors.tower_processors(self._tokenizer_folder(context.config))[0]
+    ids, mask = tokenizer(prompts)
     head = self._head(context.config)
     key = ("zero_shot_prompts", self.text, head)
     if key not in context.compiled:

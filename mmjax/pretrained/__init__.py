@@ -109,10 +109,11 @@ class Pretrained(NamedTuple):
     return self.module.apply({"params": self.params}, *args, method="outputs", **kwargs)
 
 
-def build(directory: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Module:
-  """The module of `directory`'s architecture, its fields from config.json and `overrides` (a
-  pair's as `vision={...}`, `text={...}`)."""
-  config = read_config(directory)
+def build(directory: str, dtype: Any = jnp.float32, config: Optional[Mapping[str, Any]] = None,
+          **overrides: Any) -> nn.Module:
+  """The module of `directory`'s architecture, its fields from config.json (`config` when read
+  already) and `overrides` (a pair's as `vision={...}`, `text={...}`)."""
+  config = config or read_config(directory)
   model_type = _model_type(directory, config, MODEL_TYPES)
   if model_type in PAIRS:
     vision, text, pair_fields, text_fields = PAIRS[model_type]
@@ -133,13 +134,14 @@ def load(directory: str, dtype: Any = jnp.float32, param_dtype: Any = jnp.float3
   `param_dtype`, one tensor at a time from the safetensors file(s). SigLIP's text
   tower applies the attention mask it is given, as the reference does (pass None for the
   usual SigLIP use, which attends to the padding)."""
-  module = build(directory, dtype, **overrides)
+  config = read_config(directory)
+  module = build(directory, dtype, config, **overrides)
   abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *example_inputs(module),
                                                 method="outputs"))["params"]
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, param_dtype), abstract)
   tensors = Tensors(directory)
   params = load_params(module.pretrained_table(tensors, directory), abstract, directory, tensors)
-  return Pretrained(module, params, read_config(directory))
+  return Pretrained(module, params, config)
 
 
 def checkpointed(model: nn.Module) -> Dict[str, nn.Module]:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax import registry
 from mmjax.layers.masking import masked_mean, zero_absent
 
 Array = jax.Array
@@ -149,15 +150,11 @@ class _ScanStep(nn.Module):
     return y, y
 
 
-def layer_prefix(index: int, scan: bool) -> str:
-  """Where layer `index`'s parameters live inside `Encoder`: `layer_{index}`, or the stacked
-  `layers/layer` (row `index` of every array) when scanned."""
-  return "layers/layer" if scan else f"layer_{index}"
-
-
 class Encoder(nn.Module):
-  """`num_layers` identical `EncoderLayer`s: `(B, T, D)` -> (the output, the hidden states
-  `(input, after layer 1, ..., after layer L)`, as the references' `hidden_states`)."""
+  """`num_layers` identical `EncoderLayer`s (its fields, and `remat`, `scan`): `(B, T, D)` ->
+  (the output, the hidden states `(input, after layer 1, ..., after layer L)`, as the
+  references' `hidden_states`). Layer i's parameters are `layer_{i}`, or row i of the stacked
+  `layers/layer` when scanned."""
   num_layers: int
   num_heads: int
   mlp_dim: int
@@ -177,11 +174,7 @@ class Encoder(nn.Module):
                train: bool = False) -> Tuple[Array, Tuple[Array, ...]]:
     check_choice("remat", self.remat, tuple(REMAT_POLICIES))
     check_choice("attention", self.attention, ATTENTION_IMPLEMENTATIONS)
-    layer = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, activation=self.activation,
-                 layer_norm_eps=self.layer_norm_eps, pre_norm=self.pre_norm,
-                 qkv_bias=self.qkv_bias, dropout_rate=self.dropout_rate,
-                 attention_dropout_rate=self.attention_dropout_rate, attention=self.attention,
-                 dtype=self.dtype)
+    layer = {name: getattr(self, name) for name in registry.fields(EncoderLayer)}
     policy = REMAT_POLICIES[self.remat]
     if self.scan:
       step = _ScanStep if self.remat == "none" else nn.remat(_ScanStep, policy=policy,
@@ -196,7 +189,7 @@ class Encoder(nn.Module):
                                                                static_argnums=(3,))
     hidden = [x]
     for index in range(self.num_layers):
-      x = block(**layer, name=layer_prefix(index, False))(x, mask, train)
+      x = block(**layer, name=f"layer_{index}")(x, mask, train)
       hidden.append(x)
     return x, tuple(hidden)
 
@@ -244,10 +237,12 @@ class Tower(nn.Module):
   def encoder(self, pre_norm: bool = True, qkv_bias: bool = True) -> Encoder:
     required(self, "hidden_size", "num_layers", "num_heads", "mlp_dim", "activation",
              "layer_norm_eps")
-    return Encoder(self.num_layers, self.num_heads, self.mlp_dim, self.activation,
-                   self.layer_norm_eps, pre_norm, qkv_bias, self.dropout_rate,
-                   self.attention_dropout_rate, self.attention, self.remat, self.scan,
-                   self.dtype, name="encoder")
+    return Encoder(num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                   activation=self.activation, layer_norm_eps=self.layer_norm_eps,
+                   pre_norm=pre_norm, qkv_bias=qkv_bias, dropout_rate=self.dropout_rate,
+                   attention_dropout_rate=self.attention_dropout_rate,
+                   attention=self.attention, remat=self.remat, scan=self.scan,
+                   dtype=self.dtype, name="encoder")
 
   def tanh_pooler(self, last: Array) -> Array:
     """BERT's and ViT's pooler: tanh(W_p h[:, 0] + b_p), parameters `pooler`."""
@@ -277,8 +272,6 @@ class Tower(nn.Module):
       raise ValueError(f"features={self.features!r}; use one of cls, mean, "
                        f"{', '.join(k for k in outputs if k != 'hidden_states')}")
     return zero_absent(features.astype(self.dtype), mask)
-
-
 
   def parameter_depth(self, path: Sequence[str]) -> Any:
     """Where the parameter at `path` (inside the tower) sits, for layer-wise learning rates:

@@ -85,18 +85,23 @@ def resample_grid(grid: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
 
 
 def resample_positions(prefix_tokens: int, source_grid: Optional[Tuple[int, int]] = None,
-                       target_grid: Optional[Tuple[int, int]] = None) -> Transform:
+                       target_grid: Optional[Tuple[int, int]] = None,
+                       target_prefix_tokens: Optional[int] = None) -> Transform:
   """Position embeddings `([1,] prefix + h·w, D)` resampled to the parameter's number of patch
   positions: the `prefix_tokens` (class/distillation tokens) are kept, the patch grid (square
   unless `source_grid` is given; `target_grid` likewise) is resized bilinearly (`resample_grid`).
+  A model with more prefix tokens than the checkpoint (`target_prefix_tokens`: AST's class and
+  distillation tokens from a ViT's class token) gives the extra ones the first one's position.
   Used only when the checkpoint's shape differs from the model's."""
+  target_prefix = prefix_tokens if target_prefix_tokens is None else target_prefix_tokens
+
   def transform(array: np.ndarray, target: Tuple[int, ...]) -> np.ndarray:
     if tuple(array.shape) == tuple(target):
       return array
     lead = array.shape[:-2]
     table = array.reshape((-1,) + array.shape[-1:])
     width = table.shape[-1]
-    patches, wanted = table.shape[0] - prefix_tokens, int(np.prod(target[:-1])) - prefix_tokens
+    patches, wanted = table.shape[0] - prefix_tokens, int(np.prod(target[:-1])) - target_prefix
     old = source_grid or _square(patches)
     new = target_grid or _square(wanted)
     if old is None or new is None or target[-1] != width or int(np.prod(old)) != patches:
@@ -106,7 +111,9 @@ def resample_positions(prefix_tokens: int, source_grid: Optional[Tuple[int, int]
           "image size (or, for audio, mel bins and frames) whose patch grid is "
           "(size − patch) / stride + 1 per axis, or the checkpoint's own size")
     grid = resample_grid(table[prefix_tokens:].reshape(old + (width,)), new)
-    out = np.concatenate([table[:prefix_tokens], grid.reshape(-1, width)], axis=0)
+    prefix = np.concatenate([table[:prefix_tokens]]
+                            + [table[:1]] * (target_prefix - prefix_tokens), axis=0)
+    out = np.concatenate([prefix, grid.reshape(-1, width)], axis=0)
     return out.reshape(lead + out.shape)
   transform.__name__ = "resample_positions"
   return transform

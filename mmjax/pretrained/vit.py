@@ -30,7 +30,6 @@ from typing import Any, ClassVar, Dict, Mapping, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mmjax.pretrained import loading
 from mmjax.pretrained.blocks import Tower, patch_tokens, required
@@ -129,28 +128,13 @@ def _sum_channels(array, target):
   return loading.conv(array.sum(axis=1, keepdims=True), target)
 
 
-def _image_positions(grid):
-  """ViT's `(1, 1 + g², D)` positions as AST's `(1, 2 + f·t, D)`: the class position for both
-  the class and distillation tokens, the g×g grid resized bilinearly to `grid` (AST's own code
-  crops an axis that shrinks and interpolates one that grows; a bilinear resize of both is
-  big_vision's `resample_posemb`, the choice here)."""
-  def transform(array, target):
-    table = array.reshape(-1, array.shape[-1])
-    side = int(round((table.shape[0] - 1) ** 0.5))
-    if side * side != table.shape[0] - 1:
-      raise loading.ConfigError(f"ViT position embeddings {tuple(array.shape)} have no square "
-                                "grid to start an AST from")
-    resized = loading.resample_grid(table[1:].reshape(side, side, -1), grid)
-    out = np.concatenate([table[:1], table[:1], resized.reshape(-1, table.shape[-1])])
-    return out.reshape(target) if out.size == int(np.prod(target)) else out[None]
-  return transform
-
-
 class ASTAudio(Tower):
   """AST: filter banks `(B, T, F)` (frames × mel bins, from `mmjax/data/processors.py`'s AST
   features) -> `outputs`; as an encoder, `features` `pooler_output` by default. A ViT checkpoint
-  (model_type `vit`) starts it from image weights: kernels summed over colours, positions
-  resampled (`_image_positions`), the class token copied to the distillation token; the encoder
+  (model_type `vit`) starts it from image weights: kernels summed over colours, the class token
+  and its position copied to the distillation token's, the g×g position grid resized bilinearly
+  to the spectrogram's (AST's own code crops an axis that shrinks and interpolates one that
+  grows; a bilinear resize of both is big_vision's `resample_posemb`, the choice here); the encoder
   fields then come from the ViT and the spectrogram fields must be set."""
   num_mel_bins: Optional[int] = None
   max_length: Optional[int] = None
@@ -210,7 +194,8 @@ class ASTAudio(Tower):
         "distillation_token": Source(f"{embeddings}{'cls' if from_image else 'distillation'}"
                                      "_token"),
         "position_embedding": Source(f"{embeddings}position_embeddings",
-                                     _image_positions(self.grid()) if from_image else
+                                     loading.resample_positions(1, None, self.grid(), 2)
+                                     if from_image else
                                      loading.resample_positions(2, saved_grid, self.grid())),
         "patch_embedding/kernel": Source(f"{embeddings}patch_embeddings.projection.weight",
                                          _sum_channels if from_image else loading.conv),

@@ -16,9 +16,8 @@ locked parameter counts in no gradient norm and its Adam moments stay zero, and 
 update (AdamW's decoupled weight decay included) by s. A scanned encoder's stacked parameters get
 one scale per layer row. Parameters outside `config.finetune`'s encoders have s = 1.
 """
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
-import jax
 import ml_collections
 import numpy as np
 from flax import traverse_util
@@ -58,7 +57,7 @@ def _tower_scales(name: str, module: Any, params: Any, spec: Mapping[str, Any]) 
 
 
 def learning_rate_scales(finetune: Mapping[str, Any], model: Any,
-                         params: Mapping[str, Any]) -> Dict[str, Any]:
+                         params: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
   """`{parameter path 'encoders_image/encoder/layer_0/...': scale}` for the parameters of
   `config.finetune`'s encoders (`params`: the model's, abstract or not), None when it is
   empty; an entry naming no encoder is a ConfigError."""
@@ -74,10 +73,3 @@ def learning_rate_scales(finetune: Mapping[str, Any], model: Any,
                                      spec).items():
       scales["/".join((collection,) + path)] = scale
   return scales
-
-
-def parameter_scales(scales: Mapping[str, Any], params: Any) -> Any:
-  """`params`' tree of scales (1 where `scales` names no path), as jnp-broadcastable arrays."""
-  from mmjax.tasks.objective import parameter_path
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: np.asarray(scales.get(parameter_path(path), 1.0), np.float32), params)

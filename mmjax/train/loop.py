@@ -127,11 +127,12 @@ def _setup(config: Any) -> Setup:
   batch_check = checks.BatchCheck(config, example_batch, tasks, model)
   batch_check(example_batch, f"the first batch of split {train_split(config)!r}",
               config.batch_size)
-  model_params = jax.eval_shape(model.init, jax.random.key(0), example_batch)["params"]
   try:
-    tx, schedule = make_optimizer(
-        config.optimizer, config.total_steps,
-        finetune.learning_rate_scales(config.finetune, model, model_params))
+    scales = (finetune.learning_rate_scales(
+        config.finetune, model,
+        jax.eval_shape(model.init, jax.random.key(0), example_batch)["params"])
+              if config.finetune else None)   # the parameter shapes, traced only when needed
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps, scales)
   except ValueError as error:
     if isinstance(error, UserError):
       raise
