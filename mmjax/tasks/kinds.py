@@ -344,12 +344,18 @@ class Contrastive(TaskKind):
   """Cross-modal contrastive learning between the two modalities of a `contrastive` head (which
   outputs their normalised embeddings, its learned log-scale and bias): `loss` is `infonce`
   (symmetric InfoNCE / CLIP) or `siglip` (the sigmoid loss); see `mmjax/tasks/contrastive.py`.
-  Negatives are every other example of the global batch (gathered over the devices). It reads no
-  labels; its count is the batch's real examples. Metrics: retrieval R@1/5/10 in both directions,
-  among the examples of each evaluation batch (`config.eval_batch_size` candidates, padding
-  excluded).
+  Negatives are every other example of the global batch (from every device, and, with gradient
+  accumulation, from every micro-batch: `mmjax/train/step.py`). `layout` is how the logits are
+  spread over the devices: `full`, `local` or `ring` (None: `ring` for SigLIP, `local` for
+  InfoNCE), scored `chunk_size` columns at a time (0: a device's whole block); every layout gives
+  the same loss and gradient. It reads no labels; its count is the batch's real examples.
+  Metrics: retrieval R@1/5/10 in both directions, among the examples of each batch
+  (`config.eval_batch_size` candidates in evaluation, padding excluded; the `retrieval`
+  evaluator ranks the whole split).
   """
   loss: str = "infonce"
+  layout: Optional[str] = None
+  chunk_size: int = contrastive.DEFAULT_CHUNK_SIZE
 
   uses_labels: ClassVar[bool] = False
   primary_metric: ClassVar[str] = "a_to_b/R@1"
@@ -361,11 +367,14 @@ class Contrastive(TaskKind):
   def loss_sum(self, outputs: Mapping[str, Array], weights: Array,
                axis_name: Optional[str]) -> Array:
     return contrastive.contrastive_loss(self.loss, outputs["a"], outputs["b"],
-                                        outputs["log_scale"], outputs["bias"], weights, axis_name)
+                                        outputs["log_scale"], outputs["bias"], weights, axis_name,
+                                        self.layout, self.chunk_size)
 
   def retrieval_sums(self, outputs: Mapping[str, Array], weights: Array,
                      axis_name: Optional[str]) -> Dict[str, Array]:
-    return contrastive.retrieval_sums(outputs["a"], outputs["b"], weights, axis_name)
+    return contrastive.retrieval_sums(outputs["a"], outputs["b"], weights, axis_name,
+                                      layout=self.layout or contrastive.default_layout(self.loss),
+                                      chunk_size=self.chunk_size)
 
   def metrics(self, sums: Mapping[str, Any], count: float) -> Dict[str, float]:
     return {key: float(value) / max(count, 1.0) for key, value in sums.items()}
@@ -387,6 +396,12 @@ def check_task(name: str, task: TaskKind) -> None:
   if isinstance(task, Contrastive) and task.loss not in contrastive.CONTRASTIVE_LOSSES:
     raise ValueError(f"config.tasks.{name}.loss={task.loss!r}; use one of "
                      f"{', '.join(contrastive.CONTRASTIVE_LOSSES)}")
+  if isinstance(task, Contrastive) and task.layout not in (None, *contrastive.LAYOUTS):
+    raise ValueError(f"config.tasks.{name}.layout={task.layout!r}; use one of "
+                     f"{', '.join(contrastive.LAYOUTS)} (or None: the loss's default)")
+  if isinstance(task, Contrastive) and task.chunk_size < 0:
+    raise ValueError(f"config.tasks.{name}.chunk_size={task.chunk_size} must be ≥ 0 (0: a "
+                     "device's whole block of columns at once)")
   if isinstance(task, (Regression, Contrastive)) and task.confidence_penalty:
     raise ValueError(f"config.tasks.{name}.confidence_penalty={task.confidence_penalty} but a "
                      f"{type(task).__name__.lower()} task predicts no distribution; set it to 0")

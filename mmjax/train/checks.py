@@ -214,6 +214,9 @@ RESUMABLE_CHANGES = ("total_steps", "log_every_steps", "evals",
                      "profile_steps", "checkpoint.best_metric",
                      # configs written before config.evals: evaluation only
                      "eval_splits", "eval_every_steps")
+# How a contrastive task spreads its logits over devices: the same numbers (up to float summation
+# order) in any layout, so neither resuming nor evaluating compares them.
+COMPUTATION_ONLY = re.compile(r"tasks\.[^.]+\.(layout|chunk_size)")
 # What `mmjax eval` compares: what makes the checkpoint's numbers mean what they meant.
 EVALUATED_FIELDS = ("model", "tasks", "task_weighting", "dataset.name", "dataset.options")
 CONFIG_FILE = "config.json"
@@ -241,7 +244,8 @@ def _within(field: str, prefixes: Iterable[str]) -> bool:
 def config_changes(workdir: str, config: Any) -> List[Tuple[str, Any, Any]]:
   """`(field, stored value, new value)` for every field whose value differs between `config`
   and the one stored in `workdir` by the run that wrote it ('(absent)' for a missing field);
-  none when the workdir stores no config. A trainer field the stored config lacks (one added to
+  none when the workdir stores no config, and none in a contrastive task's layout and chunk size
+  (`COMPUTATION_ONLY`). A trainer field the stored config lacks (one added to
   mmjax since that run) is no change while it keeps its default, so such runs still resume."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
@@ -255,7 +259,8 @@ def config_changes(workdir: str, config: Any) -> List[Tuple[str, Any, Any]]:
   missing = "(absent)"
   return [(field, stored.get(field, missing), current.get(field, missing))
           for field in sorted(set(stored) | set(current))
-          if stored.get(field, missing) != current.get(field, missing)]
+          if stored.get(field, missing) != current.get(field, missing)
+          and not COMPUTATION_ONLY.fullmatch(field)]
 
 
 def check_resumable(workdir: str, config: Any, compared: Optional[Iterable[str]] = None) -> None:

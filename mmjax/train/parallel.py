@@ -14,6 +14,9 @@ device of a host, and on many hosts. `config.parallel.driver` picks one:
   Dropout masks are drawn per device (the device index is folded into the key), so with dropout
   the two drivers sample differently; without it they compute the same update.
 
+Under `jit` the step is traced inside its mesh (`jax.sharding.use_abstract_mesh`), so that a
+contrastive loss forms each device's share of the logits per device, as under `pmap`.
+
 Both give the parameters of one device on the same global batches, up to float32 summation order
 (tested). On many hosts every process runs the same program: `initialize_distributed` first, then
 each process reads its own rows of every global batch and `put_batch` assembles the global array
@@ -63,6 +66,15 @@ def _fsdp_spec(path: str, shape: Sequence[int], rules: Sequence[str], fsdp: int)
   return P(*([None] * dim), "fsdp")
 
 
+def _traced_in(mesh: jax.sharding.Mesh, fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn` traced with `mesh` as the abstract mesh, so that code inside it can split work per
+  device with `jax.shard_map` (the contrastive losses' layouts: `mmjax/tasks/contrastive.py`)."""
+  def traced(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+  return traced
+
+
 @dataclasses.dataclass(frozen=True)
 class Driver:
   """What the trainer needs from a driver: compiled steps and where arrays go."""
@@ -102,9 +114,10 @@ def make_driver(parallel_config: Mapping[str, Any], abstract_state: Any, *, task
                                                           leaf.shape, rules, fsdp)),
         abstract_state)
     batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-    train = jax.jit(step, in_shardings=(state_sharding, batch_sharding, replicated),
+    train = jax.jit(_traced_in(mesh, step),
+                    in_shardings=(state_sharding, batch_sharding, replicated),
                     out_shardings=(state_sharding, replicated), donate_argnums=0)
-    evaluate = jax.jit(evaluate, in_shardings=(state_sharding, batch_sharding),
+    evaluate = jax.jit(_traced_in(mesh, evaluate), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=replicated)
     return Driver(mesh, state_sharding, batch_sharding, replicated, train, evaluate)
 

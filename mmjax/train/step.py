@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmjax.tasks.kinds import TaskKind
+from mmjax.tasks.kinds import Contrastive, TaskKind
 from mmjax.tasks.objective import (data_terms, label_counts, objective_sums,
                                    parameter_regularizers, task_metrics, total_loss)
 from mmjax.tasks.weighting import Fixed, gradient_metrics, shared_matrix
@@ -22,6 +22,41 @@ def _micro_batches(batch: Batch, count: int) -> Batch:
   the batch is split over devices in contiguous blocks, every micro-batch stays split evenly."""
   return jax.tree.map(
       lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def _cached_contrastive_cotangents(state: TrainState, batch: Batch, micro: Batch,
+                                   micro_keys: Array, contrastive: Mapping[str, TaskKind],
+                                   counts: Mapping[str, Array], axis_name: Optional[str]):
+  """The feature cache of accumulation for the `contrastive` tasks (GradCache, Gao et al. 2021,
+  "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"): every micro-batch
+  is embedded without gradients (with its own dropout key, as its gradient pass will be), each
+  task's loss over the whole batch is differentiated w.r.t. its outputs (embeddings, log-scale,
+  bias) once, and the gradient is cut back into micro-batches. Returns (per micro-batch
+  `{task: {output: cotangent}}` stacked on a leading axis, the tasks' metric sums over the whole
+  batch); the log-scale's and bias's cotangents are split evenly over the micro-batches, whose
+  forward passes each compute them."""
+  if not contrastive:
+    return {}, {}
+  count = jax.tree.leaves(micro)[0].shape[0]
+  embed = lambda inputs: {t: state.apply_fn({"params": state.params}, inputs[0], train=True,
+                                            rngs={"dropout": inputs[1]})[t] for t in contrastive}
+  per_micro = jax.lax.stop_gradient(jax.lax.map(embed, (micro, micro_keys)))
+  whole = jax.tree.map(lambda x: x[0] if x.ndim == 1 else _whole_batch(x), per_micro)
+
+  def loss(outputs):
+    sums = objective_sums(outputs, batch, contrastive, axis_name)
+    return sum(sums[t]["loss"] / jnp.maximum(counts[t], 1) for t in contrastive), sums
+
+  cotangents, sums = jax.grad(loss, has_aux=True)(whole)
+  cotangents = jax.tree.map(
+      lambda g: jnp.broadcast_to(g / count, (count,)) if g.ndim == 0 else
+      _micro_batches(g, count), cotangents)
+  return cotangents, {t: sums[t] for t in contrastive}
+
+
+def _whole_batch(micro: Array) -> Array:
+  """The inverse of `_micro_batches`: `(count, B / count, ...)` -> `(B, ...)` in batch order."""
+  return micro.swapaxes(0, 1).reshape(-1, *micro.shape[2:])
 
 
 def task_weight_vectors(tasks: Mapping[str, TaskKind]) -> Tuple[Array, Array]:
@@ -59,8 +94,12 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   VJPs (one per task, one for the output regularisers) from the same forward pass; `weighting`
   (`mmjax/tasks/weighting.py`) turns them into the update, with the parameters matching the
   regex `frozen` (`config.optimizer.frozen`) left out. Regularisers on parameters are
-  differentiated once, outside the data sum. A contrastive task's negatives are the examples of
-  each micro-batch (over every device): with accumulation its update is not the whole batch's.
+  differentiated once, outside the data sum. A contrastive task's negatives are every example of
+  the batch, over every device and, with accumulation, every micro-batch: its outputs are first
+  computed for every micro-batch without gradients and its loss's gradient w.r.t. them is
+  carried into each micro-batch's VJP (`_cached_contrastive_cotangents`), so that the update is
+  the whole batch's; the price is one more forward pass over the batch without gradients (about
+  a third of a step's compute).
   `ema_decay` > 0 keeps ema ← d_t·ema + (1 − d_t)·params in `state.ema_params`, with the usual
   warm-up d_t = min(ema_decay, (1 + t) / (10 + t)) at step t, so that the initial parameters do
   not linger in the average (with d = 0.999, 0.999^1000 ≈ 37% of them would after 1,000 steps).
@@ -97,17 +136,27 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   else:
     task_cotangents, reg_cotangents = weights[None], jnp.ones(1)
 
-  def data_objective(params, micro_batch, key):
+  # With accumulation, a contrastive task's negatives are the whole batch's: its embeddings are
+  # cached first and its loss's gradient w.r.t. them reaches each micro-batch as a cotangent.
+  cached = tuple(t for t in names if isinstance(tasks[t], Contrastive)) if grad_accum_steps > 1 \
+      else ()
+
+  def data_objective(params, micro_batch, key, feature_cotangents):
     outputs = state.apply_fn({"params": params}, micro_batch, train=True, rngs={"dropout": key})
-    sums = objective_sums(outputs, micro_batch, tasks, axis_name)
-    shares = [jax.tree.map(lambda x: x / jnp.maximum(counts[t], 1), sums[t]) for t in names]
-    task_losses = jnp.stack([share["loss"] for share in shares])
-    output_regs = sum((sum(share["reg"].values(), 0.0) for share in shares), 0.0)
+    direct = {t: tasks[t] for t in names if t not in cached}
+    sums = objective_sums(outputs, micro_batch, direct, axis_name)
+    shares = {t: jax.tree.map(lambda x: x / jnp.maximum(counts[t], 1), sums[t]) for t in direct}
+    # A cached task's term: <cotangent, embeddings>, whose gradient is the one of its loss.
+    task_losses = jnp.stack([
+        shares[t]["loss"] if t in direct else sum(
+            jnp.vdot(feature_cotangents[t][key], outputs[t][key]) for key in feature_cotangents[t])
+        for t in names])
+    output_regs = sum((sum(share["reg"].values(), 0.0) for share in shares.values()), 0.0)
     return (task_losses, jnp.asarray(output_regs, jnp.float32)), sums
 
-  def grad_rows(params, micro_batch, key):
-    _, vjp_fn, sums = jax.vjp(lambda p: data_objective(p, micro_batch, key), params,
-                              has_aux=True)
+  def grad_rows(params, micro_batch, key, feature_cotangents=None):
+    _, vjp_fn, sums = jax.vjp(
+        lambda p: data_objective(p, micro_batch, key, feature_cotangents), params, has_aux=True)
     rows = jax.vmap(lambda task_cotangent, reg_cotangent: vjp_fn(
         (task_cotangent, reg_cotangent))[0])(task_cotangents, reg_cotangents)
     return rows, sums
@@ -115,16 +164,23 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   if grad_accum_steps == 1:
     rows, sums = grad_rows(state.params, batch, dropout_rng)
   else:
-    def accumulate(carry, inputs):
-      index, micro_batch = inputs
-      found = grad_rows(state.params, micro_batch, jax.random.fold_in(dropout_rng, index))
-      return jax.tree.map(jnp.add, carry, found), None
-
     micro = _micro_batches(batch, grad_accum_steps)
-    first = grad_rows(state.params, jax.tree.map(lambda x: x[0], micro),
-                      jax.random.fold_in(dropout_rng, 0))
-    (rows, sums), _ = jax.lax.scan(accumulate, first, (jnp.arange(1, grad_accum_steps),
-                                                       jax.tree.map(lambda x: x[1:], micro)))
+    micro_keys = jax.vmap(lambda index: jax.random.fold_in(dropout_rng, index))(
+        jnp.arange(grad_accum_steps))
+    cotangents, cached_sums = _cached_contrastive_cotangents(
+        state, batch, micro, micro_keys, {t: tasks[t] for t in cached}, counts, axis_name)
+
+    def accumulate(carry, inputs):
+      micro_batch, key, micro_cotangents = inputs
+      return jax.tree.map(jnp.add, carry, grad_rows(state.params, micro_batch, key,
+                                                    micro_cotangents)), None
+
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    rest = lambda tree: jax.tree.map(lambda x: x[1:], tree)
+    initial = grad_rows(state.params, first(micro), first(micro_keys), first(cotangents))
+    (rows, sums), _ = jax.lax.scan(accumulate, initial,
+                                   (rest(micro), rest(micro_keys), rest(cotangents)))
+    sums = {**sums, **cached_sums}
   if axis_name is not None:
     rows, sums = jax.lax.psum((rows, sums), axis_name)
 

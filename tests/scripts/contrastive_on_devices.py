@@ -1,7 +1,10 @@
-"""Compares the contrastive losses, their gradients and the retrieval counts computed per device
-under `shard_map` on this host's devices with the same quantities on one device, and prints, as
-one JSON line, the largest absolute difference of each loss and gradient (with the gradients'
-norms, so that a vanishing gradient cannot pass) and both runs' retrieval counts.
+"""Compares the contrastive losses, their gradients and the retrieval counts computed on this
+host's devices, in every layout (`full`, `local`, `ring`) and chunk size, with the same quantities
+on one device (`full`, the one-device formula), and prints, as one JSON line, the largest absolute
+difference of each loss and gradient (with the gradients' norms, so that a vanishing gradient
+cannot pass) and each run's retrieval counts. Two forms on the devices: `per_device`, the step of
+the pmap driver (shard_map with `axis_name`), and `jit`, the jit driver's (global arrays split
+over a (4, 2) mesh, the step traced inside it with no `axis_name`).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python contrastive_on_devices.py
 
@@ -9,17 +12,19 @@ Run by tests/test_contrastive.py in a subprocess, because the device count is fi
 starts. The per-device form mirrors `mmjax/train/step.py`: each device divides its loss sum by
 the psum'd count of real rows, differentiates that share, and the gradients of the replicated
 parameters are psum'd (`check_vma=False`); the gradients of the embeddings stay split by rows."""
+import functools
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from mmjax.tasks.contrastive import CONTRASTIVE_LOSSES, contrastive_loss, retrieval_sums
+from mmjax.tasks.contrastive import CONTRASTIVE_LOSSES, LAYOUTS, contrastive_loss, retrieval_sums
 
-BATCH, DIM = 16, 8
-PADDING_ROWS = (5, 14)   # on devices 2 and 7 of 8
+BATCH, DIM = 32, 8
+PADDING_ROWS = (5, 14, 30)   # on devices 1, 3 and 7 of 8
+CHUNK_SIZES = (0, 3)         # 0: a device's whole block (4 columns); 3: two chunks of 2
 
 
 def batch():
@@ -30,7 +35,7 @@ def batch():
   weights[list(PADDING_ROWS)] = 0.0
   a = rng.normal(size=(BATCH, DIM)).astype(np.float32)
   b = a + rng.normal(size=(BATCH, DIM)).astype(np.float32)
-  b[list(PADDING_ROWS)] = a[[0, 8]]
+  b[list(PADDING_ROWS)] = a[[0, 8, 9]]
   params = {"log_scale": jnp.float32(np.log(5.0)), "bias": jnp.float32(-2.0),
             "projection": jnp.asarray(np.eye(DIM) + 0.1 * rng.normal(size=(DIM, DIM)),
                                       jnp.float32)}
@@ -51,39 +56,65 @@ def normalized(x: jax.Array) -> jax.Array:
   return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def mean_share(name, params, a, b, weights, count, axis_name):
+def mean_share(name, layout, chunk_size, params, a, b, weights, count, axis_name):
   """This device's share of the global mean loss; the embeddings pass through a replicated
   projection, as a model's would."""
   a, b = normalized(a @ params["projection"]), normalized(b @ params["projection"])
   return contrastive_loss(name, a, b, params["log_scale"], params["bias"], weights,
-                          axis_name) / count
+                          axis_name, layout, chunk_size) / count
 
 
-def one_device(name, params, a, b, weights):
-  return jax.jit(jax.value_and_grad(
-      lambda *args: mean_share(name, *args, weights, weights.sum(), None), argnums=(0, 1, 2)))(
-          params, a, b)
+def value_and_grads(name, layout, chunk_size, params, a, b, weights):
+  """The global mean loss and its gradients w.r.t. the parameters and both embeddings."""
+  return jax.value_and_grad(
+      lambda *args: mean_share(name, layout, chunk_size, *args, weights, weights.sum(), None),
+      argnums=(0, 1, 2))(params, a, b)
 
 
-def many_devices(name, mesh, params, a, b, weights):
-  def per_device(params, a, b, weights):
+def one_device(name, layout, chunk_size, params, a, b, weights):
+  return jax.jit(functools.partial(value_and_grads, name, layout, chunk_size))(
+      params, a, b, weights)
+
+
+def per_device(name, layout, chunk_size, mesh, params, a, b, weights):
+  def step(params, a, b, weights):
     count = jax.lax.psum(weights.sum(), "data")
     loss, (param_grads, a_grad, b_grad) = jax.value_and_grad(
-        lambda *args: mean_share(name, *args, weights, count, "data"), argnums=(0, 1, 2))(
-            params, a, b)
+        lambda *args: mean_share(name, layout, chunk_size, *args, weights, count, "data"),
+        argnums=(0, 1, 2))(params, a, b)
     loss, param_grads = jax.lax.psum((loss, param_grads), "data")
     return loss, (param_grads, a_grad, b_grad)
 
   return jax.jit(jax.shard_map(
-      per_device, mesh=mesh, in_specs=(P(), P("data"), P("data"), P("data")),
+      step, mesh=mesh, in_specs=(P(), P("data"), P("data"), P("data")),
       out_specs=(P(), (P(), P("data"), P("data"))), check_vma=False))(params, a, b, weights)
 
 
-def retrieval_on_devices(mesh, a, b, weights):
+def jit_on_mesh(name, layout, chunk_size, mesh, params, a, b, weights):
+  """The jit driver's form: global arrays split over `mesh`, no axis_name, traced inside it."""
+  def step(params, a, b, weights):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return value_and_grads(name, layout, chunk_size, params, a, b, weights)
+
+  rows = NamedSharding(mesh, P(mesh.axis_names))
+  return jax.jit(step)(params, *(jax.device_put(x, rows) for x in (a, b, weights)))
+
+
+def retrieval_per_device(layout, chunk_size, mesh, a, b, weights):
   return jax.jit(jax.shard_map(
-      lambda a, b, weights: jax.lax.psum(retrieval_sums(a, b, weights, "data"), "data"),
+      lambda a, b, weights: jax.lax.psum(retrieval_sums(
+          a, b, weights, "data", layout=layout, chunk_size=chunk_size), "data"),
       mesh=mesh, in_specs=(P("data"), P("data"), P("data")), out_specs=P(),
       check_vma=False))(a, b, weights)
+
+
+def retrieval_jit(layout, chunk_size, mesh, a, b, weights):
+  def sums(a, b, weights):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return retrieval_sums(a, b, weights, layout=layout, chunk_size=chunk_size)
+
+  rows = NamedSharding(mesh, P(mesh.axis_names))
+  return jax.jit(sums)(*(jax.device_put(x, rows) for x in (a, b, weights)))
 
 
 def max_abs_diff(x, y) -> float:
@@ -96,20 +127,33 @@ def global_norm(tree) -> float:
 
 
 def main():
-  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+  line = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+  grid = jax.make_mesh((4, jax.device_count() // 4), ("data", "fsdp"),
+                       axis_types=(AxisType.Auto, AxisType.Auto))
   params, a, b, weights = batch()
   report = {"devices": jax.device_count()}
   for name in CONTRASTIVE_LOSSES:
-    (loss, grads), (sharded_loss, sharded_grads) = (
-        one_device(name, params, a, b, weights), many_devices(name, mesh, params, a, b, weights))
-    report[name] = {"loss": float(loss), "loss_diff": max_abs_diff(loss, sharded_loss)}
-    for key, grad, sharded in zip(("params", "a", "b"), grads, sharded_grads):
-      report[name][f"{key}_grad_diff"] = max_abs_diff(grad, sharded)
-      report[name][f"{key}_grad_norm"] = global_norm(grad)
+    loss, grads = one_device(name, "full", 0, params, a, b, weights)
+    report[name] = {"loss": float(loss), "params_grad_norm": global_norm(grads[0]),
+                    "a_grad_norm": global_norm(grads[1]), "b_grad_norm": global_norm(grads[2])}
+    for layout in LAYOUTS:
+      for chunk_size in CHUNK_SIZES:
+        runs = {"per_device": per_device(name, layout, chunk_size, line, params, a, b, weights),
+                "jit": jit_on_mesh(name, layout, chunk_size, grid, params, a, b, weights)}
+        for form, (run_loss, run_grads) in runs.items():
+          report[name][f"{form}/{layout}/{chunk_size}"] = {
+              "loss_diff": max_abs_diff(loss, run_loss),
+              **{f"{key}_grad_diff": max_abs_diff(grad, run_grad)
+                 for key, grad, run_grad in zip(("params", "a", "b"), grads, run_grads)}}
   for key, (x, y) in {"retrieval": (a, b), "retrieval_ties": tied_batch()}.items():
-    one, many = retrieval_sums(x, y, weights), retrieval_on_devices(mesh, x, y, weights)
-    report[key] = {"one": {k: float(v) for k, v in one.items()},
-                   "many": {k: float(v) for k, v in many.items()}}
+    as_floats = lambda sums: {k: float(v) for k, v in sums.items()}
+    report[key] = {"one": as_floats(retrieval_sums(x, y, weights, layout="full"))}
+    for layout in LAYOUTS:
+      for chunk_size in CHUNK_SIZES:
+        report[key][f"per_device/{layout}/{chunk_size}"] = as_floats(
+            retrieval_per_device(layout, chunk_size, line, x, y, weights))
+        report[key][f"jit/{layout}/{chunk_size}"] = as_floats(
+            retrieval_jit(layout, chunk_size, grid, x, y, weights))
   print(json.dumps(report))
 
 
