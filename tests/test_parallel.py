@@ -1,8 +1,9 @@
 """Drivers and hosts: the one train step on 8 devices (jit with named shardings, FSDP-split
 parameters, and the per-device shard_map form, with and without gradient accumulation, and with a
-contrastive task whose negatives are gathered across devices under PCGrad) and on
-2 processes preempted by SIGTERM and resumed
-ends with the parameters of one device, on the same global batches.
+contrastive task whose negatives come from every device (its ring layout) and every micro-batch,
+under PCGrad) and on 2 processes (with the contrastive task, its ring crossing the processes)
+preempted by SIGTERM and resumed ends with the parameters of one device, on the same global
+batches.
 
 Tolerance: parameters agree within 1e-5 absolute. Only float32 summation order differs between
 the runs (the batch's gradient summed per device, then across devices); after 20 Adam steps at a
@@ -48,7 +49,8 @@ def eight_device_report(data_dir, tmp_path_factory):
 
 
 MANY = ["jit_8", "pmap_8", "jit_8_fsdp_2", "pmap_2", "jit_8_accum_2", "pmap_8_accum_2",
-        "contrastive_jit_8", "contrastive_pmap_8"]
+        "contrastive_jit_8", "contrastive_pmap_8", "contrastive_jit_8_accum_2",
+        "contrastive_pmap_8_accum_2"]
 
 
 @pytest.mark.parametrize("run", MANY)

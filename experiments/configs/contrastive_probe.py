@@ -12,6 +12,7 @@ can align them, so the encoders learn r. `probe` copies those encoders (`init_fr
 (`optimizer.frozen`) and trains only a linear classifier of the label on their concatenated
 features: its accuracy measures how linearly available r is in the pre-trained features.
 `probe` without `init_from` is the same probe on frozen random encoders, the baseline.
+`pretrain` ends with the `retrieval` evaluator over the whole test split.
 
 (`mm_shapes` is no use here: its modalities are independent by construction, so there is nothing
 for a contrastive loss to align.)
@@ -19,6 +20,7 @@ for a contrastive loss to align.)
 import ml_collections
 
 from mmjax.data import interactions
+from mmjax.evaluators import evaluator_config
 from mmjax.model import encoder_config, fusion_config, head_config
 from mmjax.tasks import task_config
 from mmjax.train.defaults import trainer_config
@@ -38,6 +40,8 @@ def get_config(arg: str = "pretrain,infonce") -> ml_collections.ConfigDict:
     config.tasks.contrastive = task_config("contrastive", loss=loss)
     config.checkpoint.best_metric = "validation/contrastive/loss"
     config.checkpoint.best_mode = "min"
+    # Whole-split retrieval at the end (the task's own R@k ranks among each eval batch only).
+    config.evals.retrieval = evaluator_config("retrieval", split="test")
   elif stage == "probe":
     config.model.heads.label = head_config(
         "linear", num_classes=interactions.STRUCTURES["redundancy"].num_classes)

@@ -40,17 +40,18 @@ computes the same losses, gradients and retrieval counts (up to float32 summatio
 - `full`: each device gathers both sides and forms the whole B × B matrix (the one-device formula),
   keeping its own rows' losses: O(B²) logits per device. The reference.
 - `local`: each device scores its own b rows against the B gathered columns (open_clip's
-  `--local-loss --gather-with-grad`): the a→b and b→a logits of its rows, O(b·B) = O(B²/n).
+  `--local-loss --gather-with-grad`, which forms the b × B logits of its rows at once; here they
+  are formed one device's block of b columns at a time).
 - `ring`: nothing is gathered. Each device keeps its rows and the column blocks (the other side's b
   embeddings and their weights) travel around the devices with `lax.ppermute`, n − 1 hops, each
   block scored when it arrives (the SigLIP paper's "chunked" implementation, §3.3). The
   transpose of a hop is the reverse hop, so the gradients of a block flow back to its device.
 
-In `local` and `ring` each device's block of b columns is scored in chunks of at most
-`chunk_size` columns (0: the whole block) under `jax.checkpoint`, so the logits held at any time
-are b × chunk and the backward pass recomputes each chunk rather than storing it: O(b·chunk)
-logits per device, linear in B at a fixed chunk size (`experiments/bench_contrastive.py` measures
-it). What the backward pass keeps is the embeddings a device has seen, B × E (as the all_gather's).
+In `local` and `ring` each block of b columns is scored in chunks of at most `chunk_size` columns
+(0: the whole block) under `jax.checkpoint`, so the logits held at any time are b × min(b, chunk)
+and the backward pass recomputes each chunk rather than storing it: O(b·chunk) logits per device,
+linear in B at a fixed chunk size (`experiments/bench_contrastive.py` measures it). What the
+backward pass keeps is the embeddings a device has seen, B × E (as the all_gather's).
 InfoNCE's softmax over chunks is a running log-sum-exp; retrieval ranks are counts, added chunk by
 chunk, against the positive's similarity taken from the same chunked product as every other.
 

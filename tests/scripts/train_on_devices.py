@@ -1,7 +1,8 @@
 """Trains a small seed model on this host's devices under several drivers and prints, as one JSON
 line, the largest parameter difference of each run from the one-device run. The `contrastive_`
-runs add a SigLIP task between text and image (negatives gathered from every device) and combine
-the two tasks with PCGrad (per-task gradients summed over the devices before the surgery).
+runs add a SigLIP task between text and image (its ring layout, in chunks of up to 3 columns;
+negatives from every device and, with accumulation, every micro-batch) and combine the two tasks
+with PCGrad (per-task gradients summed over the devices before the surgery).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python train_on_devices.py DATA_DIR WORKDIR
 
@@ -26,7 +27,9 @@ CASES = {"jit_1": ("jit", 1, 1, 1, False), "jit_8": ("jit", 8, 1, 1, False),
          "pmap_2": ("pmap", 2, 1, 1, False), "jit_8_accum_2": ("jit", 8, 1, 2, False),
          "pmap_8_accum_2": ("pmap", 8, 1, 2, False),
          "contrastive_jit_1": ("jit", 1, 1, 1, True), "contrastive_jit_8": ("jit", 8, 1, 1, True),
-         "contrastive_pmap_8": ("pmap", 8, 1, 1, True)}
+         "contrastive_pmap_8": ("pmap", 8, 1, 1, True),
+         "contrastive_jit_8_accum_2": ("jit", 8, 1, 2, True),
+         "contrastive_pmap_8_accum_2": ("pmap", 8, 1, 2, True)}
 
 
 def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contrastive=False):
@@ -43,15 +46,16 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contr
   if contrastive:
     config.model.heads.pair = head_config("contrastive", modalities=("text", "image"),
                                           embed_dim=8)
-    config.tasks.pair = task_config("contrastive", loss="siglip")
+    config.tasks.pair = task_config("contrastive", loss="siglip", chunk_size=3)
     config.task_weighting = weighting_config("pcgrad")
   return config
 
 
 def multiprocess_config(data_dir, devices, total_steps):
   """The config of `train_multiprocess.py`: constant learning rate after warm-up, a log line per
-  step, no regular checkpoint before the end."""
-  config = config_for(data_dir, "jit", devices, 1, total_steps)
+  step, no regular checkpoint before the end; with the contrastive task, whose ring passes its
+  blocks between the processes."""
+  config = config_for(data_dir, "jit", devices, 1, total_steps, contrastive=True)
   config.optimizer.final_lr_fraction = 1.0
   config.log_every_steps = 1
   config.checkpoint_every_steps = 100_000
