@@ -19,7 +19,8 @@ import pytest
 from mmjax.model import encoder_config, fusion_config, head_config, model_from_config
 from mmjax.tasks import contrastive, task_config
 from mmjax.tasks.contrastive import contrastive_loss, infonce_loss, retrieval_sums, siglip_loss
-from mmjax.train import loop
+from mmjax.tasks.objective import tasks_from_config
+from mmjax.train import checks, loop
 from mmjax.train.defaults import load_config
 
 from config_helpers import REPO
@@ -303,3 +304,35 @@ def test_loss_and_gradients_on_8_devices_in_every_layout_equal_those_of_one_devi
 def test_retrieval_counts_on_8_devices_in_every_layout_equal_those_of_one_device(
     eight_device_report, case, run):
   assert eight_device_report[case][run] == eight_device_report[case]["one"]
+
+
+def test_a_bad_layout_or_chunk_size_is_named_in_one_line():
+  with pytest.raises(ValueError, match=r"config.tasks.pair.layout='gather'; use one of full, "
+                                       r"local, ring \(or None: the loss's default\)"):
+    tasks_from_config({"pair": task_config("contrastive", layout="gather")})
+  with pytest.raises(ValueError, match=r"config.tasks.pair.chunk_size=-1 must be ≥ 0"):
+    tasks_from_config({"pair": task_config("contrastive", chunk_size=-1)})
+
+
+def test_the_default_layouts_are_the_papers():
+  assert contrastive.default_layout("siglip") == "ring"
+  assert contrastive.default_layout("infonce") == "local"
+
+
+def test_a_run_resumes_and_evaluates_under_another_layout_or_chunk_size(tmp_path):
+  """Layout and chunk size change how the logits are spread, not the numbers: a run stored
+  before they existed, or with others, is no other config; its loss still is."""
+  config = load_config(os.path.join(REPO, "experiments", "configs", "contrastive_probe.py"))
+  workdir = str(tmp_path)
+  checks.store_config(workdir, config)
+  stored = json.load(open(os.path.join(workdir, checks.CONFIG_FILE)))
+  del stored["tasks"]["contrastive"]["layout"], stored["tasks"]["contrastive"]["chunk_size"]
+  json.dump(stored, open(os.path.join(workdir, checks.CONFIG_FILE), "w"))
+  assert checks.config_changes(workdir, config) == []
+  config.tasks.contrastive.layout, config.tasks.contrastive.chunk_size = "full", 7
+  assert checks.config_changes(workdir, config) == []
+  checks.check_resumable(workdir, config)
+  checks.check_resumable(workdir, config, compared=checks.EVALUATED_FIELDS)
+  config.tasks.contrastive.loss = "siglip"
+  assert checks.config_changes(workdir, config) == [("tasks.contrastive.loss", "infonce",
+                                                     "siglip")]

@@ -32,6 +32,18 @@ def test_bench_scaling_runs_both_drivers_and_compiles_the_step_once():
   assert all(r["first_step_compiles"] >= 1 and r["recompiles"] == 0 for r in rows)
 
 
+def test_bench_contrastive_measures_every_layout_and_the_full_matrix_grows_quadratically():
+  """Tiny batches (16 and 32 rows per device): every method, a line each; the full matrix's
+  temporaries quadruple when the batch doubles, the ring's do not."""
+  output = run_script("bench_contrastive.py", "--part=loss", "--batches=128,256",
+                      "--losses=siglip", "--dim=8")
+  rows = {(r["method"], r["batch"]): r for r in map(json.loads, output.strip().splitlines())}
+  assert sorted({method for method, _ in rows}) == ["full", "local", "local/1024", "ring",
+                                                    "ring/1024"]
+  assert rows[("full", 256)]["growth"] > 1.8
+  assert rows[("full", 256)]["temp_mb"] > 4 * rows[("ring", 256)]["temp_mb"]
+
+
 def test_bench_input_measures_every_cache_beside_the_step(data_dir):
   output = run_script("bench_input.py", f"--data-dir={data_dir}", "--batches=3", "--steps=2",
                       "--repeats=1")
