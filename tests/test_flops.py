@@ -3,12 +3,10 @@ do), the device peak table, and every train line's step time, input wait and MFU
 asked."""
 import glob
 import json
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from mmjax.encoders.text import LSTMTextEncoder

@@ -61,37 +61,40 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(data_dir, mic
     np.testing.assert_allclose(found, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss, micro_batches", [("infonce", 2), ("siglip", 4)])
-def test_accumulation_keeps_every_negative_of_the_whole_batch(data_dir, loss, micro_batches):
-  """A contrastive task beside the classification task: k micro-batches give the whole batch's
-  update and metric sums, every example a negative of every other (with each micro-batch's
-  negatives only, the contrastive loss of B/k rows differs and so does the update). With Adam's
-  ε = 1 its first step is lr·g/(|g| + 1), nearly linear in the gradient g: the comparison is of
-  the gradients, not of Adam's normalisation g/|g| of entries near 0, which turns float32
-  summation order into differences of up to lr."""
+def test_accumulation_keeps_every_negative_of_the_whole_batch(data_dir):
+  """A CLIP and a SigLIP task beside the classification task: 4 micro-batches give the whole
+  batch's update and metric sums, every example a negative of every other (with each
+  micro-batch's negatives only, the contrastive losses of B/4 rows differ and so does the
+  update: measured, the test fails). With Adam's ε = 1 its first step is lr·g/(|g| + 1), nearly
+  linear in the gradient g: the comparison is of the gradients, not of Adam's normalisation
+  g/|g| of entries near 0, which turns float32 summation order into differences of up to lr."""
+  micro_batches = 4
   config = small_config(data_dir)
   config.optimizer.eps, config.optimizer.learning_rate = 1.0, 0.1
-  config.model.heads.pair = head_config("contrastive", modalities=("text", "image"), embed_dim=8)
-  config.tasks.pair = task_config("contrastive", loss=loss, chunk_size=3)
+  for name, loss in (("clip", "infonce"), ("pair", "siglip")):
+    config.model.heads[name] = head_config("contrastive", modalities=("text", "image"),
+                                           embed_dim=8)
+    config.tasks[name] = task_config("contrastive", loss=loss, chunk_size=3)
   state, batch, step = setup(config, data_dir)
   whole, whole_metrics = jax.jit(step)(state, batch, jax.random.key(1))
   accumulated, metrics = jax.jit(functools.partial(step, grad_accum_steps=micro_batches))(
       state, batch, jax.random.key(1))
   for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  for key in ("loss", "pair/loss", "label/loss", "grad_norm"):
+  for key in ("loss", "clip/loss", "pair/loss", "label/loss", "grad_norm"):
     assert float(metrics["values"][key]) == pytest.approx(
         float(whole_metrics["values"][key]), rel=1e-5), key
   assert jax.tree.structure(metrics["sums"]) == jax.tree.structure(whole_metrics["sums"])
   for found, expected in zip(jax.tree.leaves(metrics["sums"]),
                              jax.tree.leaves(whole_metrics["sums"])):
     np.testing.assert_allclose(found, expected, rtol=1e-5)
-  # The contrastive head's projections and its scale move: the test is not vacuous.
-  head, start = whole.params["heads_pair"], state.params["heads_pair"]
-  moved = {k: float(jnp.max(jnp.abs(jnp.asarray(jax.tree.leaves(head[k])[0])
-                                    - jax.tree.leaves(start[k])[0])))
-           for k in ("log_scale", "project_text", "project_image")}
-  assert min(moved.values()) > 1e-4, moved
+  # The contrastive heads' projections and scales move: the test is not vacuous.
+  for head in ("heads_clip", "heads_pair"):
+    trained, start = whole.params[head], state.params[head]
+    moved = {k: float(jnp.max(jnp.abs(jnp.asarray(jax.tree.leaves(trained[k])[0])
+                                      - jax.tree.leaves(start[k])[0])))
+             for k in ("log_scale", "project_text", "project_image")}
+    assert min(moved.values()) > 1e-4, (head, moved)
 
 
 def test_ema_follows_its_recurrence_and_is_what_evaluation_uses(data_dir):

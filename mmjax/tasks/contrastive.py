@@ -44,7 +44,7 @@ computes the same losses, gradients and retrieval counts (up to float32 summatio
   are formed one device's block of b columns at a time).
 - `ring`: nothing is gathered. Each device keeps its rows and the column blocks (the other side's b
   embeddings and their weights) travel around the devices with `lax.ppermute`, n − 1 hops, each
-  block scored when it arrives (the SigLIP paper's "chunked" implementation, §3.3). The
+  block scored when it arrives (the SigLIP paper's efficient "chunked" implementation). The
   transpose of a hop is the reverse hop, so the gradients of a block flow back to its device.
 
 In `local` and `ring` each block of b columns is scored in chunks of at most `chunk_size` columns
@@ -53,7 +53,7 @@ and the backward pass recomputes each chunk rather than storing it: O(b·chunk) 
 linear in B at a fixed chunk size (`experiments/bench_contrastive.py` measures it). What the
 backward pass keeps is the embeddings a device has seen, B × E (as the all_gather's).
 InfoNCE's softmax over chunks is a running log-sum-exp; retrieval ranks are counts, added chunk by
-chunk, against the positive's similarity taken from the same chunked product as every other.
+chunk, against the positive's similarity taken from a chunked product of the same shapes.
 
 Each loss returns Σ_i w_i·ℓ_i over this device's rows; the caller sums over devices and divides
 by the global count of real rows (the paper's 1/|B| for SigLIP). The gradient of that global mean
@@ -106,7 +106,7 @@ def default_layout(loss: str) -> str:
 # is excluded stays finite (and is itself padding, weighted 0).
 _EXCLUDED_LOGIT = -1e9
 
-# body(accumulators, column chunk (a pytree of (c, E)), its weights (c,), its first global column)
+# body(accumulators, column chunk (a pytree of (c, E)), its weights (c,), their global indices (c,))
 Body = Callable[[Any, Any, Array, Array], Any]
 
 
@@ -134,19 +134,21 @@ def _sweep_block(accumulators: Any, body: Body, block: Any, block_weights: Array
                  first_column: Array, chunk_size: int) -> Any:
   """`body` folded over the columns of one block (a pytree of (w, E) arrays and their weights
   (w,), its first column's global index `first_column`), chunk by chunk; each chunk's
-  intermediates are recomputed in the backward pass, not stored."""
+  intermediates are recomputed in the backward pass, not stored. Chunks of equal size cover the
+  block; the last is padded with columns of weight 0 and index −1."""
   width = block_weights.shape[0]
   count, size = _chunking(width, chunk_size)
-  split = lambda x: jnp.pad(x, [(0, count * size - width)] + [(0, 0)] * (x.ndim - 1)).reshape(
-      count, size, *x.shape[1:])   # padding columns have weight 0: excluded
+  padding = count * size - width
+  split = lambda x, value=0: jnp.pad(x, [(0, padding)] + [(0, 0)] * (x.ndim - 1),
+                                     constant_values=value).reshape(count, size, *x.shape[1:])
+  # Padding columns have weight 0 and global index −1: no row's positive.
+  column_ids = split(first_column + jnp.arange(width), -1)
 
   def chunk(accumulators, inputs):
-    index, columns, weights = inputs
-    return body(accumulators, columns, weights, first_column + index * size), None
+    return body(accumulators, *inputs), None
 
   accumulators, _ = jax.lax.scan(jax.checkpoint(chunk, prevent_cse=False), accumulators,
-                                 (jnp.arange(count), jax.tree.map(split, block),
-                                  split(block_weights)))
+                                 (jax.tree.map(split, block), split(block_weights), column_ids))
   return accumulators
 
 
@@ -213,13 +215,15 @@ def _row_totals(make_body: Callable[[Any, Array], Body], initial: Callable[[int]
   return _sweep(accumulators, body, columns, weights, axis_name, layout, chunk_size)
 
 
-def _is_positive(positives: Array, first_column: Array, width: int) -> Array:
-  """(rows, width) bool: whether column first_column + j is row i's positive."""
-  return (first_column + jnp.arange(width))[None, :] == positives[:, None]
+def _is_positive(positives: Array, column_ids: Array) -> Array:
+  """(rows, columns) bool: whether column j (global index column_ids[j]) is row i's positive."""
+  return column_ids[None, :] == positives[:, None]
 
 
-def _real_weights(weights: Optional[Array], count: int) -> Array:
-  return jnp.ones(count, jnp.float32) if weights is None else weights.astype(jnp.float32)
+def _real_weights(weights: Optional[Array], rows: Array) -> Array:
+  """The rows' weights in float32; ones (varying as the rows do) without weights."""
+  return jnp.ones_like(rows[:, 0], jnp.float32) if weights is None else weights.astype(
+      jnp.float32)
 
 
 def _weighted_sum(row_losses: Array, weights: Optional[Array]) -> Array:
@@ -234,10 +238,10 @@ def _softmax_body(scale: Array, rows: Array, positives: Array) -> Body:
   (running max m_i, Σ_j exp(z_ij − m_i), the positive's logit z_i,pos), the positive taken from
   the same product as the others, so that −log softmax_i = (m_i − z_i,pos) + log Σ_j exp(z_ij − m_i)
   is as exact as a one-block log_softmax (no cancellation of two large logits)."""
-  def body(statistics, columns, column_weights, first_column):
+  def body(statistics, columns, column_weights, column_ids):
     running_max, total, positive_logit = statistics
     logits = scale * rows @ columns.T
-    positive = _is_positive(positives, first_column, columns.shape[0])
+    positive = _is_positive(positives, column_ids)
     logits = jnp.where((column_weights > 0)[None, :], logits, _EXCLUDED_LOGIT)
     # The shift cancels in the loss; its gradient would be zero up to rounding.
     new_max = jax.lax.stop_gradient(jnp.maximum(running_max, logits.max(axis=-1)))
@@ -253,9 +257,9 @@ def _infonce_rows(a, b, weights, log_scale, axis_name, layout, chunk_size):
 
   def make_body(rows, positives):
     to_b, to_a = _softmax_body(scale, rows[0], positives), _softmax_body(scale, rows[1], positives)
-    return lambda statistics, columns, weights, first: (
-        to_b(statistics[0], columns[0], weights, first),
-        to_a(statistics[1], columns[1], weights, first))
+    return lambda statistics, columns, weights, column_ids: (
+        to_b(statistics[0], columns[0], weights, column_ids),
+        to_a(statistics[1], columns[1], weights, column_ids))
 
   initial = lambda count: ((jnp.full(count, _EXCLUDED_LOGIT), jnp.zeros(count),
                             jnp.zeros(count)),) * 2
@@ -271,9 +275,9 @@ def _siglip_rows(a, b, weights, log_scale, bias, axis_name, layout, chunk_size):
   bias = jnp.asarray(bias, jnp.float32)
 
   def make_body(rows, positives):
-    def body(total, columns, column_weights, first_column):
+    def body(total, columns, column_weights, column_ids):
       logits = scale * rows @ columns.T + bias
-      labels = jnp.where(_is_positive(positives, first_column, columns.shape[0]), 1.0, -1.0)
+      labels = jnp.where(_is_positive(positives, column_ids), 1.0, -1.0)
       log_likelihoods = jax.nn.log_sigmoid(labels * logits)
       return total - jnp.where(column_weights > 0, log_likelihoods, 0.0).sum(axis=-1)
 
@@ -305,7 +309,7 @@ def infonce_loss(a: Array, b: Array, log_scale: Array, weights: Optional[Array] 
   local_sum = lambda a, b, weights, log_scale, axis_name: _weighted_sum(
       _infonce_rows(a, b, weights, log_scale, axis_name, layout, chunk_size), weights)
   return _per_device(local_sum, (a.astype(jnp.float32), b.astype(jnp.float32),
-                                 _real_weights(weights, a.shape[0])),
+                                 _real_weights(weights, a)),
                      (jnp.asarray(log_scale, jnp.float32),), axis_name)
 
 
@@ -317,7 +321,7 @@ def siglip_loss(a: Array, b: Array, log_scale: Array, bias: Array,
   local_sum = lambda a, b, weights, log_scale, bias, axis_name: _weighted_sum(
       _siglip_rows(a, b, weights, log_scale, bias, axis_name, layout, chunk_size), weights)
   return _per_device(local_sum, (a.astype(jnp.float32), b.astype(jnp.float32),
-                                 _real_weights(weights, a.shape[0])),
+                                 _real_weights(weights, a)),
                      (jnp.asarray(log_scale, jnp.float32), jnp.asarray(bias, jnp.float32)),
                      axis_name)
 
@@ -327,10 +331,10 @@ def _retrieval_local_sums(a, b, weights, axis_name, layout, chunk_size, ks):
   def positive_body(rows, positives):
     row_a, row_b = rows
 
-    def body(scores, columns, column_weights, first_column):
+    def body(scores, columns, column_weights, column_ids):
       del column_weights
       column_b, column_a = columns
-      positive = _is_positive(positives, first_column, column_b.shape[0])
+      positive = _is_positive(positives, column_ids)
       pick = lambda similarities: jnp.where(positive, similarities, 0.0).sum(axis=-1)
       return scores[0] + pick(row_a @ column_b.T), scores[1] + pick(row_b @ column_a.T)
 
@@ -339,10 +343,9 @@ def _retrieval_local_sums(a, b, weights, axis_name, layout, chunk_size, ks):
   def rank_body(rows, positives):
     row_a, row_b, positive_a, positive_b = rows
 
-    def body(ranks, columns, column_weights, first_column):
+    def body(ranks, columns, column_weights, column_ids):
       column_b, column_a = columns
-      others = (column_weights > 0)[None, :] & ~_is_positive(positives, first_column,
-                                                             column_b.shape[0])
+      others = (column_weights > 0)[None, :] & ~_is_positive(positives, column_ids)
       higher = lambda similarities, positive: (
           (similarities > positive[:, None]) & others).sum(axis=-1)
       return (ranks[0] + higher(row_a @ column_b.T, positive_a),
@@ -351,7 +354,9 @@ def _retrieval_local_sums(a, b, weights, axis_name, layout, chunk_size, ks):
     return body
 
   zeros = lambda count: (jnp.zeros(count), jnp.zeros(count))
-  # The positive's similarity, from a product of the same shapes as the counts' (a tie is a tie).
+  # The positive's similarity, from a product of the same shapes as the counts', so that an exact
+  # tie stays one (tested on the CPU; a backend whose equal-shaped products differed could move a
+  # rank by one at an exact tie).
   positive_a, positive_b = _row_totals(positive_body, zeros, (a, b), (b, a), weights, axis_name,
                                        layout, chunk_size, own_block_only=True)
   ranks = _row_totals(rank_body, lambda count: (jnp.zeros(count, jnp.int32),) * 2,
@@ -379,7 +384,7 @@ def retrieval_sums(a: Array, b: Array, weights: Optional[Array] = None,
   local_sums = lambda a, b, real_weights, axis_name: _retrieval_local_sums(
       a, b, real_weights, axis_name, layout, chunk_size, ks)
   return _per_device(local_sums, (a.astype(jnp.float32), b.astype(jnp.float32),
-                                  _real_weights(weights, a.shape[0])), (), axis_name)
+                                  _real_weights(weights, a)), (), axis_name)
 
 
 def contrastive_loss(name: str, a: Array, b: Array, log_scale: Array, bias: Array,

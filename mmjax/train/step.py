@@ -40,7 +40,7 @@ def _cached_contrastive_cotangents(state: TrainState, batch: Batch, micro: Batch
   count = jax.tree.leaves(micro)[0].shape[0]
   embed = lambda inputs: {t: state.apply_fn({"params": state.params}, inputs[0], train=True,
                                             rngs={"dropout": inputs[1]})[t] for t in contrastive}
-  per_micro = jax.lax.stop_gradient(jax.lax.map(embed, (micro, micro_keys)))
+  per_micro = jax.lax.map(embed, (micro, micro_keys))
   whole = jax.tree.map(lambda x: x[0] if x.ndim == 1 else _whole_batch(x), per_micro)
 
   def loss(outputs):
@@ -149,7 +149,8 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
     # A cached task's term: <cotangent, embeddings>, whose gradient is the one of its loss.
     task_losses = jnp.stack([
         shares[t]["loss"] if t in direct else sum(
-            jnp.vdot(feature_cotangents[t][key], outputs[t][key]) for key in feature_cotangents[t])
+            jnp.vdot(feature_cotangents[t][name], outputs[t][name])
+            for name in feature_cotangents[t])
         for t in names])
     output_regs = sum((sum(share["reg"].values(), 0.0) for share in shares.values()), 0.0)
     return (task_losses, jnp.asarray(output_regs, jnp.float32)), sums

@@ -22,9 +22,12 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from mmjax.tasks.contrastive import CONTRASTIVE_LOSSES, LAYOUTS, contrastive_loss, retrieval_sums
 
-BATCH, DIM = 32, 8
-PADDING_ROWS = (5, 14, 30)   # on devices 1, 3 and 7 of 8
-CHUNK_SIZES = (0, 3)         # 0: a device's whole block (4 columns); 3: two chunks of 2
+BATCH, DIM = 40, 8
+PADDING_ROWS = (5, 14, 30)   # on devices 1, 2 and 6 of 8
+CHUNK_SIZES = (0, 2)         # 0: a device's whole block (5 columns); 2: 3 chunks of 2, 1 padding
+# (layout, chunk size): `full` has no chunks
+RUNS = [("full", 0)] + [(layout, size) for layout in LAYOUTS if layout != "full"
+                        for size in CHUNK_SIZES]
 
 
 def batch():
@@ -136,24 +139,22 @@ def main():
     loss, grads = one_device(name, "full", 0, params, a, b, weights)
     report[name] = {"loss": float(loss), "params_grad_norm": global_norm(grads[0]),
                     "a_grad_norm": global_norm(grads[1]), "b_grad_norm": global_norm(grads[2])}
-    for layout in LAYOUTS:
-      for chunk_size in CHUNK_SIZES:
-        runs = {"per_device": per_device(name, layout, chunk_size, line, params, a, b, weights),
-                "jit": jit_on_mesh(name, layout, chunk_size, grid, params, a, b, weights)}
-        for form, (run_loss, run_grads) in runs.items():
-          report[name][f"{form}/{layout}/{chunk_size}"] = {
-              "loss_diff": max_abs_diff(loss, run_loss),
-              **{f"{key}_grad_diff": max_abs_diff(grad, run_grad)
-                 for key, grad, run_grad in zip(("params", "a", "b"), grads, run_grads)}}
+    for layout, chunk_size in RUNS:
+      runs = {"per_device": per_device(name, layout, chunk_size, line, params, a, b, weights),
+              "jit": jit_on_mesh(name, layout, chunk_size, grid, params, a, b, weights)}
+      for form, (run_loss, run_grads) in runs.items():
+        report[name][f"{form}/{layout}/{chunk_size}"] = {
+            "loss_diff": max_abs_diff(loss, run_loss),
+            **{f"{key}_grad_diff": max_abs_diff(grad, run_grad)
+               for key, grad, run_grad in zip(("params", "a", "b"), grads, run_grads)}}
   for key, (x, y) in {"retrieval": (a, b), "retrieval_ties": tied_batch()}.items():
     as_floats = lambda sums: {k: float(v) for k, v in sums.items()}
     report[key] = {"one": as_floats(retrieval_sums(x, y, weights, layout="full"))}
-    for layout in LAYOUTS:
-      for chunk_size in CHUNK_SIZES:
-        report[key][f"per_device/{layout}/{chunk_size}"] = as_floats(
-            retrieval_per_device(layout, chunk_size, line, x, y, weights))
-        report[key][f"jit/{layout}/{chunk_size}"] = as_floats(
-            retrieval_jit(layout, chunk_size, grid, x, y, weights))
+    for layout, chunk_size in RUNS:
+      report[key][f"per_device/{layout}/{chunk_size}"] = as_floats(
+          retrieval_per_device(layout, chunk_size, line, x, y, weights))
+      report[key][f"jit/{layout}/{chunk_size}"] = as_floats(
+          retrieval_jit(layout, chunk_size, grid, x, y, weights))
   print(json.dumps(report))
 
 
