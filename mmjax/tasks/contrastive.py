@@ -226,11 +226,9 @@ def _real_weights(weights: Optional[Array], rows: Array) -> Array:
       jnp.float32)
 
 
-def _weighted_sum(row_losses: Array, weights: Optional[Array]) -> Array:
-  """Σ_i w_i·ℓ_i over local rows (Σ_i ℓ_i without weights)."""
-  if weights is not None:
-    row_losses = row_losses * weights.astype(jnp.float32)
-  return row_losses.sum()
+def _weighted_sum(row_losses: Array, weights: Array) -> Array:
+  """Σ_i w_i·ℓ_i over local rows (`weights` from `_real_weights`)."""
+  return (row_losses * weights).sum()
 
 
 def _softmax_body(scale: Array, rows: Array, positives: Array) -> Body:

@@ -368,13 +368,17 @@ class Contrastive(TaskKind):
                axis_name: Optional[str]) -> Array:
     return contrastive.contrastive_loss(self.loss, outputs["a"], outputs["b"],
                                         outputs["log_scale"], outputs["bias"], weights, axis_name,
-                                        self.layout, self.chunk_size)
+                                        self.resolved_layout, self.chunk_size)
 
   def retrieval_sums(self, outputs: Mapping[str, Array], weights: Array,
                      axis_name: Optional[str]) -> Dict[str, Array]:
     return contrastive.retrieval_sums(outputs["a"], outputs["b"], weights, axis_name,
-                                      layout=self.layout or contrastive.default_layout(self.loss),
-                                      chunk_size=self.chunk_size)
+                                      layout=self.resolved_layout, chunk_size=self.chunk_size)
+
+  @property
+  def resolved_layout(self) -> str:
+    """`layout`, or the loss's default when unset: what both the loss and the counts use."""
+    return self.layout or contrastive.default_layout(self.loss)
 
   def metrics(self, sums: Mapping[str, Any], count: float) -> Dict[str, float]:
     return {key: float(value) / max(count, 1.0) for key, value in sums.items()}
