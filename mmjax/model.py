@@ -11,7 +11,7 @@ NaN or Inf at a real position of an input reaches that example's outputs (and so
 step's non-finite check), never another example's; an example whose mask is all False is an
 absent modality, whatever its values.
 """
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -116,6 +116,24 @@ class MultimodalModel(nn.Module):
     """The fusion's output `(B, D)`: the representation the (non-contrastive) heads read."""
     masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
     return self.fusion(self.encode(batch, train=train), masks, train=train)
+
+  def with_unimodal(self, batch: Mapping[str, Array], *, train: bool = False
+                    ) -> Tuple[Dict[str, Array], Dict[str, Dict[str, Array]]]:
+    """(`{task: output}`, `{m: {task: output with only modality m present}}`) from one pass of
+    the encoders: for each m, the other modalities' features are what their encoders give an
+    absent example (zeros) and their masks all False, so `[m]` equals the outputs on the batch
+    with every other modality absent (`mmjax.modalities.only`)."""
+    features = self.encode(batch, train=train)
+    masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
+    rows = jax.tree.leaves(features)[0].shape[0]
+    unimodal = {}
+    for kept in self.encoders:
+      alone = {m: f if m == kept else jnp.zeros_like(f) for m, f in features.items()}
+      alone_masks = {m: masks[m] if m == kept else
+                     jnp.zeros(masks[m].shape if m in masks else (rows,), bool)
+                     for m in self.encoders if m in masks or m != kept}
+      unimodal[kept] = self.decode(alone, alone_masks, train=train)
+    return self.decode(features, masks, train=train), unimodal
 
   def decode(self, features: Mapping[str, Array], masks: Mapping[str, Array], *,
              train: bool = False) -> Dict[str, Array]:

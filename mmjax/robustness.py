@@ -33,6 +33,8 @@ from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from mmjax import modalities
+
 Batch = Dict[str, np.ndarray]
 LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MASK_SUFFIX = "_mask"
@@ -118,13 +120,9 @@ def occlusion(batch: Batch, modality: str, level: float, rng: np.random.Generato
 
 
 def missing(batch: Batch, modality: str) -> Batch:
-  """The modality absent: zeros, and a mask with no real position."""
-  values = batch[modality]
-  mask_shape = values.shape[:2] if modality_kind(values) == "tokens" or values.ndim == 3 \
-      else values.shape[:1]
-  mask = batch.get(modality + MASK_SUFFIX)
-  return {**batch, modality: np.zeros_like(values),
-          modality + MASK_SUFFIX: np.zeros(mask.shape if mask is not None else mask_shape, bool)}
+  """The modality absent: zeros, and a mask with no real position (`mmjax.modalities.absent`, as
+  modality dropout makes it in training)."""
+  return modalities.absent(batch, modality)
 
 
 PERTURBATIONS: Dict[str, Dict[str, Callable]] = {

@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from mmjax import data
+from mmjax.balancing import balancing_config
 from mmjax.data import mm_shapes
 from mmjax.data.pipeline import train_batch_indices
 from mmjax.errors import NonFiniteError
@@ -39,7 +40,10 @@ def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path)
 
 
 def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_path):
+  """With every random part of a step: dropout, modality dropout and OGM-GE's noise."""
   config = tiny_config(data_dir)
+  config.modality_dropout.rate = 0.3
+  config.balancing = balancing_config("ogm_ge", end_step=8)
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
   loop.train_and_evaluate(config, straight)
   assert loop.train_and_evaluate(config, split, stop_after_step=5) == {}

@@ -7,6 +7,7 @@ from typing import Optional
 import ml_collections
 
 from mmjax import evaluators
+from mmjax.balancing import balancing_config
 from mmjax.tasks.weighting import weighting_config
 
 
@@ -42,6 +43,14 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.ema_decay = 0.0                 # > 0: evaluate and checkpoint an EMA of the parameters
                                          #   (decay warmed up as min(d, (1 + t) / (10 + t)))
 
+  # Modality dropout (mmjax/modalities.py): each modality absent from an example with probability
+  # rates[m] (or rate), never every modality; or `subsets`: {'audio+image': q, 'image': q, ...}.
+  config.modality_dropout = ml_collections.ConfigDict()
+  config.modality_dropout.rate = 0.0
+  config.modality_dropout.rates = ml_collections.ConfigDict()
+  config.modality_dropout.subsets = ml_collections.ConfigDict()
+
+  config.balancing = balancing_config("none")   # or ogm_ge (mmjax/balancing/)
   config.task_weighting = weighting_config("fixed")   # or uncertainty, gradnorm, pcgrad, dwa
   config.shared_weight_decay = 0.0       # reg/shared: ½λ‖θ‖² on the encoders and the fusion
   config.init_from = ml_collections.config_dict.placeholder(str)  # a workdir: copy its params

@@ -20,8 +20,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mmjax import data, evaluators, pretrained
+from mmjax.balancing import balancing_from_config
 from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
 from mmjax.evaluators.context import Context
+from mmjax.modalities import modality_dropout_from_config
 from mmjax.model import model_from_config
 from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
@@ -32,10 +34,14 @@ from mmjax.train.step import task_weight_vectors
 
 
 def _objective_from_config(config: Any):
-  """The model, tasks and task weighting of `config`; a bad name or field is a ConfigError."""
+  """The model, tasks, task weighting and modality balancing of `config`; a bad name or field
+  is a ConfigError."""
   try:
-    return (model_from_config(config.model, config.tasks), tasks_from_config(config.tasks),
-            weighting_from_config(config.task_weighting))
+    tasks = tasks_from_config(config.tasks)
+    return (model_from_config(config.model, config.tasks), tasks,
+            weighting_from_config(config.task_weighting),
+            balancing_from_config(config.balancing, tasks, config.model.encoders,
+                                  config.total_steps))
   except ValueError as error:
     raise ConfigError(str(error)) from error
 
@@ -106,7 +112,7 @@ def _setup(config: Any) -> Setup:
     if isinstance(error, UserError):
       raise
     raise ConfigError(str(error)) from error
-  model, tasks, weighting = _objective_from_config(config)
+  model, tasks, weighting, balancing = _objective_from_config(config)
   evaluators_ = evaluators.evaluators_from_config(config.evals, config, tasks)
   evaluators.check_best_metric(config.checkpoint.best_metric, evaluators_, tasks)
   splits = {train_split(config)}.union(*(e.splits() for e in evaluators_.values()))
@@ -150,7 +156,10 @@ def _setup(config: Any) -> Setup:
                                 shared_weight_decay=config.shared_weight_decay,
                                 frozen=config.optimizer.frozen,
                                 grad_accum_steps=config.grad_accum_steps,
-                                ema_decay=config.ema_decay)
+                                ema_decay=config.ema_decay,
+                                modality_dropout=modality_dropout_from_config(
+                                    config.modality_dropout, config.model.encoders),
+                                balancing=balancing)
   # Every process computes the same keys and state, directly in their shardings.
   init_rng, step_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
                                out_shardings=driver.replicated)()

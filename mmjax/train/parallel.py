@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from mmjax.balancing import NoBalancing
 from mmjax.tasks.weighting import Fixed
 from mmjax.train.step import eval_step, train_step
 
@@ -95,13 +96,15 @@ class Driver:
 
 def make_driver(parallel_config: Mapping[str, Any], abstract_state: Any, *, tasks, schedule,
                 weighting: Any = Fixed(), shared_weight_decay: float = 0.0, frozen: str = "",
-                grad_accum_steps: int = 1, ema_decay: float = 0.0) -> Driver:
+                grad_accum_steps: int = 1, ema_decay: float = 0.0,
+                modality_dropout: Any = None, balancing: Any = NoBalancing()) -> Driver:
   """The driver named by `parallel_config.driver` over the run's devices, for states shaped like
   `abstract_state`."""
   devices = np.asarray(jax.devices()[:device_count(parallel_config)])
   objective = dict(tasks=tasks, weighting=weighting, shared_weight_decay=shared_weight_decay)
   step = functools.partial(train_step, schedule=schedule, frozen=frozen,
-                           grad_accum_steps=grad_accum_steps, ema_decay=ema_decay, **objective)
+                           grad_accum_steps=grad_accum_steps, ema_decay=ema_decay,
+                           modality_dropout=modality_dropout, balancing=balancing, **objective)
   evaluate = functools.partial(eval_step, **objective)
   if parallel_config["driver"] == "jit":
     fsdp = parallel_config["fsdp"]

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmjax.balancing import NoBalancing
+from mmjax.modalities import ModalityDropout
 from mmjax.tasks.kinds import Contrastive, TaskKind
 from mmjax.tasks.objective import (data_terms, label_counts, objective_sums,
                                    parameter_regularizers, task_metrics, total_loss)
@@ -15,6 +17,7 @@ from mmjax.train.state import TrainState, evaluation_params, parameter_labels
 
 Array = jax.Array
 Batch = Mapping[str, Array]
+ENCODER_PREFIX = "encoders_"   # the parameter collection of encoder m: encoders_<m>
 
 
 def _micro_batches(batch: Batch, count: int) -> Batch:
@@ -79,8 +82,9 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
                schedule: optax.Schedule, weighting: Any = Fixed(),
                shared_weight_decay: float = 0.0, frozen: str = "",
                axis_name: Optional[str] = None,
-               grad_accum_steps: int = 1, ema_decay: float = 0.0
-               ) -> Tuple[TrainState, Dict[str, Any]]:
+               grad_accum_steps: int = 1, ema_decay: float = 0.0,
+               modality_dropout: Optional[ModalityDropout] = None,
+               balancing: Any = NoBalancing()) -> Tuple[TrainState, Dict[str, Any]]:
   """One optimizer step on L = Σ_t w_t L_t + regularisers (`mmjax/tasks/objective.py`).
 
   `rng` is the run's base key: the step folds in its own step number, so a resumed run draws the
@@ -100,6 +104,10 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   carried into each micro-batch's VJP (`_cached_contrastive_cotangents`), so that the update is
   the whole batch's; the price is one more forward pass over the batch without gradients (about
   a third of a step's compute).
+  `modality_dropout` (`mmjax/modalities.py`) first makes the modalities it drops absent from
+  their examples, drawn from the step's key for the global batch, so that the drivers, device
+  splits and resumed runs agree. `balancing` (`mmjax/balancing/`) may change the encoders'
+  gradients of the data terms from the same forward pass's outputs with each modality alone.
   `ema_decay` > 0 keeps ema ← d_t·ema + (1 − d_t)·params in `state.ema_params`, with the usual
   warm-up d_t = min(ema_decay, (1 + t) / (10 + t)) at step t, so that the initial parameters do
   not linger in the average (with d = 0.999, 0.999^1000 ≈ 37% of them would after 1,000 steps).
@@ -113,7 +121,12 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   Returns the new state and `{"values": this step's terms of the objective (global means, adding
   up to `loss`, the value differentiated), the task weights, gradient norms and the learning
   rate; "sums": the metric sums over the batch (see `objective_sums`); "finite": `_finiteness`}`.
-  `grad_norm` is the model's gradient norm (the task weighting's parameters left out).
+  `grad_norm` is the model's gradient norm (the task weighting's parameters left out);
+  `grad_norm/<m>` the norm of the objective's gradient reaching encoder m (before any
+  balancing) and `grad_share/<m>` its share
+  ‖g_m‖² / Σ_k ‖g_k‖² of the encoders' squared gradient norm (which modality the objective pushes
+  hardest: modality imbalance); `modality_dropout/<subset>` the fraction of examples trained on
+  with exactly that subset of modalities.
   """
   names = tuple(tasks)
   static, factors = task_weight_vectors(tasks)
@@ -121,6 +134,10 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   dropout_rng = step_key
   if axis_name is not None:   # per-device slices draw independent masks
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+  subset_fractions = {}
+  if modality_dropout is not None:
+    batch, subset_fractions = modality_dropout(batch, jax.random.fold_in(step_key, 2 ** 30 + 1),
+                                               axis_name)
 
   counts = label_counts(batch, tasks)
   if axis_name is not None:
@@ -142,7 +159,14 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
       else ()
 
   def data_objective(params, micro_batch, key, feature_cotangents):
-    outputs = state.apply_fn({"params": params}, micro_batch, train=True, rngs={"dropout": key})
+    balance_sums = {}
+    if balancing.needs_unimodal:
+      outputs, unimodal = state.apply_fn({"params": params}, micro_batch, train=True,
+                                         rngs={"dropout": key}, method="with_unimodal")
+      balance_sums = balancing.sums(jax.lax.stop_gradient(unimodal), micro_batch, tasks)
+    else:
+      outputs = state.apply_fn({"params": params}, micro_batch, train=True,
+                               rngs={"dropout": key})
     direct = {t: tasks[t] for t in names if t not in cached}
     sums = objective_sums(outputs, micro_batch, direct, axis_name)
     shares = {t: jax.tree.map(lambda x: x / jnp.maximum(counts[t], 1), sums[t]) for t in direct}
@@ -153,7 +177,7 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
             for name in feature_cotangents[t])
         for t in names])
     output_regs = sum((sum(share["reg"].values(), 0.0) for share in shares.values()), 0.0)
-    return (task_losses, jnp.asarray(output_regs, jnp.float32)), sums
+    return (task_losses, jnp.asarray(output_regs, jnp.float32)), (sums, balance_sums)
 
   def grad_rows(params, micro_batch, key, feature_cotangents=None):
     _, vjp_fn, sums = jax.vjp(
@@ -163,7 +187,7 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
     return rows, sums
 
   if grad_accum_steps == 1:
-    rows, sums = grad_rows(state.params, batch, dropout_rng)
+    rows, (sums, balance_sums) = grad_rows(state.params, batch, dropout_rng)
   else:
     micro = _micro_batches(batch, grad_accum_steps)
     micro_keys = jax.vmap(lambda index: jax.random.fold_in(dropout_rng, index))(
@@ -179,11 +203,11 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)
     rest = lambda tree: jax.tree.map(lambda x: x[1:], tree)
     initial = grad_rows(state.params, first(micro), first(micro_keys), first(cotangents))
-    (rows, sums), _ = jax.lax.scan(accumulate, initial,
-                                   (rest(micro), rest(micro_keys), rest(cotangents)))
+    (rows, (sums, balance_sums)), _ = jax.lax.scan(
+        accumulate, initial, (rest(micro), rest(micro_keys), rest(cotangents)))
     sums = {**sums, **cached_sums}
   if axis_name is not None:
-    rows, sums = jax.lax.psum((rows, sums), axis_name)
+    rows, sums, balance_sums = jax.lax.psum((rows, sums, balance_sums), axis_name)
 
   losses = jnp.stack([sums[t]["loss"] / jnp.maximum(counts[t], 1) for t in names])
   if weighting.per_task_gradients:
@@ -202,9 +226,20 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   # Parameter terms (regularisers, the weighting's own penalty) are differentiated once, here.
   (_, param_terms), param_grads = jax.value_and_grad(_parameter_terms, has_aux=True)(
       state.params, tasks, weighting, shared_weight_decay, count_vector > 0)
-  grads = jax.tree.map(jnp.add, update.model_grads, param_grads)
-  if reg_grads is not None:
-    grads = jax.tree.map(jnp.add, grads, reg_grads)
+  def with_parameter_terms(model_grads):
+    total = jax.tree.map(jnp.add, model_grads, param_grads)
+    return total if reg_grads is None else jax.tree.map(jnp.add, total, reg_grads)
+
+  grads = with_parameter_terms(update.model_grads)
+  encoder_norms = {k[len(ENCODER_PREFIX):]: optax.tree.norm(v) for k, v in grads.items()
+                   if k.startswith(ENCODER_PREFIX)}
+  encoder_energy = sum(n ** 2 for n in encoder_norms.values())
+  balance_values = {}
+  if balancing.needs_unimodal:   # the encoders' data gradients, modulated
+    modulated, balance_values = balancing.modulate(
+        update.model_grads, balance_sums, state.step, jax.random.fold_in(step_key, 2 ** 30 + 2),
+        {m: ENCODER_PREFIX + m for m in balance_sums})
+    grads = with_parameter_terms(modulated)
   grad_norm = optax.tree.norm({k: v for k, v in grads.items() if k != "task_weighting"})
   if update.weighting_grads is not None:   # the data terms' part of the weighting's gradient
     grads = {**grads, "task_weighting": jax.tree.map(jnp.add, grads["task_weighting"],
@@ -219,6 +254,11 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   if weighting.per_task_gradients:
     values.update(gradient_metrics(shared_matrix(task_grads), names))
   values.update(grad_norm=grad_norm, learning_rate=schedule(state.step))
+  values.update({f"grad_norm/{m}": n for m, n in encoder_norms.items()})
+  values.update({f"grad_share/{m}": n ** 2 / jnp.maximum(encoder_energy, 1e-30)
+                 for m, n in encoder_norms.items()})
+  values.update(subset_fractions)
+  values.update(balance_values)
 
   new_state = state.apply_gradients(grads=grads)
   if weighting_params is not None:
