@@ -231,6 +231,28 @@ def test_the_linear_probe_fits_the_train_subset_and_scores_the_split(trained):
   assert results["linear_probe"]["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-3)
 
 
+def test_each_modality_subset_scores_as_a_separate_evaluation_with_the_others_masked(trained):
+  """Every non-empty subset, none empty; the whole set is the `metrics` evaluator's number, and a
+  single modality's is the accuracy of the model on the split with the other modality zeroed and
+  masked by hand."""
+  config, workdir, results = trained
+  found = results["modality_subsets"]["subsets"]
+  assert list(found) == ["image+text", "image", "text"]
+  assert found["image+text"]["label/accuracy"] == results["metrics"]["label/accuracy"]
+  run = loop.restore_checkpoint(config, workdir)
+  params = {"params": evaluation_params(run.state)}
+  validation = whole_split(config, run, "validation")
+  without = {"text": lambda b: {**b, "text": np.zeros_like(b["text"]),
+                                "text_mask": np.zeros(b["text"].shape, bool)},
+             "image": lambda b: {**b, "image": np.zeros_like(b["image"]),
+                                 "image_mask": np.zeros(len(b["image"]), bool)}}
+  for kept, dropped in (("image", "text"), ("text", "image")):
+    logits = np.asarray(run.state.apply_fn(params, without[dropped](validation))["label"])
+    expected = float(np.mean(logits.argmax(axis=1) == validation["label"]))
+    assert found[kept]["label/accuracy"] == pytest.approx(expected, abs=1e-6), kept
+  assert found["image"] != found["text"]
+
+
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts",
                       "evaluate_on_devices.py")
 

@@ -29,6 +29,7 @@ from mmjax.errors import ConfigError
 from mmjax.evaluators.interactions import Interactions
 from mmjax.evaluators.linear_probe import LinearProbe
 from mmjax.evaluators.metrics import Metrics
+from mmjax.evaluators.modality_subsets import ModalitySubsets
 from mmjax.evaluators.retrieval import Retrieval
 from mmjax.evaluators.robustness import Robustness
 from mmjax.evaluators.zero_shot import ZeroShot
@@ -38,6 +39,7 @@ EVALUATORS = {
     "retrieval": Retrieval,
     "linear_probe": LinearProbe,
     "robustness": Robustness,
+    "modality_subsets": ModalitySubsets,
     "interactions": Interactions,
     "zero_shot": ZeroShot,
 }
