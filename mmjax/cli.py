@@ -1,8 +1,8 @@
 """`mmjax train|eval|analyze|predict|export --config experiments/configs/NAME.py --workdir DIR
-[--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness]` and `mmjax analyze ...
-[--step N] [--examples N] [--emap_reference N]`: `mmjax/evaluate.py`, `mmjax predict ... [--step N]
-[--split S | --input TABLE] [--out FILE]`:
-`mmjax/predict.py`, `mmjax export ... [--step N] [--out DIR]`: `mmjax/export.py`);
+[--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness] [--subsets]` and
+`mmjax analyze ... [--step N] [--examples N] [--emap_reference N]`: `mmjax/evaluate.py`,
+`mmjax predict ... [--step N] [--split S | --input TABLE] [--out FILE]`: `mmjax/predict.py`,
+`mmjax export ... [--step N] [--out DIR]`: `mmjax/export.py`);
 `mmjax sweep --config experiments/sweeps/NAME.py --workdir DIR [--list | --cell K |
 --summarize]` (`mmjax/sweep.py`).
 
@@ -36,6 +36,10 @@ _ROBUSTNESS = flags.DEFINE_bool(
     "robustness", False, "eval: also the robustness evaluator (each modality missing and "
     "perturbed at levels 0 to 1) where config.evals has none, into eval_results.json and "
     "robustness.png.")
+_SUBSETS = flags.DEFINE_bool(
+    "subsets", False, "eval: also the modality_subsets evaluator (every non-empty subset of the "
+    "modalities present, the others absent) where config.evals has none, into eval_results.json "
+    "and modality_subsets.png.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Run as one process of a multi-process (multi-host) job: "
     "jax.distributed.initialize, detecting SLURM, Open MPI or a TPU pod unless the three flags "
@@ -79,7 +83,7 @@ COMMAND_HELP = {
     "eval": ("run every evaluator of config.evals on a checkpoint of the run in --workdir "
              "(eval_results.json)",
              "mmjax eval --config experiments/configs/seed_text_image.py --workdir runs/seed "
-             "--robustness", ("step", "robustness") + _RUN_FLAGS),
+             "--robustness --subsets", ("step", "robustness", "subsets") + _RUN_FLAGS),
     "analyze": ("run the interactions evaluators: EMAP and per-modality ablations of a trained "
                 "run (analysis.json)",
                 "mmjax analyze --config experiments/configs/interactions.py:synergy,low_rank "
@@ -227,7 +231,8 @@ def main(argv):
       print(f"mmjax: exported to {written}")
     elif argv[1] == "eval":
       print(json.dumps(evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
-                                                    robustness=_ROBUSTNESS.value), indent=2))
+                                                    robustness=_ROBUSTNESS.value,
+                                                    subsets=_SUBSETS.value), indent=2))
     else:
       print(json.dumps(evaluate.analyze_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
                                                    _EXAMPLES.value, _REFERENCE.value), indent=2))

@@ -1,8 +1,9 @@
 """`mmjax eval` and `mmjax analyze`: the evaluators of `config.evals` (`mmjax/evaluators/`) on a
 saved checkpoint.
 
-`evaluate_checkpoint` runs every configured evaluator (with `robustness`, also a `robustness`
-evaluator on `evaluators.report_split` when none is configured) and writes
+`evaluate_checkpoint` runs every configured evaluator (with `robustness` and `subsets`, also a
+`robustness` and a `modality_subsets` evaluator on `evaluators.report_split` when none is
+configured) and writes
 `eval_results.json` beside the checkpoints; `analyze_checkpoint` runs the `interactions`
 evaluators (a default one on `evaluators.report_split` when none is configured) and writes
 `analysis.json`. Both files are `{"step": N, key: results}`."""
@@ -30,13 +31,14 @@ def _run(config: Any, workdir: str, step: Optional[int], keys, file_name: str
 
 
 def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
-                        robustness: bool = False) -> Dict[str, Any]:
+                        robustness: bool = False, subsets: bool = False) -> Dict[str, Any]:
   """`{"step", key: results}` of every evaluator (module docstring), also in eval_results.json."""
-  if robustness and not any(spec.name == "robustness" for spec in config.evals.values()):
-    config = copy.deepcopy(config)
-    with config.unlocked():
-      config.evals.robustness = evaluators.evaluator_config(
-          "robustness", split=evaluators.report_split(config.evals))
+  config = copy.deepcopy(config)
+  for name, wanted in (("robustness", robustness), ("modality_subsets", subsets)):
+    if wanted and not any(spec.name == name for spec in config.evals.values()):
+      with config.unlocked():
+        config.evals[name] = evaluators.evaluator_config(
+            name, split=evaluators.report_split(config.evals))
   return _run(config, workdir, step, None, "eval_results.json")
 
 

@@ -21,6 +21,15 @@ A sweep file's `get_config()` returns
                   --robustness` (each modality missing, and perturbed at levels 0 to 1): the
                   summaries get each modality's missing score and each perturbation's area
                   under the curve, and summary.png the curves, averaged over seeds
+    subsets       (optional, False) also evaluate each trained cell with `mmjax eval --subsets`
+                  (the `modality_subsets` evaluator): the summaries get the first task's primary
+                  metric with only each subset of the modalities present (`subset/<subset>`),
+                  in place of the robustness columns' `missing/<modality>`
+
+Every summary also gets each cell's imbalance diagnostics where it has them: each encoder's mean
+share of the encoders' squared gradient norm over the train lines of metrics.jsonl
+(`grad_share/<modality>`), and the score of each `linear_probe` evaluator on an encoder's
+features in results.json (`probe/<modality>`).
 
 `mmjax sweep --config SWEEP.py --workdir DIR` trains each cell in `DIR/cells/<cell>` with the
 normal trainer: a cell whose results.json exists is skipped, a half-finished one resumes from its
@@ -45,7 +54,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import ml_collections
 
-from mmjax import evaluate, robustness
+from mmjax import evaluate, modalities, robustness
 from mmjax.errors import ConfigError
 from mmjax.train import checks, loop
 from mmjax.train.defaults import load_config
@@ -53,11 +62,13 @@ from mmjax.train.defaults import load_config
 REFERENCE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "experiments", "reference_results.json")
 COMPLEXITY = ("parameters", "train_flops_per_example", "train_samples_per_second")
+MODALITY_COLUMNS = ("subset/", "grad_share/", "probe/")
 
 
 def sweep_config(config_file: str, axes: Mapping[str, Any], metrics: Sequence[str], *,
                  steps: Optional[int] = None, reference: str = "", curve: str = "",
-                 robustness: bool = False, manual_dir: bool = False) -> ml_collections.ConfigDict:
+                 robustness: bool = False, subsets: bool = False,
+                 manual_dir: bool = False) -> ml_collections.ConfigDict:
   """A sweep file's config (the fields above; `axes` nested dicts). `steps` fixes total_steps,
   with one checkpoint and one run of the evaluators (every `every_steps` set to 0) at the end.
   It offers `fixed.dataset.data_dir`, and with `manual_dir` (a dataset built from its original
@@ -71,7 +82,7 @@ def sweep_config(config_file: str, axes: Mapping[str, Any], metrics: Sequence[st
     fixed.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
   return ml_collections.ConfigDict({
       "config_file": config_file, "axes": axes, "fixed": fixed, "metrics": tuple(metrics),
-      "reference": reference, "curve": curve, "robustness": robustness,
+      "reference": reference, "curve": curve, "robustness": robustness, "subsets": subsets,
       "evaluate_at_end_only": steps is not None})
 
 
@@ -186,9 +197,17 @@ def _cell_row(sweep: Mapping[str, Any], workdir: str, cell: Mapping[str, Any]) -
   with open(os.path.join(directory, "results.json")) as file:
     results = json.load(file)
   row = _row(cell, results, sweep["metrics"])
-  if sweep.get("robustness", False):
-    row.update(robustness_columns(_robustness_report(cell_config(sweep, cell), directory,
-                                                     results["step"])))
+  config = cell_config(sweep, cell)
+  wanted = {"robustness": sweep.get("robustness", False),
+            "modality_subsets": sweep.get("subsets", False)}
+  if any(wanted.values()):
+    reports = _evaluation_reports(config, directory, results["step"], wanted)
+    if wanted["robustness"]:
+      row.update(robustness_columns(reports["robustness"],
+                                    missing=not wanted["modality_subsets"]))
+    if wanted["modality_subsets"]:
+      row.update(subset_columns(reports["modality_subsets"]))
+  row.update(imbalance_columns(config, directory, results))
   return row
 
 
@@ -205,28 +224,67 @@ def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
   return rows
 
 
-def _robustness_report(config: ml_collections.ConfigDict, directory: str,
-                       step: int) -> Dict[str, Any]:
-  """The robustness report of the cell's final checkpoint, `step`: from its eval_results.json
-  when that holds one of this step, else evaluated now."""
+def _evaluation_reports(config: ml_collections.ConfigDict, directory: str, step: int,
+                        wanted: Mapping[str, bool]) -> Dict[str, Any]:
+  """`{"robustness": report, "modality_subsets": report}` (those `wanted`) of the cell's final
+  checkpoint, `step`: from its eval_results.json when that holds them for this step, else
+  evaluated now."""
+  keys = [key for key, wanted_ in wanted.items() if wanted_]
   path = os.path.join(directory, "eval_results.json")
   if os.path.exists(path):
     with open(path) as file:
       results = json.load(file)
-    if "robustness" in results and results["step"] == step:
-      return results["robustness"]
-  return evaluate.evaluate_checkpoint(config, directory, step, robustness=True)["robustness"]
+    if all(key in results for key in keys) and results["step"] == step:
+      return results
+  return evaluate.evaluate_checkpoint(config, directory, step, robustness=wanted["robustness"],
+                                      subsets=wanted["modality_subsets"])
 
 
-def robustness_columns(report: Mapping[str, Any]) -> Dict[str, float]:
+def robustness_columns(report: Mapping[str, Any], missing: bool = True) -> Dict[str, float]:
   """The primary metric of the first task by name with each modality missing
-  (`missing/<modality>`) and the area under each perturbation's curve
+  (`missing/<modality>`, unless not `missing`) and the area under each perturbation's curve
   (`area/<modality>/<perturbation>`)."""
   metric = robustness.headline_metric(report)
-  columns = {f"missing/{m}": report["missing"][m][metric] for m in sorted(report["missing"])}
+  columns = ({f"missing/{m}": report["missing"][m][metric] for m in sorted(report["missing"])}
+             if missing else {})
   for modality in sorted(report["area"]):   # sorted: as read back from eval_results.json
     areas = report["area"][modality]
     columns.update({f"area/{modality}/{name}": areas[name][metric] for name in sorted(areas)})
+  return columns
+
+
+def subset_columns(report: Mapping[str, Any]) -> Dict[str, float]:
+  """The first task's (by name) primary metric with only each subset present
+  (`subset/<subset>`), the whole set first (`modalities.subsets`' order, whatever the report's:
+  eval_results.json sorts its keys)."""
+  found = report["subsets"]
+  metric = min(next(iter(found.values())))
+  whole = max(found, key=lambda name: name.count("+")).split("+")
+  return {f"subset/{name}": found[name][metric]
+          for name in map(modalities.subset_name, modalities.subsets(whole)) if name in found}
+
+
+def imbalance_columns(config: ml_collections.ConfigDict, directory: str,
+                      results: Mapping[str, Any]) -> Dict[str, float]:
+  """`grad_share/<m>`: encoder m's share of the encoders' squared gradient norm, the mean over
+  the run's train lines; `probe/<m>`: the score of a `linear_probe` evaluator on encoder m's
+  features (its accuracy, or its mse for regression)."""
+  columns: Dict[str, float] = {}
+  path = os.path.join(directory, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as file:
+      lines = [json.loads(line) for line in file]
+    shares: Dict[str, List[float]] = {}
+    for line in lines:
+      if line["split"] == "train":
+        for key, value in line.items():
+          if key.startswith("grad_share/"):
+            shares.setdefault(key, []).append(value)
+    columns.update({key: statistics.mean(values) for key, values in sorted(shares.items())})
+  for key, spec in config.evals.items():
+    if spec.name == "linear_probe" and spec.features in config.model.encoders and key in results:
+      found = results[key]
+      columns[f"probe/{spec.features}"] = found.get("accuracy", found.get("mse"))
   return columns
 
 
@@ -291,6 +349,8 @@ def summarize(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Li
       record[key] = statistics.mean(known) if known else None
     record["robustness"] = {key: statistics.mean(float(run[key]) for run in runs)
                             for key in runs[0] if key.startswith(("missing/", "area/"))}
+    record["modalities"] = {key: _mean_std([float(run[key]) for run in runs])
+                            for key in runs[0] if key.startswith(MODALITY_COLUMNS)}
     summary.append(record)
   return summary
 
@@ -328,12 +388,28 @@ def write_summaries(sweep: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
           "over the seeds (sample std).\n\n" + "\n".join(lines) + "\n")
   if papers:
     text += "\nPaper numbers (experiments/reference_results.json):\n" + "\n".join(papers) + "\n"
+  text += _modalities_table(summary)
   text += _robustness_table(summary)
   with open(os.path.join(workdir, "summary.md"), "w") as file:
     file.write(text)
   curves = {record["method"]: _mean_robustness_curves(sweep, rows, workdir, record["method"])
             for record in summary} if sweep.get("robustness", False) else {}
   _plot(summary, metrics, sweep.get("curve", ""), curves, os.path.join(workdir, "summary.png"))
+
+
+def _modalities_table(summary: Sequence[Mapping[str, Any]]) -> str:
+  columns = list(dict.fromkeys(key for record in summary for key in record["modalities"]))
+  if not columns:
+    return ""
+  lines = ["| method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+  lines += [f"| {record['method']} | " + " | ".join(record["modalities"].get(c, "n/a")
+                                                    for c in columns) + " |"
+            for record in summary]
+  return ("\nModalities, mean ± std over seeds: the first task's (by name) primary metric with "
+          "only each subset of the modalities present (`subset/...`, the others absent), each "
+          "encoder's share of the encoders' squared gradient norm averaged over training "
+          "(`grad_share/...`), and a linear probe's score on each encoder's features "
+          "(`probe/...`).\n\n" + "\n".join(lines) + "\n")
 
 
 def _robustness_table(summary: Sequence[Mapping[str, Any]]) -> str:

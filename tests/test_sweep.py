@@ -45,6 +45,8 @@ def swept(tmp_path_factory):
   data.prepare("interactions/synergy", directory)
   workdir = str(tmp_path_factory.mktemp("sweep"))
   config = tiny_sweep(directory)
+  config.subsets = True
+  config.fixed.log_every_steps = 10
   return config, workdir, sweep.run(config, workdir)
 
 
@@ -73,6 +75,41 @@ def test_every_cell_is_trained_and_summarised_over_its_seeds(swept):
   assert f"| synergy,low_rank | 2 | {statistics.mean(seeds):.4f} ± {statistics.stdev(seeds):.4f}" \
       in markdown
   assert os.path.getsize(os.path.join(workdir, "summary.png")) > 0
+
+
+def test_subset_and_gradient_share_columns_come_from_each_cells_evaluation_and_log(swept):
+  """`subset/<subset>`: the cell's modality_subsets report (eval_results.json); `grad_share/<m>`:
+  the mean over its train lines; the summary's table holds their mean ± std over seeds."""
+  config, workdir, rows = swept
+  for row in rows:
+    directory = os.path.join(workdir, "cells", sweep.cell_name(
+        {"config_arg": row["config_arg"], "seed": row["seed"]}))
+    report = json.load(open(os.path.join(directory, "eval_results.json")))["modality_subsets"]
+    assert sorted(report["subsets"]) == ["a", "a+b", "b"]
+    assert [k for k in row if k.startswith("subset/")] == ["subset/a+b", "subset/a", "subset/b"]
+    for name in ("a+b", "a", "b"):
+      assert row[f"subset/{name}"] == report["subsets"][name]["label/accuracy"]
+    lines = [json.loads(line) for line in open(os.path.join(directory, "metrics.jsonl"))]
+    shares = [line["grad_share/a"] for line in lines if line["split"] == "train"]
+    assert len(shares) > 1 and row["grad_share/a"] == pytest.approx(statistics.mean(shares))
+    assert row["grad_share/a"] + row["grad_share/b"] == pytest.approx(1.0)
+    assert "missing/a" not in row
+  seeds = lambda key: sweep._mean_std([r[key] for r in rows
+                                        if r["config_arg"] == "synergy,low_rank"])
+  table = open(os.path.join(workdir, "summary.md")).read().split("Modalities")[1]
+  assert "| method | subset/a+b | subset/a | subset/b | grad_share/a | grad_share/b |" in table
+  assert f"| synergy,low_rank | {seeds('subset/a+b')} | {seeds('subset/a')} |" in table
+
+
+def test_a_probe_on_an_encoders_features_is_a_column(tmp_path):
+  config = ml_collections.ConfigDict({
+      "model": {"encoders": {"a": {}, "b": {}}},
+      "evals": {"probe_a": {"name": "linear_probe", "features": "a"},
+                "fused": {"name": "linear_probe", "features": "fused"},
+                "probe_b": {"name": "linear_probe", "features": "b"}}})
+  results = {"probe_a": {"accuracy": 0.7}, "fused": {"accuracy": 0.9}, "probe_b": {"mse": 0.2}}
+  assert sweep.imbalance_columns(config, str(tmp_path), results) == {"probe/a": 0.7,
+                                                                     "probe/b": 0.2}
 
 
 def test_a_second_run_trains_nothing_and_a_half_finished_cell_resumes(swept, monkeypatch):
