@@ -259,6 +259,7 @@ def test_config_name_is_stable_and_changes_with_the_files(tmp_path):
     ("no_train", FileNotFoundError, r"has no train\.csv or train\.jsonl"),
     ("missing_image", FileNotFoundError, r"train\.csv line 4: image file 'images/gone\.png' not "
                                          r"found"),
+    ("no_audio_anywhere", ValueError, r"no training row has an audio file"),
     ("no_modality", ValueError, r"train\.csv has no image, text or audio column"),
     ("mixed_column", ValueError, r"train\.jsonl: label column 'tags' holds values of types "
                                  r"list, str"),
@@ -271,6 +272,8 @@ def test_bad_folders_fail_in_one_line(tmp_path, problem, error, message):
     rows[2]["image"] = "images/gone.png"
   elif problem == "no_modality":
     rows = [{"animal": row["animal"]} for row in rows]
+  elif problem == "no_audio_anywhere":
+    rows = [{**row, "audio": None} for row in rows]
   elif problem == "mixed_column":
     name, rows[5]["tags"] = "train.jsonl", "red"
   elif problem == "bad_name":
@@ -279,6 +282,45 @@ def test_bad_folders_fail_in_one_line(tmp_path, problem, error, message):
   with pytest.raises(error, match=message) as raised:
     multimodal_folder.config_from_manual_dir(folder)
   assert "\n" not in str(raised.value)
+
+
+def test_empty_media_cells_are_absent_modalities_with_presence_masks(tmp_path):
+  """Rows without an image or an audio file: zeros, `<m>_present` False, a `(B,)` `<m>_mask` the
+  model reads as absent (its outputs do not depend on the values there), and audio statistics
+  over the training rows that have audio only."""
+  rows = [train_row(i) for i in range(10)]
+  for i in (2, 5):
+    rows[i]["image"] = None
+  rows[3]["audio"] = ""
+  test = rows_of_the_test_table()
+  test[0]["audio"] = None
+  folder = write_folder(tmp_path / "gaps", {"train.csv": rows, "test.csv": test})
+  builder = data.prepare("multimodal_folder", data_dir=str(tmp_path / "tfds"),
+                         manual_dir=str(folder))
+  assert {"image_present", "audio_present"} <= set(builder.info.features)
+  train = read_split(builder, "train")   # the first 9 rows (the 10th is validation)
+  np.testing.assert_array_equal(train["image_present"], [i not in (2, 5) for i in range(9)])
+  np.testing.assert_array_equal(train["audio_present"], [i != 3 for i in range(9)])
+  assert not train["image"][[2, 5]].any() and not train["audio"][3].any()
+  present = np.concatenate([train["audio"][:3], train["audio"][4:]]).astype(np.float64)
+  assert abs(present.mean()) < 1e-4 and abs(present.std() - 1) < 1e-4   # absent rows left out
+  inputs = multimodal_folder.model_inputs(train)
+  assert inputs["image_mask"].shape == (9,) and not inputs["image_mask"][2]
+  assert "image_present" not in inputs and inputs["audio_mask"][4]
+  assert not multimodal_folder.model_inputs(read_split(builder, "test"))["audio_mask"][0]
+  from mmjax.model import model_from_config
+  import jax
+  model = model_from_config({"encoders": {"image": encoder_config("conv_pool", channels=4),
+                                          "audio": encoder_config("conv_pool", channels=4)},
+                             "fusion": fusion_config("concat"),
+                             "heads": {"animal": head_config("linear", num_classes=3)}})
+  batch = {k: inputs[k] for k in ("image", "image_mask", "audio", "audio_mask")}
+  params = model.init(jax.random.key(0), batch)
+  noisy = {**batch, "image": np.random.default_rng(0).random(batch["image"].shape,
+                                                             np.float32)}
+  found, again = (np.asarray(model.apply(params, b)["animal"]) for b in (batch, noisy))
+  np.testing.assert_allclose(found[[2, 5]], again[[2, 5]], rtol=1e-6)
+  assert not np.allclose(found[0], again[0])
 
 
 def test_an_unreadable_image_is_named_with_its_row(tmp_path):

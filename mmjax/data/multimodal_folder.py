@@ -52,8 +52,13 @@ keys the column names (a key a row lacks is an empty cell). Columns:
   False) and `model_inputs` emits it as `<column>_mask`, which the trainer's tasks read to skip
   unlabelled examples.
 
-Any of `image`, `text` and `audio` may be absent, but at least one must be there; a row with no
-image or audio path, or a path that does not exist, is an error naming its file, line and path.
+Any of `image`, `text` and `audio` may be absent, but at least one must be there. An empty image
+or audio cell (a row without that file) is an absent modality: the example is stored with zeros
+and a bool `<modality>_present` False (stored only when some row of some split lacks the file),
+which `model_inputs` emits as the `(B,)` presence mask `<modality>_mask`, so every encoder and
+fusion treats it as absent (docs/models_and_fusions.md), as modality dropout does in training; the
+audio statistics are over the training rows that have audio. A path to a file that does not
+exist is an error naming its file, line and path.
 Label column names are Python identifiers that neither end in `_mask` or `_labelled` nor are
 `weight`, keys that batches already use.
 
@@ -362,11 +367,15 @@ def check_columns(columns: Sequence[str], where: str) -> None:
                        f"{' or '.join(RESERVED_SUFFIXES)}")
 
 
-def media_path(folder: str, row: Row, column: str) -> str:
-  """The existing file that `row`'s `column` (image or audio) names, or a one-line error."""
+def media_path(folder: str, row: Row, column: str) -> Optional[str]:
+  """The existing file that `row`'s `column` (image or audio) names, None for an empty cell (an
+  absent modality), or a one-line error."""
   value = row.values.get(column)
-  if is_missing(value) or not isinstance(value, str):
-    raise ValueError(f"{row.where}: no {column} path (got {value!r}); every row needs one")
+  if is_missing(value):
+    return None
+  if not isinstance(value, str):
+    raise ValueError(f"{row.where}: the {column} cell holds {value!r}; give a file path, or "
+                     "leave it empty for an example without it")
   path = os.path.join(folder, value.strip())
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{row.where}: {column} file {value.strip()!r} not found ({path})")
@@ -443,6 +452,7 @@ class MultimodalFolderConfig(tfds.core.BuilderConfig):
   max_vocabulary: int = 20000
   audio_duration: float = 1.0
   label_kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  absent_media: Tuple[str, ...] = ()   # the media columns some row leaves empty
   tokenizer: str = ""
   tokenizer_max_length: int = 0
   image_processor: str = ""
@@ -464,8 +474,9 @@ def _digest(path: str, folder: Folder, config: MultimodalFolderConfig) -> str:
       digest.update(name.encode() + b"\0" + file.read())
   for row in (row for rows in folder.splits.values() for row in rows):
     for column in MEDIA:
-      if column in config.modalities:
-        stat = os.stat(media_path(path, row, column))
+      found = media_path(path, row, column) if column in config.modalities else None
+      if found:
+        stat = os.stat(found)
         digest.update(f"{row.values[column].strip()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
   options = (config.image_size, config.max_text_length, config.min_count, config.max_vocabulary,
              config.audio_duration, sorted(config.label_kinds.items()),
@@ -498,6 +509,12 @@ def config_from_manual_dir(manual_dir: str, **options: Any) -> MultimodalFolderC
   labels = tuple(label_column(column, label_kinds.get(column), folder.splits, train_table)
                  for column in label_names)
   modalities = tuple(m for m in MODALITIES if m in folder.columns)
+  absent_media = tuple(m for m in MEDIA if m in modalities and any(
+      media_path(path, row, m) is None for rows in folder.splits.values() for row in rows))
+  for medium in absent_media:
+    if all(media_path(path, row, medium) is None for row in folder.splits["train"]):
+      raise ValueError(f"{train_table}: no training row has an {medium} file; drop the "
+                       f"{medium} column or give some")
   for option, modality in (("tokenizer", "text"), ("image_processor", "image"),
                            ("audio_features", "audio")):
     if options.get(option) and modality not in modalities:
@@ -510,7 +527,7 @@ def config_from_manual_dir(manual_dir: str, **options: Any) -> MultimodalFolderC
                                 options.get("tokenizer_max_length", 0))   # a missing file: now
   kinds = ", ".join(f"{label.name} ({label.kind})" for label in labels) or "none"
   config = MultimodalFolderConfig(
-      name="pending", modalities=modalities, labels=labels, **options,
+      name="pending", modalities=modalities, labels=labels, absent_media=absent_media, **options,
       description=f"{path}: {', '.join(modalities)}; labels {kinds}; validation from "
                   f"{folder.validation}")
   slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(path).lower()).strip("_")[:40] or "folder"
@@ -549,6 +566,8 @@ class MultimodalFolder(tfds.core.GeneratorBasedBuilder):
       features["audio"] = tfds.features.Tensor(
           shape=((audio_features.max_length, audio_features.num_mel_bins) if audio_features
                  else AUDIO_SHAPE), dtype=np.float32, encoding=tfds.features.Encoding.BYTES)
+    for modality in config.absent_media:
+      features[f"{modality}_present"] = tfds.features.Scalar(dtype=np.bool_)
     for label in config.labels:
       if label.kind == "classification":
         features[label.name] = tfds.features.ClassLabel(names=list(label.classes))
@@ -589,10 +608,12 @@ class MultimodalFolder(tfds.core.GeneratorBasedBuilder):
 
   def _audio_statistics(self, folder: str, rows: Sequence[Row]) -> Dict[str, float]:
     """The mean and std of every value of the TRAINING split's spectrograms (accumulated in
-    float64), and the training recordings' one sample rate."""
+    float64; rows without audio count nowhere), and the training recordings' one sample rate."""
     count = total = square = 0.0
     rate = None
     for row in rows:
+      if media_path(folder, row, "audio") is None:
+        continue
       spectrogram, rate = _spectrogram(folder, row, self.builder_config.audio_duration, rate)
       values = spectrogram.astype(np.float64)
       count, total, square = count + values.size, total + values.sum(), square + (values ** 2).sum()
@@ -625,11 +646,22 @@ def encode_row(folder: str, row: Row, config: MultimodalFolderConfig,
                flag_every_label: bool = False) -> Dict[str, Any]:
   """One stored example of `row` (media paths relative to `folder`), as the dataset stores it;
   with `flag_every_label` (new inputs, whose label cells may be empty) every label gets its
-  `<label>_labelled` flag, not only the maskable ones."""
+  `<label>_labelled` flag, not only the maskable ones, and every medium its `<medium>_present`."""
   example = {}
   tokenizer, image_processor, audio_features = _processors(config)
-  if "image" in config.modalities:
-    path = media_path(folder, row, "image")
+  paths = {m: media_path(folder, row, m) for m in MEDIA if m in config.modalities}
+  absent = [m for m, path in paths.items() if path is None]
+  if set(absent) - set(config.absent_media) and not flag_every_label:
+    raise ValueError(f"{row.where}: no {absent[0]} file, but the dataset was built with one in "
+                     "every row")
+  for modality in config.absent_media if not flag_every_label else paths:
+    example[f"{modality}_present"] = paths[modality] is not None
+  if "image" in config.modalities and paths["image"] is None:
+    example["image"] = (np.zeros(image_processor.output_shape() + (3,), np.float32)
+                        if image_processor else
+                        np.zeros((config.image_size, config.image_size, 3), np.uint8))
+  elif "image" in config.modalities:
+    path = paths["image"]
     try:
       example["image"] = (tower_image(path, image_processor) if image_processor
                           else load_image(path, config.image_size))
@@ -641,8 +673,11 @@ def encode_row(folder: str, row: Row, config: MultimodalFolderConfig,
       example["text"], example["text_mask"] = ids[0], mask[0].astype(bool)
     else:
       example["text"] = encode_text(_text(row), word_ids, config.max_text_length)
-  if "audio" in config.modalities and audio_features:
-    path = media_path(folder, row, "audio")
+  if "audio" in config.modalities and paths["audio"] is None:
+    example["audio"] = np.zeros((audio_features.max_length, audio_features.num_mel_bins)
+                                if audio_features else AUDIO_SHAPE, np.float32)
+  elif "audio" in config.modalities and audio_features:
+    path = paths["audio"]
     samples, rate = audio.read_wav(path)
     if rate != audio_features.sampling_rate:
       raise ValueError(f"{row.where}: {path} is sampled at {rate} Hz but the tower's feature "
@@ -693,13 +728,14 @@ def model_inputs(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """A stacked batch -> the model's batch dict: `image` float32 in [0, 1] `(B, S, S, 3)`; `text`
   int32 `(B, T)` with `text_mask` (ids != PAD_ID); `audio` float32 `(B, 112, 112, 1)`; each label
   as its kind's tasks read it, classification int32 `(B,)`, regression float32 `(B,)`, multi-label
-  float32 multi-hot `(B, K)`; and `<label>_mask` bool `(B,)` from `<label>_labelled`. A tower's
+  float32 multi-hot `(B, K)`; and `<label>_mask` bool `(B,)` from `<label>_labelled`, and
+  `<medium>_mask` `(B,)` from `<medium>_present`. A tower's
   preprocessing (module docstring) gives float32 images, kept as they are, and a stored
   `text_mask`, used instead of ids != PAD_ID."""
   inputs = {}
   for key, value in batch.items():
-    if key.endswith("_labelled"):
-      inputs[key[:-len("_labelled")] + "_mask"] = value.astype(bool)
+    if key.endswith(("_labelled", "_present")):   # a label's or a medium's presence
+      inputs[key.rsplit("_", 1)[0] + "_mask"] = value.astype(bool)
     elif key == "image":
       inputs[key] = (value.astype(np.float32) / 255.0 if value.dtype == np.uint8
                      else value.astype(np.float32))
