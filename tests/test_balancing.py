@@ -1,6 +1,8 @@
-"""Modality balancing (`mmjax/balancing/`): OGM-GE's scores (Eq. 8), ratio (Eq. 9), coefficient
-(Eq. 10), noise and window on hand-computed cases, and inside the train step."""
+"""Modality balancing: OGM-GE's scores (Eq. 8), ratio (Eq. 9), coefficient (Eq. 10), noise and
+window on hand-computed cases and inside the train step (`mmjax/balancing/`); Gradient-Blending's
+weights by hand and from the trainer's logged estimates (`gradient_blend`)."""
 import functools
+import json
 import math
 
 import jax
@@ -11,9 +13,15 @@ import pytest
 
 from mmjax import modalities
 from mmjax.balancing import OGMGE, balancing_config, balancing_from_config
+from mmjax.errors import ConfigError
+from mmjax.model import head_config
+from mmjax.tasks import task_config, weighting_config
 from mmjax.tasks.kinds import Classification, Regression
+from mmjax.tasks.weighting import GradientBlending
+from mmjax.train import loop
 from mmjax.train.step import train_step
 
+from config_helpers import tiny_config
 from test_modalities import _seed_state
 
 TASKS = {"label": Classification(label_key="label")}
@@ -106,3 +114,67 @@ def test_in_the_step_the_dominant_encoders_sgd_update_is_scaled_by_its_coefficie
     for a, b in zip(jax.tree.leaves(move(modulated, name)), jax.tree.leaves(move(plain, name))):
       np.testing.assert_allclose(a, factor * b, rtol=2e-4, atol=1e-7, err_msg=name)
   assert 0 < k < 1
+
+
+def test_gradient_blending_weights_are_held_out_gain_over_squared_overfitting_growth():
+  """w_k ∝ ΔG_k / ΔO_k² (Σ w = 1), by hand; the first estimate only records; a task that lost
+  held-out ground gets 0; with no gain anywhere the weights stay."""
+  blend = GradientBlending()
+  state = blend.init_state(jnp.ones(3))
+  np.testing.assert_allclose(state["weights"], [1 / 3] * 3)
+  first = blend.estimate(state, [2.0, 2.2, 2.1], [2.1, 2.3, 2.2])
+  np.testing.assert_allclose(first["weights"], [1 / 3] * 3)   # nothing to compare with yet
+  second = blend.estimate(first, [1.0, 1.8, 2.0], [1.5, 2.0, 2.3])
+  gain = np.array([2.1 - 1.5, 2.3 - 2.0, 0.0])         # the third rose: clipped to 0
+  growth = np.array([(1.5 - 1.0) - 0.1, (2.0 - 1.8) - 0.1, (2.3 - 2.0) - 0.1])
+  expected = gain / growth ** 2
+  np.testing.assert_allclose(second["weights"], expected / expected.sum(), rtol=1e-5)
+  assert int(second["estimates"]) == 2
+  stuck = blend.estimate(second, [1.0, 1.8, 2.0], [1.6, 2.1, 2.4])
+  np.testing.assert_allclose(stuck["weights"], second["weights"])
+  np.testing.assert_allclose(blend.weights(None, second, jnp.array([1.0, 2.0, 1.0]), None),
+                             np.array([1.0, 2.0, 1.0]) * second["weights"], rtol=1e-6)
+
+
+def _blended_config(data_dir, total_steps=4):
+  config = tiny_config(data_dir, total_steps)
+  for m in ("image", "text"):
+    config.model.heads[f"label_{m}"] = head_config("unimodal", modality=m, num_classes=9)
+    config.tasks[f"label_{m}"] = task_config("classification", label_key="label")
+  config.task_weighting = weighting_config("gradient_blend", period_steps=2,
+                                           heldout_split="train[:5%]")
+  config.dataset.train_split = "train[5%:]"
+  return config
+
+
+def test_the_trainer_estimates_the_blend_every_period_from_the_logged_losses(data_dir, tmp_path):
+  """Estimates at steps 0, 2 and 4 (logged with the losses they used); the weights of steps 3
+  and 4 are those of the estimate at step 2, by the formula on the logged losses."""
+  config = _blended_config(data_dir)
+  loop.train_and_evaluate(config, str(tmp_path))
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  estimates = {line["step"]: line for line in lines if line["split"] == "gradient_blend"}
+  assert sorted(estimates) == [0, 2, 4]
+  tasks = ["label", "label_image", "label_text"]
+  vector = lambda step, key: np.array([estimates[step][f"{t}/{key}"] for t in tasks])
+  # The state keeps the previous estimate's losses in float32.
+  before = lambda key: vector(0, key).astype(np.float32).astype(np.float64)
+  gain = np.maximum(before("heldout_loss") - vector(2, "heldout_loss"), 0)
+  growth = ((vector(2, "heldout_loss") - vector(2, "train_loss"))
+            - (before("heldout_loss") - before("train_loss")))
+  ratios = gain / np.maximum(growth ** 2, 1e-12)
+  expected = ratios / ratios.sum() if ratios.sum() > 0 else np.full(3, 1 / 3)
+  np.testing.assert_allclose(vector(2, "weight"), expected, rtol=1e-4)
+  np.testing.assert_allclose(vector(0, "weight"), [1 / 3] * 3)
+  train = [line for line in lines if line["split"] == "train" and line["step"] == 4][0]
+  np.testing.assert_allclose([train[f"{t}/weight"] for t in tasks], expected, rtol=1e-4)
+  readers = loop.restore_checkpoint(config, str(tmp_path)).readers
+  assert (len(readers["train[:5%]"]), len(readers["train[5%:]"])) == (450, 8550)   # of 9,000
+
+
+def test_a_held_out_split_inside_the_trained_one_is_a_config_error(data_dir):
+  config = _blended_config(data_dir)
+  config.dataset.train_split = "train"
+  with pytest.raises(ConfigError, match=r"heldout_split='train\[:5%\]' holds examples of the "
+                                        r"split trained on \('train'\)"):
+    loop._setup(config)

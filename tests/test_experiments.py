@@ -23,6 +23,13 @@ def test_bench_seed_prints_one_json_line():
   assert record["impl"] == "mmjax" and record["samples_per_s"] > 0
 
 
+def test_bench_multibench_times_the_av_mnist_concat_step_without_torch():
+  """The mmjax half of the MultiBench peer benchmark (the PyTorch half needs torch)."""
+  output = run_script("bench_multibench.py", "--batch=2", "--steps=1", "--warmup=1")
+  record = json.loads(output.strip())
+  assert record["impl"] == "mmjax" and record["samples_per_s"] > 0
+
+
 def test_bench_scaling_runs_both_drivers_and_compiles_the_step_once():
   output = run_script("bench_scaling.py", "--host-devices=2", "--devices=1,2", "--steps=2",
                       "--warmup=1", "--batch=4", "--channels=4", "--hidden=8", "--repeats=1")

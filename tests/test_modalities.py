@@ -174,3 +174,14 @@ def test_unimodal_outputs_equal_the_model_on_the_batch_with_the_others_absent(da
     np.testing.assert_allclose(unimodal[m]["label"], state.apply_fn(variables, alone)["label"],
                                rtol=1e-5, atol=1e-6)
   assert not np.allclose(unimodal["image"]["label"], unimodal["text"]["label"])
+
+
+def test_modality_dropout_beside_a_contrastive_task_is_a_config_error(data_dir):
+  """A pair with one side absent would have zero embeddings (a NaN gradient of the norm)."""
+  from config_helpers import every_evaluator_config
+  from mmjax.train import loop
+  config = every_evaluator_config(data_dir)
+  config.modality_dropout.rate = 0.3
+  with pytest.raises(ConfigError, match="config.modality_dropout with the contrastive task "
+                                        "'pair'"):
+    loop._setup(config)

@@ -6,7 +6,10 @@ projections averaged), `tensor` (TFN) or `low_rank` (LMF). Options follow, comma
 `multibench` reads MultiBench's released `avmnist` folder instead of building the dataset from
 MNIST + FSDD (`av_mnist/sources`); `dropout` trains a fusion with modality dropout (half the
 examples with both modalities, a quarter with each alone: `mmjax/modalities.py`); `ogm_ge`
-balances it with OGM-GE at its default settings (`mmjax/balancing/ogm_ge.py`):
+balances it with OGM-GE at its default settings (`mmjax/balancing/ogm_ge.py`); `gradient_blend`
+adds a linear classifier on each encoder's features (tasks `label_audio`, `label_image`) and
+weights the three losses by Gradient-Blending, estimated every 250 steps on the first 8% of the
+train split, held out from training (`gradient_blend` in `mmjax/tasks/weighting.py`):
 
     mmjax train --config experiments/configs/av_mnist.py:low_rank --workdir runs/avmnist_lmf \
         --config.dataset.manual_dir=PATH   # holding mnist/ and fsdd/recordings/ (see docs/data.md)
@@ -23,7 +26,7 @@ import ml_collections
 from mmjax.balancing import balancing_config
 from mmjax.evaluators import evaluator_config
 from mmjax.model import encoder_config, fusion_config, head_config
-from mmjax.tasks import task_config
+from mmjax.tasks import task_config, weighting_config
 from mmjax.train.defaults import trainer_config
 
 ENCODERS = {"image": dict(channels=6, num_layers=3), "audio": dict(channels=6, num_layers=5)}
@@ -31,7 +34,7 @@ FUSIONS = {"concat": {}, "late": {"dim": 64}, "tensor": {}, "low_rank": {"dim": 
 
 
 SOURCES = ("sources", "multibench")
-TRAINING = ("dropout", "ogm_ge")
+TRAINING = ("dropout", "ogm_ge", "gradient_blend")
 
 
 def get_config(arg: str = "low_rank") -> ml_collections.ConfigDict:
@@ -74,4 +77,12 @@ def get_config(arg: str = "low_rank") -> ml_collections.ConfigDict:
         {"audio+image": 0.5, "audio": 0.25, "image": 0.25})
   if "ogm_ge" in options:
     config.balancing = balancing_config("ogm_ge")
+  if "gradient_blend" in options:
+    for m in modalities:
+      config.model.heads[f"label_{m}"] = head_config("unimodal", modality=m, num_classes=10)
+      config.tasks[f"label_{m}"] = task_config("classification", label_key="label")
+    config.task_weighting = weighting_config("gradient_blend", period_steps=250,
+                                             heldout_split="train[:8%]")
+    config.dataset.train_split = "train[8%:]"
+
   return config

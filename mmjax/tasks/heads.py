@@ -94,8 +94,31 @@ class ContrastiveHead(nn.Module):
             else loading.KEEP}
 
 
+class UnimodalHead(nn.Module):
+  """A classifier of one modality's encoder features `(B, D_m)` alone (an MLP head on them, no
+  hidden layer by default): the per-modality heads of Gradient-Blending (Wang et al. 2020;
+  `gradient_blend` in `mmjax/tasks/weighting.py`), trained beside the fused head on the same
+  label. An absent example's features are zeros, so it predicts the bias there."""
+  modality: str
+  num_classes: int
+  hidden_dims: Sequence[int] = ()
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  reads_modalities: ClassVar[bool] = True
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], *, train: bool = False) -> Array:
+    if self.modality not in features or features[self.modality].ndim != 2:
+      raise ConfigError(f"a unimodal head reads encoder {self.modality!r}'s (B, D) features; "
+                        f"the encoders give {({m: f.shape for m, f in features.items()})}")
+    return MLPHead(self.num_classes, self.hidden_dims, self.dropout_rate, self.dtype,
+                   name="mlp")(features[self.modality], train=train)
+
+
 HEADS = {
     "linear": LinearHead,
     "mlp": MLPHead,
     "contrastive": ContrastiveHead,
+    "unimodal": UnimodalHead,
 }

@@ -22,9 +22,10 @@ from tqdm import tqdm
 from mmjax import data, evaluators, pretrained
 from mmjax.balancing import balancing_from_config
 from mmjax.errors import ConfigError, NonFiniteError, UserError, WorkdirError
-from mmjax.evaluators.context import Context
+from mmjax.evaluators.context import Context, local_batches, score
 from mmjax.modalities import modality_dropout_from_config
 from mmjax.model import model_from_config
+from mmjax.tasks.kinds import Contrastive
 from mmjax.tasks.objective import task_metrics, tasks_from_config
 from mmjax.tasks.weighting import weighting_from_config
 from mmjax.train import checkpoint, checks, finetune, flops, parallel, preemption
@@ -74,8 +75,8 @@ def _initialize_from(config: Any, state: Any) -> Any:
 
 class Setup(NamedTuple):
   """What train and eval start from: a split's reader, the tasks, the driver, the train state
-  on its devices, the base key of the steps, the check every batch read goes through, and the
-  evaluators of `config.evals`."""
+  on its devices, the base key of the steps, the check every batch read goes through, the
+  evaluators of `config.evals` and the task weighting."""
   readers: Mapping[str, data.ExampleReader]
   tasks: Mapping[str, Any]
   driver: parallel.Driver
@@ -83,6 +84,7 @@ class Setup(NamedTuple):
   step_rng: jax.Array
   batch_check: checks.BatchCheck
   evaluators: Mapping[str, Any]
+  weighting: Any
 
   def context(self, config: Any, workdir: str) -> Context:
     """What the evaluators read of this run."""
@@ -113,9 +115,18 @@ def _setup(config: Any) -> Setup:
       raise
     raise ConfigError(str(error)) from error
   model, tasks, weighting, balancing = _objective_from_config(config)
+  modality_dropout = modality_dropout_from_config(config.modality_dropout, config.model.encoders)
+  contrastive = [name for name, task in tasks.items() if isinstance(task, Contrastive)]
+  if modality_dropout and contrastive:
+    raise ConfigError(f"config.modality_dropout with the contrastive task {contrastive[0]!r}: a "
+                      "pair with a modality absent has no positive, and is not left out of the "
+                      "loss yet; train the contrastive tasks without modality dropout")
   evaluators_ = evaluators.evaluators_from_config(config.evals, config, tasks)
   evaluators.check_best_metric(config.checkpoint.best_metric, evaluators_, tasks)
   splits = {train_split(config)}.union(*(e.splits() for e in evaluators_.values()))
+  if hasattr(weighting, "estimate"):   # Gradient-Blending's held-out losses
+    _check_heldout(weighting.heldout_split, train_split(config))
+    splits.add(weighting.heldout_split)
   for split in sorted(splits):
     try:   # a split's name or a tfds slice of it, e.g. 'train[:1000]' (sample-efficiency sweeps)
       builder.info.splits[split]
@@ -157,9 +168,7 @@ def _setup(config: Any) -> Setup:
                                 frozen=config.optimizer.frozen,
                                 grad_accum_steps=config.grad_accum_steps,
                                 ema_decay=config.ema_decay,
-                                modality_dropout=modality_dropout_from_config(
-                                    config.modality_dropout, config.model.encoders),
-                                balancing=balancing)
+                                modality_dropout=modality_dropout, balancing=balancing)
   # Every process computes the same keys and state, directly in their shardings.
   init_rng, step_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
                                out_shardings=driver.replicated)()
@@ -170,7 +179,36 @@ def _setup(config: Any) -> Setup:
                           ema_params=None if state.ema_params is None else params)
   if config.init_from:
     state = _initialize_from(config, state)
-  return Setup(readers, tasks, driver, state, step_rng, batch_check, evaluators_)
+  return Setup(readers, tasks, driver, state, step_rng, batch_check, evaluators_, weighting)
+
+
+def _check_heldout(heldout: str, trained: str) -> None:
+  """ConfigError when the held-out split of an estimate is (a slice of) the split trained on."""
+  if heldout == trained or ("[" in heldout and "[" not in trained
+                            and heldout.split("[")[0] == trained):
+    raise ConfigError(f"config.task_weighting.heldout_split={heldout!r} holds examples of the "
+                      f"split trained on ({trained!r}); hold them out, e.g. "
+                      "config.dataset.train_split='train[8%:]' with heldout_split='train[:8%]'")
+
+
+def _estimated(run: Setup, context: Context, state: Any, trained: str, step: int,
+               writer: Optional[MetricsWriter]) -> Any:
+  """`state` after the task weighting's estimate from every task's loss on the split trained on
+  and on the held-out split (Gradient-Blending), logged as `<weighting name>/<task>/weight`."""
+  found = {split: score(context, state, local_batches(
+      context, split)) for split in (trained, run.weighting.heldout_split)}
+  losses = [np.array([found[split][f"{t}/loss"] for t in run.tasks])
+            for split in (trained, run.weighting.heldout_split)]
+  new = run.weighting.estimate(jax.device_get(state.weighting_state), *losses)
+  state = state.replace(weighting_state=jax.device_put(
+      new, run.driver.state_sharding.weighting_state))
+  if writer:
+    weights = np.asarray(jax.device_get(state.weighting_state["weights"]))
+    writer.write(step, "gradient_blend", {
+        **{f"{t}/weight": float(w) for t, w in zip(run.tasks, weights)},
+        **{f"{t}/train_loss": float(v) for t, v in zip(run.tasks, losses[0])},
+        **{f"{t}/heldout_loss": float(v) for t, v in zip(run.tasks, losses[1])}})
+  return state
 
 
 def _local_batches(driver, batches):
@@ -305,7 +343,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
   if checkpoint.has_checkpoint(workdir):
     checks.check_resumable(workdir, config)
   run = _setup(config)
-  readers, tasks, driver, state, step_rng, batch_check, _ = run
+  readers, tasks, driver, state, step_rng, batch_check, _, weighting = run
   context = run.context(config, workdir)
   lead = jax.process_index() == 0
   report = print if lead else (lambda *args, **kwargs: None)
@@ -357,6 +395,9 @@ def train_and_evaluate(config: Any, workdir: str, *,
   input_seconds, profiling = 0.0, False
   train_seconds, trained_steps = 0.0, 0
   quiet = {} if lead else {"disable": True}
+  estimates = hasattr(weighting, "estimate")
+  if estimates and start_step == 0 and start_step < last_step:
+    state = _estimated(run, context, state, split, 0, writer)
   try:
     with preemption.StopSignals() as signals, tqdm(
         total=config.total_steps, initial=start_step, desc="train", unit="step",
@@ -369,6 +410,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
         batch = next(batches)
         input_seconds += time.perf_counter() - waited
         state, metrics = train(state, batch, step_rng)
+        if estimates and step % weighting.period_steps == 0:   # saved with this step's state
+          state = _estimated(run, context, state, split, step, writer)
         if step == profile_stop and profiling:
           jax.block_until_ready(state)
           jax.profiler.stop_trace()

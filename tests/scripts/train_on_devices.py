@@ -3,7 +3,8 @@ line, the largest parameter difference of each run from the one-device run. The 
 runs add a SigLIP task (its ring layout) and a CLIP task (its local layout) between text and
 image, both in chunks of up to 3 columns, their negatives from every device and, with
 accumulation, every micro-batch, and combine the three tasks with PCGrad (per-task gradients
-summed over the devices before the surgery).
+summed over the devices before the surgery); the others train with modality dropout and OGM-GE
+(masks drawn for the global batch, noise from the step's key after the gradients are summed).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python train_on_devices.py DATA_DIR WORKDIR
 
@@ -16,6 +17,7 @@ import sys
 import jax
 import numpy as np
 
+from mmjax.balancing import balancing_config
 from mmjax.model import encoder_config, head_config
 from mmjax.tasks import task_config, weighting_config
 from mmjax.train import loop
@@ -51,6 +53,9 @@ def config_for(data_dir, driver, devices, fsdp, steps, grad_accum_steps=1, contr
                                                embed_dim=8)
     config.tasks.pair_clip = task_config("contrastive", loss="infonce", chunk_size=3)
     config.task_weighting = weighting_config("pcgrad")
+  else:
+    config.modality_dropout.rate = 0.3
+    config.balancing = balancing_config("ogm_ge", end_step=steps)
   return config
 
 
