@@ -23,6 +23,7 @@ from mmjax import pretrained, registry
 from mmjax.encoders import ENCODERS
 from mmjax.errors import DataError
 from mmjax.fusion import FUSIONS
+from mmjax.layers.masking import any_real
 from mmjax.tasks import contrastive
 from mmjax.tasks.heads import HEADS
 
@@ -94,19 +95,44 @@ def check_inputs(batch: Mapping[str, Array], encoders: Mapping[str, nn.Module]) 
                     "the same examples")
 
 
+class AbsentEmbedding(nn.Module):
+  """A learned vector e_m `(D_m,)`, starting at zero, standing for modality m's `(B, D_m)`
+  features where an example lacks it."""
+
+  @nn.compact
+  def __call__(self, features: Array, present: Array) -> Array:
+    embedding = self.param("embedding", nn.initializers.zeros, features.shape[-1:], jnp.float32)
+    return jnp.where(present[:, None], features, embedding.astype(features.dtype))
+
+
 class MultimodalModel(nn.Module):
   """`{task: output}` = heads(fusion({m: encoders[m](batch[m], batch.get(m + '_mask'))})); a head
   that `reads_modalities` (a contrastive head) gets the per-modality features instead, and the
-  fusion runs only when some head reads it."""
+  fusion runs only when some head reads it. With `absent_embedding`, an example without modality
+  m gets a learned vector e_m (zero at initialisation) as its features instead of the encoder's
+  zeros, for each modality whose encoder gives `(B, D_m)` vectors (sequence features keep their
+  masks, which the sequence fusions read)."""
   encoders: Mapping[str, nn.Module]
   fusion: nn.Module
   heads: Mapping[str, nn.Module]
+  absent_embedding: bool = False
+
+  def setup(self):
+    self.absent = ({m: AbsentEmbedding() for m in self.encoders} if self.absent_embedding
+                   else {})
 
   def encode(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
     """Per-modality features `{m: (B, D_m)}`; a batch that does not fit is a DataError."""
     check_inputs(batch, self.encoders)
-    return {m: encoder(batch[m], batch.get(f"{m}_mask"), train=train)
-            for m, encoder in self.encoders.items()}
+    features = {m: encoder(batch[m], batch.get(f"{m}_mask"), train=train)
+                for m, encoder in self.encoders.items()}
+    for m, embedding in self.absent.items():
+      if features[m].ndim == 2:
+        mask = batch.get(f"{m}_mask")
+        present = (any_real(mask) if mask is not None
+                   else jnp.ones(features[m].shape[:1], bool))
+        features[m] = embedding(features[m], present)
+    return features
 
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
     masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
@@ -120,15 +146,18 @@ class MultimodalModel(nn.Module):
   def with_unimodal(self, batch: Mapping[str, Array], *, train: bool = False
                     ) -> Tuple[Dict[str, Array], Dict[str, Dict[str, Array]]]:
     """(`{task: output}`, `{m: {task: output with only modality m present}}`) from one pass of
-    the encoders: for each m, the other modalities' features are what their encoders give an
-    absent example (zeros) and their masks all False, so `[m]` equals the outputs on the batch
-    with every other modality absent (`mmjax.modalities.only`)."""
+    the encoders: for each m, the other modalities' features are those of an absent example
+    (zeros, or the absent embedding) and their masks all False, so `[m]` equals the outputs on
+    the batch with every other modality absent (`mmjax.modalities.only`)."""
     features = self.encode(batch, train=train)
     masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
     rows = jax.tree.leaves(features)[0].shape[0]
+    nowhere = jnp.zeros((rows,), bool)
+    absent = {m: self.absent[m](f, nowhere) if m in self.absent and f.ndim == 2
+              else jnp.zeros_like(f) for m, f in features.items()}
     unimodal = {}
     for kept in self.encoders:
-      alone = {m: f if m == kept else jnp.zeros_like(f) for m, f in features.items()}
+      alone = {m: f if m == kept else absent[m] for m, f in features.items()}
       alone_masks = {m: masks[m] if m == kept else
                      jnp.zeros(masks[m].shape if m in masks else (rows,), bool)
                      for m in self.encoders if m in masks or m != kept}
@@ -190,7 +219,8 @@ def model_from_config(model_config: Mapping[str, Any],
 
   `dtype` (default float32) is the compute dtype of every module whose spec leaves `dtype` unset:
   `bfloat16` gives mixed precision, with parameters kept in float32 and logits and losses computed
-  in float32 (the heads cast their outputs)."""
+  in float32 (the heads cast their outputs). `absent_embedding` (default False) gives each
+  modality a learned vector for the examples that lack it (`MultimodalModel`)."""
   compute_dtype = model_config.get("dtype") or "float32"
 
   def build(registry_, spec, kind):
@@ -206,4 +236,5 @@ def model_from_config(model_config: Mapping[str, Any],
   heads = {t: build(HEADS, _initialized_from_task(spec, tasks_config.get(t)), "head")
            for t, spec in model_config["heads"].items()}
   fusion = build(FUSIONS, model_config["fusion"], "fusion")
-  return MultimodalModel(encoders=encoders, fusion=fusion, heads=heads)
+  return MultimodalModel(encoders=encoders, fusion=fusion, heads=heads,
+                         absent_embedding=bool(model_config.get("absent_embedding", False)))

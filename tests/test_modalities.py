@@ -185,3 +185,35 @@ def test_modality_dropout_beside_a_contrastive_task_is_a_config_error(data_dir):
   with pytest.raises(ConfigError, match="config.modality_dropout with the contrastive task "
                                         "'pair'"):
     loop._setup(config)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "low_rank"])
+def test_a_learned_absent_embedding_stands_for_an_absent_modality_and_is_trained(data_dir,
+                                                                                 fusion):
+  """It starts at zero (the model's outputs are those without it), replaces the features of the
+  examples that lack the modality (and of the others' in the unimodal outputs), and modality
+  dropout's gradient reaches it."""
+  state, batch, tasks = _seed_state(data_dir, fusion)
+  from mmjax.model import MultimodalModel
+  plain_model = state.apply_fn.__self__
+  model = MultimodalModel(plain_model.encoders, plain_model.fusion, plain_model.heads,
+                          absent_embedding=True)
+  params = model.init(jax.random.key(0), batch)["params"]
+  assert not np.asarray(params["absent_image"]["embedding"]).any()
+  shared = {k: v for k, v in params.items() if not k.startswith("absent_")}
+  np.testing.assert_allclose(model.apply({"params": params}, batch)["label"],
+                             plain_model.apply({"params": shared}, batch)["label"], rtol=1e-6)
+  params = {**params, "absent_image": {"embedding": jnp.linspace(-1, 1, params[
+      "absent_image"]["embedding"].shape[0])}}
+  _, unimodal = model.apply({"params": params}, batch, method="with_unimodal")
+  alone = modalities.only(batch, ("text",), ("image", "text"))
+  np.testing.assert_allclose(unimodal["text"]["label"],
+                             model.apply({"params": params}, alone)["label"], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(model.apply({"params": params}, alone)["label"],
+                         plain_model.apply({"params": shared}, alone)["label"])
+  state = create_train_state(model, optax.sgd(0.1), batch, jax.random.key(0))
+  dropout = modalities.modality_dropout_from_config({"rate": 0.5}, ["image", "text"])
+  new, _ = jax.jit(functools.partial(train_step, tasks=tasks,
+                                     schedule=optax.constant_schedule(0.1),
+                                     modality_dropout=dropout))(state, batch, jax.random.key(1))
+  assert np.asarray(new.params["absent_image"]["embedding"]).any()

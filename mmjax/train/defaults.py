@@ -27,6 +27,7 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.seed = 0
   config.model = ml_collections.ConfigDict()
   config.model.dtype = "float32"        # compute dtype of every module: bfloat16 = mixed precision
+  config.model.absent_embedding = False  # a learned vector for an absent modality's features
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = dataset_name
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
