@@ -24,8 +24,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 
@@ -38,6 +36,8 @@ from mmjax.tasks import tasks_from_config
 from mmjax.train.defaults import load_config
 from mmjax.train.state import create_train_state, make_optimizer
 from mmjax.train.step import train_step
+
+from peers import alternate, check_peer, run_peer   # beside this file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG_FILE = os.path.join(HERE, "configs", "av_mnist.py")
@@ -103,11 +103,9 @@ def bench_mmjax(args, time_steps) -> dict:
 
 
 def bench_torch(args) -> dict:
-  command = [args.torch_python, args.torch_script, f"--multibench={args.multibench}",
-             f"--optimizer={args.torch_optimizer}", f"--threads={args.threads}"] + [
-                 f"--{name}={getattr(args, name)}" for name in SHAPE_FLAGS]
-  output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-  return json.loads(output.strip().splitlines()[-1])
+  return run_peer([args.torch_python, args.torch_script, f"--multibench={args.multibench}",
+                   f"--optimizer={args.torch_optimizer}", f"--threads={args.threads}"] + [
+                       f"--{name}={getattr(args, name)}" for name in SHAPE_FLAGS])
 
 
 def main(argv=None):
@@ -115,26 +113,16 @@ def main(argv=None):
   if not args.compare_torch:
     print(json.dumps(bench_mmjax(args, mmjax_timer(args))))
     return
-  for flag, path in (("--torch-script", args.torch_script),
-                     ("--multibench", os.path.join(args.multibench, "unimodals"))):
-    if not os.path.exists(path):
-      sys.exit(f"--compare-torch: no {path}; pass {flag}")
-  probe = subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True)
-  if probe.returncode:
-    sys.exit(f"--compare-torch: {args.torch_python} cannot import torch; install it there "
-             "(pip install torch==2.13.0) or pass --torch-python")
+  check_peer(args.torch_python, (("--torch-script", args.torch_script),
+                                 ("--multibench", os.path.join(args.multibench, "unimodals"))))
   time_steps = mmjax_timer(args)
-  runs = {"mmjax": [], "multibench": []}
-  for _ in range(args.repeats):   # alternate, so that a change in machine load hits both
-    runs["mmjax"].append(bench_mmjax(args, time_steps))
-    runs["multibench"].append(bench_torch(args))
-  samples = {impl: [r["samples_per_s"] for r in results] for impl, results in runs.items()}
-  medians = {impl: statistics.median(values) for impl, values in samples.items()}
-  peer = runs["multibench"][0]
-  print(json.dumps({"mmjax_samples_per_s": medians["mmjax"],
-                    "multibench_samples_per_s": medians["multibench"],
-                    "ratio": medians["mmjax"] / medians["multibench"], "repeats": args.repeats,
-                    "runs": samples, "shape": {name: getattr(args, name) for name in SHAPE_FLAGS},
+  found = alternate(args.repeats, lambda: bench_mmjax(args, time_steps),
+                    lambda: bench_torch(args), "multibench")
+  peer = found["first_peer"]
+  print(json.dumps({"mmjax_samples_per_s": found["medians"]["mmjax"],
+                    "multibench_samples_per_s": found["medians"]["multibench"],
+                    "ratio": found["ratio"], "repeats": args.repeats, "runs": found["runs"],
+                    "shape": {name: getattr(args, name) for name in SHAPE_FLAGS},
                     "variant": args.variant, "torch_optimizer": peer.get("optimizer"),
                     "torch_threads": peer.get("threads"), "torch": peer.get("torch")}))
 

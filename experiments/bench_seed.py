@@ -13,8 +13,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 
@@ -27,6 +25,8 @@ from mmjax.tasks import task_config, tasks_from_config
 from mmjax.train.defaults import trainer_config
 from mmjax.train.state import create_train_state, make_optimizer
 from mmjax.train.step import train_step
+
+from peers import alternate, check_peer, run_peer   # beside this file
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE_FLAGS = ("batch", "seq", "img", "channels", "vocab", "classes", "steps", "warmup")
@@ -93,10 +93,8 @@ def bench_mmjax(args) -> dict:
 
 
 def bench_torch(args) -> dict:
-  command = [args.torch_python, args.torch_script] + [
-      f"--{name}={getattr(args, name)}" for name in SHAPE_FLAGS]
-  output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-  return json.loads(output.strip().splitlines()[-1])
+  return run_peer([args.torch_python, args.torch_script] + [
+      f"--{name}={getattr(args, name)}" for name in SHAPE_FLAGS])
 
 
 def main(argv=None):
@@ -104,22 +102,13 @@ def main(argv=None):
   if not args.compare_torch:
     print(json.dumps(bench_mmjax(args)))
     return
-  if not os.path.exists(args.torch_script):
-    sys.exit(f"--compare-torch: no torch script at {args.torch_script}; pass --torch-script")
-  probe = subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True)
-  if probe.returncode:
-    sys.exit(f"--compare-torch: {args.torch_python} cannot import torch; install it there "
-             "(pip install torch==2.13.0) or pass --torch-python")
-  runs = {"mmjax": [], "torch": []}
-  for _ in range(args.repeats):
-    runs["mmjax"].append(bench_mmjax(args))
-    runs["torch"].append(bench_torch(args))
-  medians = {impl: statistics.median(r["samples_per_s"] for r in results)
-             for impl, results in runs.items()}
-  print(json.dumps({"mmjax_samples_per_s": medians["mmjax"], "torch_samples_per_s": medians["torch"],
-                    "ratio": medians["mmjax"] / medians["torch"], "repeats": args.repeats,
+  check_peer(args.torch_python, (("--torch-script", args.torch_script),))
+  found = alternate(args.repeats, lambda: bench_mmjax(args), lambda: bench_torch(args), "torch")
+  print(json.dumps({"mmjax_samples_per_s": found["medians"]["mmjax"],
+                    "torch_samples_per_s": found["medians"]["torch"], "ratio": found["ratio"],
+                    "repeats": args.repeats, "runs": found["runs"],
                     "shape": {name: getattr(args, name) for name in SHAPE_FLAGS},
-                    "torch_threads": runs["torch"][0].get("threads")}))
+                    "torch_threads": found["first_peer"].get("threads")}))
 
 
 if __name__ == "__main__":

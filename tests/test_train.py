@@ -40,18 +40,21 @@ def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path)
 
 
 def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_path):
-  """With every random part of a step: dropout, modality dropout and OGM-GE's noise."""
+  """With every random part of a step (dropout, modality dropout, OGM-GE's noise) and an EMA of
+  the parameters, saved in the checkpoints."""
   config = tiny_config(data_dir)
   config.modality_dropout.rate = 0.3
   config.balancing = balancing_config("ogm_ge", end_step=8)
+  config.ema_decay = 0.5
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
   loop.train_and_evaluate(config, straight)
   assert loop.train_and_evaluate(config, split, stop_after_step=5) == {}
   loop.train_and_evaluate(config, split)
   a, b = (loop.restore_checkpoint(config, workdir).state for workdir in (straight, split))
-  assert int(a.step) == int(b.step) == 8
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.opt_state)),
-                          jax.tree.leaves((b.params, b.opt_state))):
+  assert int(a.step) == int(b.step) == 8 and a.ema_params is not None
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.opt_state,
+                                                               a.ema_params)),
+                          jax.tree.leaves((b.params, b.opt_state, b.ema_params))):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
   with open(os.path.join(straight, "results.json")) as f, \
       open(os.path.join(split, "results.json")) as g:
