@@ -7,7 +7,8 @@ regression target of bilinear rank 6); FUSION any registered fusion name, e.g.
 Each modality is encoded by an MLP (by per-modality tokens for the sequence fusions mult and mbt),
 and the head is linear, so what the model can represent across modalities is its fusion's doing.
 On rank6, LMF outputs one coordinate, so that its rank is the rank of the prediction (see
-`mmjax/data/interactions.py`).
+`mmjax/data/interactions.py`). A third part `dropout` (`synergy,tensor,dropout`) trains with
+modality dropout, every modality dropped with probability 0.3 (`mmjax/modalities.py`).
 """
 import ml_collections
 
@@ -23,7 +24,10 @@ FUSION_OPTIONS = {"late": {"dim": 16}, "film": {"conditioned": "b"},
 
 
 def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
-  data_config, fusion = arg.split(",")
+  data_config, fusion, *options = arg.split(",")
+  if options not in ([], ["dropout"]):
+    raise ValueError(f"interactions config {arg!r}: the only option after CONFIG,FUSION is "
+                     "'dropout'")
   structure = interactions.STRUCTURES[data_config]
   config = trainer_config(f"interactions/{data_config}")
   if fusion in SEQUENCE_FUSIONS:
@@ -55,4 +59,6 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   config.evals.validation.every_steps = 500
   config.checkpoint_every_steps = 500
   config.checkpoint.keep_best = 1
+  if options:
+    config.modality_dropout.rate = 0.3
   return config
