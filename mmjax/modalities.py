@@ -51,11 +51,15 @@ def subset_name(subset: Sequence[str]) -> str:
   return "+".join(sorted(subset))
 
 
+def is_tokens(values: Any) -> bool:
+  """Whether a modality's array holds token ids (integers)."""
+  return bool(np.issubdtype(np.dtype(values.dtype), np.integer))
+
+
 def _mask_shape(values: Any) -> Tuple[int, ...]:
   """The mask an absent modality gets when the batch has none: `(B, T)` for token ids (their
   encoders read only such masks), `(B,)` presence for anything else."""
-  integer = np.issubdtype(np.dtype(values.dtype), np.integer)
-  return tuple(values.shape[:2]) if integer else tuple(values.shape[:1])
+  return tuple(values.shape[:2]) if is_tokens(values) else tuple(values.shape[:1])
 
 
 def absent(batch: Batch, modality: str, keep: Optional[Any] = None) -> Dict[str, Any]:

@@ -19,15 +19,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mmjax import pretrained, registry
+from mmjax import modalities, pretrained, registry
 from mmjax.encoders import ENCODERS
 from mmjax.errors import DataError
 from mmjax.fusion import FUSIONS
-from mmjax.layers.masking import any_real
 from mmjax.tasks import contrastive
 from mmjax.tasks.heads import HEADS
 
 Array = jax.Array
+ENCODER_PREFIX = "encoders_"   # encoder m's parameter collection: encoders_<m> (flax's dict naming)
 
 
 def _check_token_ids(key: str, tokens: Array, vocab_size: int) -> None:
@@ -128,10 +128,7 @@ class MultimodalModel(nn.Module):
                 for m, encoder in self.encoders.items()}
     for m, embedding in self.absent.items():
       if features[m].ndim == 2:
-        mask = batch.get(f"{m}_mask")
-        present = (any_real(mask) if mask is not None
-                   else jnp.ones(features[m].shape[:1], bool))
-        features[m] = embedding(features[m], present)
+        features[m] = embedding(features[m], modalities.present(batch, m))
     return features
 
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:

@@ -37,12 +37,12 @@ from mmjax import modalities
 
 Batch = Dict[str, np.ndarray]
 LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-MASK_SUFFIX = "_mask"
+MASK_SUFFIX = modalities.MASK_SUFFIX
 
 
 def modality_kind(array: np.ndarray) -> str:
   """'tokens', 'image' or 'features', from the modality's array."""
-  if np.issubdtype(array.dtype, np.integer):
+  if modalities.is_tokens(array):
     return "tokens"
   return "image" if array.ndim == 4 else "features"
 

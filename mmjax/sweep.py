@@ -201,7 +201,7 @@ def _cell_row(sweep: Mapping[str, Any], workdir: str, cell: Mapping[str, Any]) -
   wanted = {"robustness": sweep.get("robustness", False),
             "modality_subsets": sweep.get("subsets", False)}
   if any(wanted.values()):
-    reports = _evaluation_reports(config, directory, results["step"], wanted)
+    reports = _evaluation_reports(config, directory, results, wanted)
     if wanted["robustness"]:
       row.update(robustness_columns(reports["robustness"],
                                     missing=not wanted["modality_subsets"]))
@@ -224,20 +224,32 @@ def run(sweep: Mapping[str, Any], workdir: str) -> List[Dict[str, Any]]:
   return rows
 
 
-def _evaluation_reports(config: ml_collections.ConfigDict, directory: str, step: int,
-                        wanted: Mapping[str, bool]) -> Dict[str, Any]:
-  """`{"robustness": report, "modality_subsets": report}` (those `wanted`) of the cell's final
-  checkpoint, `step`: from its eval_results.json when that holds them for this step, else
+def _evaluation_reports(config: ml_collections.ConfigDict, directory: str,
+                        results: Mapping[str, Any], wanted: Mapping[str, bool]) -> Dict[str, Any]:
+  """`{"robustness": report, "modality_subsets": report}` (the evaluators `wanted`, by name) of
+  the cell's final checkpoint: from its results.json where the cell's config has such an
+  evaluator, else from its eval_results.json when that holds them for the final step, else
   evaluated now."""
-  keys = [key for key, wanted_ in wanted.items() if wanted_]
+  names = [name for name, wanted_ in wanted.items() if wanted_]
+  step = results["step"]
+
+  def by_name(found: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    keys = {name: next((k for k, spec in config.evals.items() if spec.name == name), name)
+            for name in names}   # an evaluator `mmjax eval` adds is keyed by its name
+    if found.get("step") == step and all(keys[name] in found for name in names):
+      return {name: found[keys[name]] for name in names}
+    return None
+
+  reports = by_name(results)
   path = os.path.join(directory, "eval_results.json")
-  if os.path.exists(path):
+  if reports is None and os.path.exists(path):
     with open(path) as file:
-      results = json.load(file)
-    if all(key in results for key in keys) and results["step"] == step:
-      return results
-  return evaluate.evaluate_checkpoint(config, directory, step, robustness=wanted["robustness"],
-                                      subsets=wanted["modality_subsets"])
+      reports = by_name(json.load(file))
+  if reports is None:
+    reports = by_name(evaluate.evaluate_checkpoint(
+        config, directory, step, robustness=wanted["robustness"],
+        subsets=wanted["modality_subsets"]))
+  return reports
 
 
 def robustness_columns(report: Mapping[str, Any], missing: bool = True) -> Dict[str, float]:

@@ -4,6 +4,8 @@ weights by hand and from the trainer's logged estimates (`gradient_blend`)."""
 import functools
 import json
 import math
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ from mmjax.errors import ConfigError
 from mmjax.model import head_config
 from mmjax.tasks import task_config, weighting_config
 from mmjax.tasks.kinds import Classification, Regression
-from mmjax.tasks.weighting import GradientBlending
+from mmjax.tasks.weighting import Fixed, GradientBlending
 from mmjax.train import loop
 from mmjax.train.step import train_step
 
@@ -31,12 +33,21 @@ def test_scores_are_the_summed_true_class_probabilities_of_each_modality_alone()
   ogm = OGMGE(task="label")
   logits = {"audio": {"label": jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]]))},
             "visual": {"label": jnp.log(jnp.array([[0.1, 0.9], [0.6, 0.4], [0.9, 0.1]]))}}
-  batch = {"label": jnp.array([0, 1, 1]), "weight": jnp.array([1.0, 1.0, 0.0])}   # a padding row
+  batch = {"label": jnp.array([0, 1, 1]), "weight": jnp.array([1.0, 1.0, 0.0]),   # a padding row
+           "audio": jnp.ones((3, 2)), "visual": jnp.ones((3, 2))}
   scores = ogm.sums(logits, batch, TASKS)
-  assert float(scores["audio"]) == pytest.approx(0.7 + 0.8)
-  assert float(scores["visual"]) == pytest.approx(0.1 + 0.4)
+  assert float(scores["audio"]["score"]) == pytest.approx(0.7 + 0.8)
+  assert float(scores["visual"]["score"]) == pytest.approx(0.1 + 0.4)
+  assert float(scores["audio"]["count"]) == float(scores["visual"]["count"]) == 2
   unlabelled = ogm.sums(logits, {**batch, "label_mask": jnp.array([True, False, True])}, TASKS)
-  assert float(unlabelled["audio"]) == pytest.approx(0.7)
+  assert float(unlabelled["audio"]["score"]) == pytest.approx(0.7)
+  # an example without the audio (modality dropout, absent data) scores nothing for it
+  absent = ogm.sums(logits, {**batch, "audio_mask": jnp.array([True, False, True])}, TASKS)
+  assert (float(absent["audio"]["score"]), float(absent["audio"]["count"])) == (
+      pytest.approx(0.7), 1)
+  assert float(absent["visual"]["count"]) == 2
+  nan = {**logits, "audio": {"label": logits["audio"]["label"].at[2].set(jnp.nan)}}
+  assert np.isfinite(float(ogm.sums(nan, batch, TASKS)["audio"]["score"]))   # a padding row
 
 
 def test_the_dominant_modality_is_damped_by_one_minus_tanh_of_alpha_rho():
@@ -55,7 +66,9 @@ def test_modulation_scales_adds_gradient_scale_noise_and_only_inside_the_window(
   grads = {"encoders_audio": {"kernel": jnp.asarray(rng.normal(0, 2.0, (100, 100)), jnp.float32)},
            "encoders_visual": {"kernel": jnp.asarray(rng.normal(0, 0.5, (100, 100)), jnp.float32)},
            "heads_label": {"kernel": jnp.ones((3, 3))}}
-  scores = {"audio": jnp.asarray(3.0), "visual": jnp.asarray(1.0)}
+  # mean scores 3 and 1: sums over 2 examples each
+  scores = {"audio": {"score": jnp.asarray(6.0), "count": jnp.asarray(2.0)},
+            "visual": {"score": jnp.asarray(2.0), "count": jnp.asarray(2.0)}}
   collections = {"audio": "encoders_audio", "visual": "encoders_visual"}
   k = 1 - math.tanh(0.1 * 3.0)
   plain = OGMGE(noise=False, start_step=2, end_step=4)
@@ -88,19 +101,25 @@ def test_config_resolves_the_task_and_the_half_of_training_window():
     balancing_from_config(balancing_config("ogm_ge"), TASKS, ["audio"], 10)
 
 
-def test_in_the_step_the_dominant_encoders_sgd_update_is_scaled_by_its_coefficient(data_dir):
-  """With SGD the update is −lr·g: OGM (no noise) scales exactly the dominant encoder's."""
-  state, batch, tasks = _seed_state(data_dir, tx=optax.sgd(1.0))
+@pytest.mark.parametrize("per_task_gradients", [False, True])
+def test_in_the_step_the_dominant_encoders_sgd_update_is_scaled_by_its_coefficient(
+    data_dir, per_task_gradients):
+  """With SGD the update is −lr·g: OGM (no noise) scales exactly the dominant encoder's data
+  gradient, its output regulariser's part too, whether the weighting takes per-task gradients
+  or not (bug caught: the regulariser's gradient modulated in one mode only)."""
+  state, batch, _ = _seed_state(data_dir, tx=optax.sgd(1.0))
+  tasks = {"label": Classification(label_key="label", confidence_penalty=0.5)}
   ogm = OGMGE(alpha=0.7, noise=False, task="label", start_step=0, end_step=10)
+  weighting = Fixed(log_task_gradients=per_task_gradients)
   step = lambda **kw: jax.jit(functools.partial(
-      train_step, tasks=tasks, schedule=optax.constant_schedule(1.0), **kw))
+      train_step, tasks=tasks, schedule=optax.constant_schedule(1.0), weighting=weighting, **kw))
   rng = jax.random.key(0)
   modulated, metrics = step(balancing=ogm)(state, batch, rng)
   plain, _ = step()(state, batch, rng)
   variables = {"params": state.params}
-  scores = {m: ogm.sums({m: state.apply_fn(variables, modalities.only(batch, (m,),
-                                                                      ("image", "text")))},
-                        batch, tasks)[m] for m in ("image", "text")}
+  sums = lambda m: ogm.sums({m: state.apply_fn(variables, modalities.only(
+      batch, (m,), ("image", "text")))}, batch, tasks)[m]
+  scores = {m: sums(m)["score"] / sums(m)["count"] for m in ("image", "text")}
   dominant = max(scores, key=lambda m: float(scores[m]))
   other = ({"image", "text"} - {dominant}).pop()
   k = 1 - math.tanh(0.7 * float(scores[dominant] / scores[other]))
@@ -162,7 +181,7 @@ def test_the_trainer_estimates_the_blend_every_period_from_the_logged_losses(dat
   gain = np.maximum(before("heldout_loss") - vector(2, "heldout_loss"), 0)
   growth = ((vector(2, "heldout_loss") - vector(2, "train_loss"))
             - (before("heldout_loss") - before("train_loss")))
-  ratios = gain / np.maximum(growth ** 2, 1e-12)
+  ratios = gain / np.maximum(growth ** 2, 1e-8)   # |ΔO| floored at 1e-4
   expected = ratios / ratios.sum() if ratios.sum() > 0 else np.full(3, 1 / 3)
   np.testing.assert_allclose(vector(2, "weight"), expected, rtol=1e-4)
   np.testing.assert_allclose(vector(0, "weight"), [1 / 3] * 3)
@@ -172,9 +191,30 @@ def test_the_trainer_estimates_the_blend_every_period_from_the_logged_losses(dat
   assert (len(readers["train[:5%]"]), len(readers["train[5%:]"])) == (450, 8550)   # of 9,000
 
 
-def test_a_held_out_split_inside_the_trained_one_is_a_config_error(data_dir):
+@pytest.mark.parametrize("trained,heldout", [("train", "train[:5%]"), ("train[5%:]", "train"),
+                                             ("train[:50%]", "train[:5%]"),
+                                             ("train[4%:]", "train[:5%]")])
+def test_a_held_out_split_sharing_examples_with_the_trained_one_is_a_config_error(
+    data_dir, trained, heldout):
   config = _blended_config(data_dir)
-  config.dataset.train_split = "train"
-  with pytest.raises(ConfigError, match=r"heldout_split='train\[:5%\]' holds examples of the "
-                                        r"split trained on \('train'\)"):
+  config.dataset.train_split = trained
+  config.task_weighting.heldout_split = heldout
+  with pytest.raises(ConfigError, match=f"heldout_split='{re.escape(heldout)}' holds examples of "
+                                        f"the split trained on \\('{re.escape(trained)}'\\)"):
     loop._setup(config)
+
+
+def test_a_run_stopped_after_an_estimate_resumes_to_the_uninterrupted_one(data_dir, tmp_path):
+  """Stopped at step 3 (after the estimate of step 2, saved with it), resumed: the weights and
+  parameters of step 4 are the straight run's."""
+  config = _blended_config(data_dir)
+  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+  loop.train_and_evaluate(config, straight)
+  loop.train_and_evaluate(config, split, stop_after_step=3)
+  loop.train_and_evaluate(config, split)
+  a, b = (loop.restore_checkpoint(config, w).state for w in (straight, split))
+  for x, y in zip(jax.tree.leaves((a.params, a.weighting_state)),
+                  jax.tree.leaves((b.params, b.weighting_state))):
+    np.testing.assert_array_equal(x, y)
+  lines = [json.loads(line) for line in open(os.path.join(split, "metrics.jsonl"))]
+  assert [line["step"] for line in lines if line["split"] == "gradient_blend"] == [0, 2, 4]

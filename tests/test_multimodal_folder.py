@@ -264,6 +264,7 @@ def test_config_name_is_stable_and_changes_with_the_files(tmp_path):
     ("mixed_column", ValueError, r"train\.jsonl: label column 'tags' holds values of types "
                                  r"list, str"),
     ("bad_name", ValueError, r"label column 'score_mask' needs another name"),
+    ("bad_present", ValueError, r"label column 'image_present' needs another name"),
 ])
 def test_bad_folders_fail_in_one_line(tmp_path, problem, error, message):
   rows = [train_row(i) for i in range(TRAIN_ROWS)]
@@ -278,6 +279,8 @@ def test_bad_folders_fail_in_one_line(tmp_path, problem, error, message):
     name, rows[5]["tags"] = "train.jsonl", "red"
   elif problem == "bad_name":
     rows = [{**row, "score_mask": 1} for row in rows]
+  elif problem == "bad_present":   # it would be read as the image's presence
+    rows = [{**row, "image_present": 1} for row in rows]
   folder = write_folder(tmp_path / "bad", {} if problem == "no_train" else {name: rows})
   with pytest.raises(error, match=message) as raised:
     multimodal_folder.config_from_manual_dir(folder)

@@ -101,6 +101,19 @@ def test_subset_and_gradient_share_columns_come_from_each_cells_evaluation_and_l
   assert f"| synergy,low_rank | {seeds('subset/a+b')} | {seeds('subset/a')} |" in table
 
 
+def test_a_configured_subsets_evaluator_is_read_from_the_results_by_name(tmp_path, monkeypatch):
+  """A cell whose config has the evaluator under its own key (AV-MNIST's `subsets`): its
+  results.json report is used, nothing is evaluated again (bug caught: a KeyError looking for
+  the key `modality_subsets`)."""
+  config = ml_collections.ConfigDict({"evals": {"subsets": {"name": "modality_subsets"},
+                                                "test": {"name": "metrics"}}})
+  report = {"split": "test", "subsets": {"a": {"label/accuracy": 0.5}}}
+  monkeypatch.setattr(sweep.evaluate, "evaluate_checkpoint", lambda *a, **k: pytest.fail("re-ran"))
+  found = sweep._evaluation_reports(config, str(tmp_path), {"step": 7, "subsets": report},
+                                    {"robustness": False, "modality_subsets": True})
+  assert found == {"modality_subsets": report}
+
+
 def test_a_probe_on_an_encoders_features_is_a_column(tmp_path):
   config = ml_collections.ConfigDict({
       "model": {"encoders": {"a": {}, "b": {}}},

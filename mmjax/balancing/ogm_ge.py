@@ -7,8 +7,10 @@ from u alone (Eq. 8),
 
     s^u = Σ_{i ∈ B} softmax(z_i^u)[y_i],
 
-over the batch's labelled examples of the classification task; with two modalities the
-discrepancy ratio is ρ^a = s^a / s^v and ρ^v = 1 / ρ^a (Eq. 9), and the dominant modality's
+over the batch's labelled examples of the classification task that have u; with two modalities
+the discrepancy ratio is ρ^a = s̄^a / s̄^v and ρ^v = 1 / ρ^a (Eq. 9), s̄^u = s^u / n^u the mean
+over those n^u examples (the paper's ratio of sums, since without modality dropout or absent data
+every n^u is the batch), and the dominant modality's
 encoder gradient is damped by (Eq. 10)
 
     k^u = 1 − tanh(α·ρ^u)  if ρ^u > 1,   else 1,
@@ -22,7 +24,9 @@ then, for generalisation enhancement (GE), noise of the gradient's own scale is 
 for every modality's encoder (also the one with k = 1), at the steps of the modulation window
 [start_step, end_step) only. Defaults as the authors' README's "default modulation setting":
 α = 0.1 (their tips: 0.1 for VGGSound, 0.8 for CREMA-D), modulation in the first half of training
-(their epochs 0–50 of 100), GE on (`--modulation OGM_GE`; `noise = False` is plain OGM).
+(their epochs 0 to 50 of 100, both included; here steps [0, T/2) of `config.total_steps` = T,
+decided when the run starts: a run resumed with another total_steps moves its window, as it
+moves its learning-rate schedule), GE on (`--modulation OGM_GE`; `noise = False` is plain OGM).
 
 Deliberate deviations, documented:
 - z_i^u is the fused model's output with every other modality absent (`MultimodalModel.
@@ -30,7 +34,9 @@ Deliberate deviations, documented:
   splits the weight matrix W of its concat fusion's final linear layer by modality, z^u = W^u
   φ^u + b/2 (an MLP head has no such split). For a concat fusion with a linear head, ours is
   W^u φ^u + b: the bias counts once, not half.
-- With M > 2 modalities, ρ^u = s^u / (mean of the other modalities' s); for M = 2 this is Eq. 9.
+- With M > 2 modalities, ρ^u = s̄^u / (mean of the other modalities' s̄); for M = 2, Eq. 9.
+- An example without modality u (modality dropout, absent data) adds nothing to s^u: its
+  prediction from "u alone" would be from nothing.
 - Every parameter of encoder u is modulated (the paper's θ^u); the code modulates only its 4-D
   (convolution) gradients, which hold nearly all of a ResNet's or a LeNet's encoder weights.
 - The modulation applies to the data terms' gradient; the parameter regularisers' gradient is
@@ -43,6 +49,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from mmjax.modalities import present
 from mmjax.tasks import kinds
 from mmjax.tasks.objective import labelled_weights
 
@@ -80,18 +87,23 @@ class OGMGE:
     return dataclasses.replace(self, task=task, end_step=end)
 
   def sums(self, unimodal: Mapping[str, Mapping[str, Array]], batch: Mapping[str, Array],
-           tasks: Mapping[str, Any]) -> Dict[str, Array]:
-    """`{m: s^m}` (Eq. 8) over this batch's labelled real examples: summable over micro-batches
-    and devices."""
+           tasks: Mapping[str, Any]) -> Dict[str, Dict[str, Array]]:
+    """`{m: {"score": s^m (Eq. 8), "count": n^m}}` over this batch's labelled real examples that
+    have m: summable over micro-batches and devices."""
     task = tasks[self.task]
-    weights = labelled_weights(batch, task)
-    labels = batch[task.label_key].astype(jnp.int32)
-    return {m: jnp.sum(weights * jnp.take_along_axis(
-        jax.nn.softmax(outputs[self.task].astype(jnp.float32), axis=-1),
-        jnp.clip(labels, 0)[:, None], axis=1)[:, 0]) for m, outputs in unimodal.items()}
+    labelled = labelled_weights(batch, task) > 0
+    labels = jnp.clip(batch[task.label_key].astype(jnp.int32), 0)
+    found = {}
+    for m, outputs in unimodal.items():
+      counted = labelled & present(batch, m)
+      probability = jnp.take_along_axis(jax.nn.softmax(outputs[self.task].astype(jnp.float32),
+                                                       axis=-1), labels[:, None], axis=1)[:, 0]
+      found[m] = {"score": jnp.sum(jnp.where(counted, probability, 0.0)),   # NaN rows stay out
+                  "count": jnp.sum(counted.astype(jnp.float32))}
+    return found
 
   def coefficients(self, scores: Mapping[str, Array]) -> Tuple[Dict[str, Array], Dict[str, Array]]:
-    """(`{m: ρ^m}` (Eq. 9), `{m: k^m}` (Eq. 10))."""
+    """(`{m: ρ^m}` (Eq. 9), `{m: k^m}` (Eq. 10)) from the mean scores `{m: s̄^m}`."""
     names = list(scores)
     ratios = {}
     for m in names:
@@ -100,13 +112,14 @@ class OGMGE:
     return ratios, {m: jnp.where(r > 1, 1 - jnp.tanh(self.alpha * r), 1.0)
                     for m, r in ratios.items()}
 
-  def modulate(self, grads: Mapping[str, Any], scores: Mapping[str, Array], step: Array,
-               key: Array, encoder_collection: Mapping[str, str]
+  def modulate(self, grads: Mapping[str, Any], sums: Mapping[str, Mapping[str, Array]],
+               step: Array, key: Array, encoder_collection: Mapping[str, str]
                ) -> Tuple[Dict[str, Any], Dict[str, Array]]:
     """(`grads` with each encoder's collection (`encoder_collection[m]`) modulated inside the
     window, `{"balancing/ratio/<m>", "balancing/coefficient/<m>"}` of this step (the
-    coefficient is 1 outside the window))."""
-    ratios, coefficients = self.coefficients(scores)
+    coefficient is 1 outside the window)), from the batch's `sums`."""
+    ratios, coefficients = self.coefficients(
+        {m: found["score"] / jnp.maximum(found["count"], 1.0) for m, found in sums.items()})
     active = (step >= self.start_step) & (step < self.end_step)
     modulated = dict(grads)
     for index, (m, collection) in enumerate(encoder_collection.items()):

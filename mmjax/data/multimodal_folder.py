@@ -59,8 +59,8 @@ which `model_inputs` emits as the `(B,)` presence mask `<modality>_mask`, so eve
 fusion treats it as absent (docs/models_and_fusions.md), as modality dropout does in training; the
 audio statistics are over the training rows that have audio. A path to a file that does not
 exist is an error naming its file, line and path.
-Label column names are Python identifiers that neither end in `_mask` or `_labelled` nor are
-`weight`, keys that batches already use.
+Label column names are Python identifiers that neither end in `_mask`, `_labelled` or `_present`
+nor are `weight`, keys that batches already use.
 
 A pretrained tower's own preprocessing replaces the above where an option names its checkpoint
 folder (`mmjax/data/processors.py`, equal to transformers'): `tokenizer` (its tokenizer.json:
@@ -109,7 +109,7 @@ PAD_ID, UNKNOWN_ID = 0, 1
 SEPARATOR = "|"
 AUDIO_SHAPE = (112, 112, 1)
 RESERVED = ("weight",)
-RESERVED_SUFFIXES = ("_mask", "_labelled")
+RESERVED_SUFFIXES = ("_mask", "_labelled", "_present")
 _COLUMN_NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+")
 _WORD = re.compile(r"[^\W_]+")
@@ -643,18 +643,21 @@ def _spectrogram(folder: str, row: Row, duration: float,
 
 def encode_row(folder: str, row: Row, config: MultimodalFolderConfig,
                word_ids: Mapping[str, int], metadata: Mapping[str, Any], *,
-               flag_every_label: bool = False) -> Dict[str, Any]:
+               flag_every_label: bool = False,
+               flagged_media: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """One stored example of `row` (media paths relative to `folder`), as the dataset stores it;
   with `flag_every_label` (new inputs, whose label cells may be empty) every label gets its
-  `<label>_labelled` flag, not only the maskable ones, and every medium its `<medium>_present`."""
+  `<label>_labelled` flag, not only the maskable ones. The media of `flagged_media` (the
+  dataset's `absent_media` when None) get their `<medium>_present` flag."""
   example = {}
   tokenizer, image_processor, audio_features = _processors(config)
   paths = {m: media_path(folder, row, m) for m in MEDIA if m in config.modalities}
-  absent = [m for m, path in paths.items() if path is None]
-  if set(absent) - set(config.absent_media) and not flag_every_label:
+  flagged = config.absent_media if flagged_media is None else flagged_media
+  absent = [m for m, path in paths.items() if path is None and m not in flagged]
+  if absent:
     raise ValueError(f"{row.where}: no {absent[0]} file, but the dataset was built with one in "
                      "every row")
-  for modality in config.absent_media if not flag_every_label else paths:
+  for modality in flagged:
     example[f"{modality}_present"] = paths[modality] is not None
   if "image" in config.modalities and paths["image"] is None:
     example["image"] = (np.zeros(image_processor.output_shape() + (3,), np.float32)
@@ -718,8 +721,12 @@ def encode_table(path: str, config: MultimodalFolderConfig,
     raise ValueError(f"{path} has no rows")
   word_ids = {word: i for i, word in enumerate(metadata.get("vocabulary", ()))}
   folder = os.path.dirname(os.path.abspath(path))
-  examples = [encode_row(folder, row, config, word_ids, metadata, flag_every_label=True)
-              for row in rows]
+  # The dataset's media that may be absent, and those some new row lacks: the others keep the
+  # inputs the model was trained with (no mask).
+  flagged = tuple(m for m in MEDIA if m in config.modalities and (
+      m in config.absent_media or any(media_path(folder, row, m) is None for row in rows)))
+  examples = [encode_row(folder, row, config, word_ids, metadata, flag_every_label=True,
+                         flagged_media=flagged) for row in rows]
   return model_inputs({key: np.stack([np.asarray(e[key]) for e in examples])
                        for key in examples[0]})
 
@@ -734,8 +741,10 @@ def model_inputs(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   `text_mask`, used instead of ids != PAD_ID."""
   inputs = {}
   for key, value in batch.items():
-    if key.endswith(("_labelled", "_present")):   # a label's or a medium's presence
-      inputs[key.rsplit("_", 1)[0] + "_mask"] = value.astype(bool)
+    if key.endswith("_labelled"):
+      inputs[key[:-len("_labelled")] + "_mask"] = value.astype(bool)
+    elif key in {f"{m}_present" for m in MEDIA}:   # a medium's presence
+      inputs[key[:-len("_present")] + "_mask"] = value.astype(bool)
     elif key == "image":
       inputs[key] = (value.astype(np.float32) / 255.0 if value.dtype == np.uint8
                      else value.astype(np.float32))

@@ -67,10 +67,10 @@ per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/gra
   start uniform, 1/K, until the first period ends; the static w_k multiply. Deviations, documented:
   the estimates come from the model's own trajectory (the paper's online G-Blend), not from
   copies trained for `gb_epoch` epochs as MultiBench's `gb_estimate` does; a ΔG ≤ 0 (no
-  held-out gain) gives weight 0 and ΔO² is floored at 1e-12 (MultiBench's default `delta=False`
-  uses the gap and loss at the end instead, |L^V / O²|, with O floored at 1e-4); when no task
-  gained, the weights stay as they were. MultiBench's final fine-tuning of a copy of the fused
-  head is not done.
+  held-out gain) gives weight 0 and |ΔO| is floored at 1e-4, MultiBench's floor of its O
+  (MultiBench's default `delta=False` uses the gap and loss at the end instead, |L^V / O²|);
+  when no task gained, the weights stay as they were. The losses are the evaluation parameters'
+  (the EMA's, when kept). MultiBench's final fine-tuning of a copy of the fused head is not done.
 """
 import dataclasses
 import re
@@ -338,13 +338,14 @@ class GradientBlending(Fixed):
 
   def estimate(self, state: Mapping[str, Any], train_loss: Any, heldout_loss: Any) -> Dict[str, Any]:
     """The state (on the host) after an estimate with these per-task losses (T,) (the first:
-    only recorded); in float64, since ΔO is a difference of differences of nearby losses."""
+    only recorded); computed in float64 (ΔO is a difference of differences of nearby losses),
+    the losses kept in the state in float32."""
     previous = {k: np.asarray(v, np.float64) for k, v in state.items()}
     train_loss = np.asarray(train_loss, np.float64)
     heldout_loss = np.asarray(heldout_loss, np.float64)
     gain = previous["heldout_loss"] - heldout_loss
     overfit = (heldout_loss - train_loss) - (previous["heldout_loss"] - previous["train_loss"])
-    ratios = np.maximum(gain, 0.0) / np.maximum(overfit ** 2, 1e-12)
+    ratios = np.maximum(gain, 0.0) / np.maximum(overfit ** 2, 1e-8)
     update = previous["estimates"] > 0 and ratios.sum() > 0
     weights = ratios / ratios.sum() if update else previous["weights"]
     as_state = lambda x: np.asarray(x, np.float32)

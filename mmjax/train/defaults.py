@@ -52,7 +52,8 @@ def trainer_config(dataset_name: str) -> ml_collections.ConfigDict:
   config.modality_dropout.subsets = ml_collections.ConfigDict()
 
   config.balancing = balancing_config("none")   # or ogm_ge (mmjax/balancing/)
-  config.task_weighting = weighting_config("fixed")   # or uncertainty, gradnorm, pcgrad, dwa
+  config.task_weighting = weighting_config("fixed")   # or uncertainty, gradnorm, pcgrad, dwa,
+                                                      #   gradient_blend
   config.shared_weight_decay = 0.0       # reg/shared: ½λ‖θ‖² on the encoders and the fusion
   config.init_from = ml_collections.config_dict.placeholder(str)  # a workdir: copy its params
 

@@ -23,6 +23,7 @@ import numpy as np
 from flax import traverse_util
 
 from mmjax.errors import ConfigError
+from mmjax.model import ENCODER_PREFIX
 
 
 def finetune_config(lock: bool = False, unlock_last_blocks: int = 0,
@@ -68,7 +69,7 @@ def learning_rate_scales(finetune: Mapping[str, Any], model: Any,
     if name not in model.encoders:
       raise ConfigError(f"config.finetune.{name}: the model has no encoder {name!r} (its "
                         f"encoders: {', '.join(model.encoders)})")
-    collection = f"encoders_{name}"
+    collection = ENCODER_PREFIX + name
     for path, scale in _tower_scales(name, model.encoders[name], params[collection],
                                      spec).items():
       scales["/".join((collection,) + path)] = scale

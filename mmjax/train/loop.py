@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from mmjax import data, evaluators, pretrained
@@ -125,7 +126,6 @@ def _setup(config: Any) -> Setup:
   evaluators.check_best_metric(config.checkpoint.best_metric, evaluators_, tasks)
   splits = {train_split(config)}.union(*(e.splits() for e in evaluators_.values()))
   if hasattr(weighting, "estimate"):   # Gradient-Blending's held-out losses
-    _check_heldout(weighting.heldout_split, train_split(config))
     splits.add(weighting.heldout_split)
   for split in sorted(splits):
     try:   # a split's name or a tfds slice of it, e.g. 'train[:1000]' (sample-efficiency sweeps)
@@ -135,6 +135,8 @@ def _setup(config: Any) -> Setup:
                         f"{' '.join(str(error).split()).rstrip('.')}; its splits are "
                         f"{sorted(builder.info.splits)}, sliced as in 'train[:1000]' or "
                         "'train[:10%]'") from error
+  if hasattr(weighting, "estimate"):
+    _check_heldout(builder.info.splits, weighting.heldout_split, train_split(config))
   readers = {split: data.ExampleReader(builder, split, config.dataset.cache)
              for split in splits}
   example_batch = next(data.eval_batches(readers[train_split(config)],
@@ -182,10 +184,18 @@ def _setup(config: Any) -> Setup:
   return Setup(readers, tasks, driver, state, step_rng, batch_check, evaluators_, weighting)
 
 
-def _check_heldout(heldout: str, trained: str) -> None:
-  """ConfigError when the held-out split of an estimate is (a slice of) the split trained on."""
-  if heldout == trained or ("[" in heldout and "[" not in trained
-                            and heldout.split("[")[0] == trained):
+def _check_heldout(splits: Any, heldout: str, trained: str) -> None:
+  """ConfigError when the held-out split of an estimate shares an example with the split trained
+  on (tfds split specs, resolved to index ranges over the dataset's `splits`)."""
+  def ranges(spec):
+    found = []
+    for part in tfds.core.ReadInstruction.from_spec(spec).to_absolute(splits):
+      size = splits[part.splitname].num_examples
+      start = 0 if part.from_ is None else part.from_
+      found.append((part.splitname, start, size if part.to is None else part.to))
+    return found
+  if any(name == other and max(start, first) < min(stop, last)
+         for name, start, stop in ranges(heldout) for other, first, last in ranges(trained)):
     raise ConfigError(f"config.task_weighting.heldout_split={heldout!r} holds examples of the "
                       f"split trained on ({trained!r}); hold them out, e.g. "
                       "config.dataset.train_split='train[8%:]' with heldout_split='train[:8%]'")
@@ -411,7 +421,9 @@ def train_and_evaluate(config: Any, workdir: str, *,
         input_seconds += time.perf_counter() - waited
         state, metrics = train(state, batch, step_rng)
         if estimates and step % weighting.period_steps == 0:   # saved with this step's state
+          estimating = time.perf_counter()
           state = _estimated(run, context, state, split, step, writer)
+          window_start += time.perf_counter() - estimating   # not training time
         if step == profile_stop and profiling:
           jax.block_until_ready(state)
           jax.profiler.stop_trace()

@@ -9,6 +9,7 @@ import optax
 
 from mmjax.balancing import NoBalancing
 from mmjax.modalities import ModalityDropout
+from mmjax.model import ENCODER_PREFIX
 from mmjax.tasks.kinds import Contrastive, TaskKind
 from mmjax.tasks.objective import (data_terms, label_counts, objective_sums,
                                    parameter_regularizers, task_metrics, total_loss)
@@ -17,7 +18,6 @@ from mmjax.train.state import TrainState, evaluation_params, parameter_labels
 
 Array = jax.Array
 Batch = Mapping[str, Array]
-ENCODER_PREFIX = "encoders_"   # the parameter collection of encoder m: encoders_<m>
 
 
 def _micro_batches(batch: Batch, count: int) -> Batch:
@@ -226,20 +226,19 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, tasks: Mapping[st
   # Parameter terms (regularisers, the weighting's own penalty) are differentiated once, here.
   (_, param_terms), param_grads = jax.value_and_grad(_parameter_terms, has_aux=True)(
       state.params, tasks, weighting, shared_weight_decay, count_vector > 0)
-  def with_parameter_terms(model_grads):
-    total = jax.tree.map(jnp.add, model_grads, param_grads)
-    return total if reg_grads is None else jax.tree.map(jnp.add, total, reg_grads)
-
-  grads = with_parameter_terms(update.model_grads)
+  # The data terms' gradient (tasks and output regularisers), then the parameter terms'.
+  data_grads = (update.model_grads if reg_grads is None
+                else jax.tree.map(jnp.add, update.model_grads, reg_grads))
+  grads = jax.tree.map(jnp.add, data_grads, param_grads)
   encoder_norms = {k[len(ENCODER_PREFIX):]: optax.tree.norm(v) for k, v in grads.items()
                    if k.startswith(ENCODER_PREFIX)}
   encoder_energy = sum(n ** 2 for n in encoder_norms.values())
   balance_values = {}
   if balancing.needs_unimodal:   # the encoders' data gradients, modulated
     modulated, balance_values = balancing.modulate(
-        update.model_grads, balance_sums, state.step, jax.random.fold_in(step_key, 2 ** 30 + 2),
+        data_grads, balance_sums, state.step, jax.random.fold_in(step_key, 2 ** 30 + 2),
         {m: ENCODER_PREFIX + m for m in balance_sums})
-    grads = with_parameter_terms(modulated)
+    grads = jax.tree.map(jnp.add, modulated, param_grads)
   grad_norm = optax.tree.norm({k: v for k, v in grads.items() if k != "task_weighting"})
   if update.weighting_grads is not None:   # the data terms' part of the weighting's gradient
     grads = {**grads, "task_weighting": jax.tree.map(jnp.add, grads["task_weighting"],
