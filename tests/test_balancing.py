@@ -191,16 +191,22 @@ def test_the_trainer_estimates_the_blend_every_period_from_the_logged_losses(dat
   assert (len(readers["train[:5%]"]), len(readers["train[5%:]"])) == (450, 8550)   # of 9,000
 
 
-@pytest.mark.parametrize("trained,heldout", [("train", "train[:5%]"), ("train[5%:]", "train"),
-                                             ("train[:50%]", "train[:5%]"),
-                                             ("train[4%:]", "train[:5%]")])
+@pytest.mark.parametrize("trained,heldout", [("train[5%:]", "train"), ("train[:50%]", "train[:5%]"),
+                                             ("train[4%:]", "train[:5%]"),
+                                             ("train[5%:]+validation", "validation[:10]")])
 def test_a_held_out_split_sharing_examples_with_the_trained_one_is_a_config_error(
-    data_dir, trained, heldout):
-  config = _blended_config(data_dir)
-  config.dataset.train_split = trained
-  config.task_weighting.heldout_split = heldout
+    shapes_builder, trained, heldout):
   with pytest.raises(ConfigError, match=f"heldout_split='{re.escape(heldout)}' holds examples of "
                                         f"the split trained on \\('{re.escape(trained)}'\\)"):
+    loop._check_heldout(shapes_builder.info.splits, heldout, trained)
+  loop._check_heldout(shapes_builder.info.splits, "train[:5%]", "train[5%:]")   # disjoint
+
+
+def test_the_trainer_checks_the_held_out_split_before_compiling(data_dir):
+  config = _blended_config(data_dir)
+  config.dataset.train_split = "train"
+  with pytest.raises(ConfigError, match=r"heldout_split='train\[:5%\]' holds examples of the "
+                                        r"split trained on \('train'\)"):
     loop._setup(config)
 
 
