@@ -4,18 +4,14 @@ import importlib.util
 import json
 import os
 
-from mmjax import data
-
 from config_helpers import REPO
 
 
-def test_the_gpu_check_runs_every_section_on_the_cpu(tmp_path):
+def test_the_gpu_check_runs_every_section_on_the_cpu(data_dir, tmp_path):
   spec = importlib.util.spec_from_file_location(
       "gpu_check", os.path.join(REPO, "experiments", "gpu_check.py"))
   gpu_check = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(gpu_check)
-  data_dir = str(tmp_path / "tfds")
-  data.prepare("mm_shapes", data_dir)
   out = str(tmp_path / "gpu_check.json")
   assert gpu_check.main(["--tiny", "--out", out, "--data-dir", data_dir]) == 0
   report = json.load(open(out))
