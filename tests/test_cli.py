@@ -61,7 +61,8 @@ def test_every_example_in_the_help_parses():
      "file; give a config file with get_config()"),
     (("train", "--config", "experiments/configs/interactions.py:nonsense", "--workdir=runs/x"),
      "mmjax: error: --config experiments/configs/interactions.py:nonsense: "
-     "get_config('nonsense') raised ValueError: not enough values to unpack (expected 2, got 1); "
+     "get_config('nonsense') raised ValueError: 'nonsense' is not CONFIG,FUSION or "
+     "CONFIG,FUSION,dropout; "
      "see experiments/configs/interactions.py's docstring for the arguments it takes"),
 ])
 def test_a_bad_command_line_is_one_line_with_exit_code_2(args, message, tmp_path):

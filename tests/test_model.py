@@ -73,7 +73,7 @@ def _registered():
                                               ("head", HEADS)) for name in sorted(reg)]
 
 
-REQUIRED = {"vocab_size": 30, "num_classes": 3}
+REQUIRED = {"vocab_size": 30, "num_classes": 3, "modality": "image"}
 
 
 @pytest.mark.parametrize("kind,reg,name", _registered(),

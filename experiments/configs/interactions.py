@@ -24,10 +24,10 @@ FUSION_OPTIONS = {"late": {"dim": 16}, "film": {"conditioned": "b"},
 
 
 def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
-  data_config, fusion, *options = arg.split(",")
-  if options not in ([], ["dropout"]):
-    raise ValueError(f"interactions config {arg!r}: the only option after CONFIG,FUSION is "
-                     "'dropout'")
+  parts = arg.split(",")
+  if len(parts) not in (2, 3) or parts[2:] not in ([], ["dropout"]):
+    raise ValueError(f"{arg!r} is not CONFIG,FUSION or CONFIG,FUSION,dropout")
+  data_config, fusion, *options = parts
   structure = interactions.STRUCTURES[data_config]
   config = trainer_config(f"interactions/{data_config}")
   if fusion in SEQUENCE_FUSIONS:
