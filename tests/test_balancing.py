@@ -4,7 +4,6 @@ weights by hand and from the trainer's logged estimates (`gradient_blend`)."""
 import functools
 import json
 import math
-import os
 import re
 
 import jax
@@ -162,7 +161,7 @@ def _blended_config(data_dir, total_steps=4):
     config.tasks[f"label_{m}"] = task_config("classification", label_key="label")
   config.task_weighting = weighting_config("gradient_blend", period_steps=2,
                                            heldout_split="train[:5%]")
-  config.dataset.train_split = "train[5%:]"
+  config.dataset.train_split = "train[5%:20%]"   # small: each estimate scores all of it
   return config
 
 
@@ -188,7 +187,7 @@ def test_the_trainer_estimates_the_blend_every_period_from_the_logged_losses(dat
   train = [line for line in lines if line["split"] == "train" and line["step"] == 4][0]
   np.testing.assert_allclose([train[f"{t}/weight"] for t in tasks], expected, rtol=1e-4)
   readers = loop.restore_checkpoint(config, str(tmp_path)).readers
-  assert (len(readers["train[:5%]"]), len(readers["train[5%:]"])) == (450, 8550)   # of 9,000
+  assert (len(readers["train[:5%]"]), len(readers["train[5%:20%]"])) == (450, 1350)   # of 9,000
 
 
 @pytest.mark.parametrize("trained,heldout", [("train[5%:]", "train"), ("train[:50%]", "train[:5%]"),
@@ -208,19 +207,3 @@ def test_the_trainer_checks_the_held_out_split_before_compiling(data_dir):
   with pytest.raises(ConfigError, match=r"heldout_split='train\[:5%\]' holds examples of the "
                                         r"split trained on \('train'\)"):
     loop._setup(config)
-
-
-def test_a_run_stopped_after_an_estimate_resumes_to_the_uninterrupted_one(data_dir, tmp_path):
-  """Stopped at step 3 (after the estimate of step 2, saved with it), resumed: the weights and
-  parameters of step 4 are the straight run's."""
-  config = _blended_config(data_dir)
-  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-  loop.train_and_evaluate(config, straight)
-  loop.train_and_evaluate(config, split, stop_after_step=3)
-  loop.train_and_evaluate(config, split)
-  a, b = (loop.restore_checkpoint(config, w).state for w in (straight, split))
-  for x, y in zip(jax.tree.leaves((a.params, a.weighting_state)),
-                  jax.tree.leaves((b.params, b.weighting_state))):
-    np.testing.assert_array_equal(x, y)
-  lines = [json.loads(line) for line in open(os.path.join(split, "metrics.jsonl"))]
-  assert [line["step"] for line in lines if line["split"] == "gradient_blend"] == [0, 2, 4]

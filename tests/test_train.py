@@ -19,6 +19,7 @@ from mmjax.data import mm_shapes
 from mmjax.data.pipeline import train_batch_indices
 from mmjax.errors import NonFiniteError
 from mmjax.model import encoder_config, head_config
+from mmjax.tasks import task_config, weighting_config
 from mmjax.train import checkpoint, loop
 from mmjax.train.state import make_optimizer
 from mmjax.train.step import eval_step, evaluate, train_step
@@ -40,21 +41,30 @@ def test_seed_model_learns_within_5_points_of_bayes_accuracy(data_dir, tmp_path)
 
 
 def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_path):
-  """With every random part of a step (dropout, modality dropout, OGM-GE's noise) and an EMA of
-  the parameters, saved in the checkpoints."""
+  """With every random part of a step (dropout, modality dropout, OGM-GE's noise), an EMA of the
+  parameters and Gradient-Blending's estimates (at steps 0, 4 and 8: the split run stops after
+  the one of step 4, saved with it), all in the checkpoints."""
   config = tiny_config(data_dir)
   config.modality_dropout.rate = 0.3
-  config.balancing = balancing_config("ogm_ge", end_step=8)
+  config.balancing = balancing_config("ogm_ge", end_step=8, task="label")
   config.ema_decay = 0.5
+  for m in ("image", "text"):
+    config.model.heads[f"label_{m}"] = head_config("unimodal", modality=m, num_classes=9)
+    config.tasks[f"label_{m}"] = task_config("classification", label_key="label")
+  config.task_weighting = weighting_config("gradient_blend", period_steps=4,
+                                           heldout_split="train[:5%]")
+  config.dataset.train_split = "train[5%:20%]"
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
   loop.train_and_evaluate(config, straight)
   assert loop.train_and_evaluate(config, split, stop_after_step=5) == {}
   loop.train_and_evaluate(config, split)
   a, b = (loop.restore_checkpoint(config, workdir).state for workdir in (straight, split))
   assert int(a.step) == int(b.step) == 8 and a.ema_params is not None
+  assert int(b.weighting_state["estimates"]) == 3
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path((a.params, a.opt_state,
-                                                               a.ema_params)),
-                          jax.tree.leaves((b.params, b.opt_state, b.ema_params))):
+                                                               a.ema_params, a.weighting_state)),
+                          jax.tree.leaves((b.params, b.opt_state, b.ema_params,
+                                           b.weighting_state))):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
   with open(os.path.join(straight, "results.json")) as f, \
       open(os.path.join(split, "results.json")) as g:
