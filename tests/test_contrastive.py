@@ -24,6 +24,7 @@ from mmjax.train import checks, loop
 from mmjax.train.defaults import load_config
 
 from config_helpers import REPO
+from process_helpers import host_devices_env
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 TOLERANCE = 1e-5
@@ -272,7 +273,7 @@ def eight_device_report():
   result = subprocess.run(
       [sys.executable, os.path.join(SCRIPTS, "contrastive_on_devices.py")], capture_output=True,
       text=True, timeout=300,
-      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+      env=host_devices_env(8))
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -19,7 +19,7 @@ from mmjax.train import loop
 from mmjax.train.state import evaluation_params
 
 from config_helpers import every_evaluator_config
-from process_helpers import finish, free_port
+from process_helpers import finish, free_port, host_devices_env
 
 
 @pytest.fixture(scope="module")
@@ -278,8 +278,7 @@ def test_evaluators_on_8_devices_equal_those_on_one(trained, data_dir, driver):
   config, workdir, results = trained
   output = subprocess.run([sys.executable, SCRIPT, data_dir, workdir, driver],
                           capture_output=True, text=True, timeout=600,
-                          env={**os.environ,
-                               "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                          env=host_devices_env(8))
   assert output.returncode == 0, output.stderr[-3000:]
   found = _reported(output.stdout)
   assert found["devices"] == 8

@@ -28,14 +28,15 @@ sys.path.insert(0, SCRIPTS)
 from train_on_devices import final_params, multiprocess_config  # noqa: E402
 
 from config_helpers import SEED_CONFIG  # noqa: E402
-from process_helpers import finish, free_port  # noqa: E402
+from process_helpers import finish, free_port, host_devices_env  # noqa: E402
 
 TOLERANCE = 1e-5
 
 
-def run_script(args, env=None, timeout=600):
+def run_script(args, timeout=600):
+  """stdout of a Python subprocess that sees 8 CPU devices."""
   result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
+                          env={**host_devices_env(8), "TQDM_DISABLE": "1"})
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
@@ -43,8 +44,7 @@ def run_script(args, env=None, timeout=600):
 @pytest.fixture(scope="module")
 def eight_device_report(data_dir, tmp_path_factory):
   output = run_script([os.path.join(SCRIPTS, "train_on_devices.py"), data_dir,
-                       str(tmp_path_factory.mktemp("devices"))],
-                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                       str(tmp_path_factory.mktemp("devices"))])
   return json.loads(output.strip().splitlines()[-1])
 
 
@@ -105,8 +105,7 @@ def test_fsdp_splits_a_parameter_along_its_largest_divisible_dimension_not_its_f
   along its largest dimension divisible by 4, or replicated when it has none (bug caught:
   splitting the first divisible dimension, which the (64, 8) embedding of the 8-device report
   cannot tell apart)."""
-  output = run_script(["-c", FSDP_PROBE, SEED_CONFIG, data_dir],
-                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  output = run_script(["-c", FSDP_PROBE, SEED_CONFIG, data_dir])
   shapes = json.loads(output.strip().splitlines()[-1])
   projection = [path for path in shapes if "input_projection" in path and "kernel" in path]
   assert projection and all(shapes[path] == [[8, 64], [8, 16]] for path in projection), shapes
@@ -125,7 +124,7 @@ def test_a_batch_that_does_not_split_over_the_devices_is_one_line():
            "from mmjax.train.defaults import trainer_config\n"
            "c = trainer_config('mm_shapes'); c.batch_size = 30\n"
            "try:\n  checks.check_step_counts(c)\nexcept ConfigError as e:\n  print(e)\n")
-  output = run_script(["-c", probe], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  output = run_script(["-c", probe])
   assert output.strip() == ("config.batch_size=30 does not split into 1 micro-batch(es) over 8 "
                             "devices; use a multiple of 8")
 

@@ -16,6 +16,7 @@ from mmjax.errors import ConfigError
 from mmjax.train import loop
 
 from config_helpers import REPO, tiny_multitask_config
+from process_helpers import host_devices_env
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +85,7 @@ def test_the_records_are_the_same_on_1_and_8_devices(trained, data_dir):
   config, workdir = trained
   script = ON_DEVICES.format(tests=os.path.join(REPO, "tests"), data_dir=data_dir,
                              workdir=workdir)
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "TQDM_DISABLE": "1"}
+  env = {**host_devices_env(8), "TQDM_DISABLE": "1"}
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env)
   assert result.returncode == 0, result.stderr[-3000:]

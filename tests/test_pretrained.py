@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from pretrained_helpers import CASES, TOWER_CASES, path, reference, tower
+from process_helpers import host_devices_env
 
 from mmjax import pretrained
 from mmjax.errors import ConfigError
@@ -404,7 +405,7 @@ def test_parameters_are_placed_directly_in_their_shardings_on_eight_devices():
   import sys
   result = subprocess.run([sys.executable, "-c", SHARDED_LOAD, path("bert")], capture_output=True,
                           text=True, timeout=300,
-                          env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                          env=host_devices_env(8))
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report == {"same": True, "placed": True, "kernel_shard": [8, 64], "devices": 8}

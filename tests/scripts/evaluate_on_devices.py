@@ -11,8 +11,11 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from process_helpers import host_devices_flags  # noqa: E402
+
 if len(sys.argv) > 4:
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  os.environ["XLA_FLAGS"] = host_devices_flags(2)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import ml_collections  # noqa: E402
@@ -20,7 +23,6 @@ import ml_collections  # noqa: E402
 from mmjax import evaluators  # noqa: E402  (XLA_FLAGS must be set before JAX starts)
 from mmjax.train import loop, parallel  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config_helpers import every_evaluator_config  # noqa: E402
 
 EVALUATED = ("metrics", "retrieval", "linear_probe")

@@ -8,12 +8,15 @@ Run by tests/test_parallel.py, which preempts the first launch with SIGTERM and 
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [SCRIPTS, os.path.dirname(SCRIPTS)]
+from process_helpers import host_devices_flags  # noqa: E402
+
+os.environ["XLA_FLAGS"] = host_devices_flags(2)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from mmjax.train import loop, parallel  # noqa: E402  (XLA_FLAGS must be set before JAX starts)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_on_devices import multiprocess_config  # noqa: E402
 
 
