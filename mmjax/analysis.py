@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from mmjax import robustness
+from mmjax.modalities import masks_of
 from mmjax.tasks import kinds
 
 Array = jax.Array
@@ -49,8 +50,7 @@ def encode_examples(apply_fn: Callable, params: Any, batches: Sequence[Batch],
     kept.append({k: np.asarray(v)[real] for k, v in batch.items()})
   join = lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   batch = join(kept)
-  masks = {m: batch[f"{m}_mask"] for m in modalities if f"{m}_mask" in batch}
-  return join(features), masks, batch
+  return join(features), masks_of(batch, modalities), batch
 
 
 def _decoder(apply_fn: Callable, params: Any, modalities: Sequence[str], masked: Sequence[str]):

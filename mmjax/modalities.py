@@ -87,6 +87,11 @@ def only(batch: Batch, subset: Sequence[str], modalities: Sequence[str]) -> Dict
   return batch
 
 
+def masks_of(batch: Batch, modalities: Sequence[str]) -> Dict[str, Any]:
+  """`{m: batch[m + '_mask']}` of the `modalities` whose mask the batch holds."""
+  return {m: batch[m + MASK_SUFFIX] for m in modalities if m + MASK_SUFFIX in batch}
+
+
 def present(batch: Batch, modality: str) -> Any:
   """`(B,)` whether each example has `modality` (a real position in its mask; True without one)."""
   mask = batch.get(modality + MASK_SUFFIX)

@@ -132,13 +132,13 @@ class MultimodalModel(nn.Module):
     return features
 
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Dict[str, Array]:
-    masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
-    return self.decode(self.encode(batch, train=train), masks, train=train)
+    return self.decode(self.encode(batch, train=train), modalities.masks_of(batch, self.encoders),
+                       train=train)
 
   def fused(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
     """The fusion's output `(B, D)`: the representation the (non-contrastive) heads read."""
-    masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
-    return self.fusion(self.encode(batch, train=train), masks, train=train)
+    return self.fusion(self.encode(batch, train=train), modalities.masks_of(batch, self.encoders),
+                       train=train)
 
   def with_unimodal(self, batch: Mapping[str, Array], *, train: bool = False
                     ) -> Tuple[Dict[str, Array], Dict[str, Dict[str, Array]]]:
@@ -147,7 +147,7 @@ class MultimodalModel(nn.Module):
     (zeros, or the absent embedding) and their masks all False, so `[m]` equals the outputs on
     the batch with every other modality absent (`mmjax.modalities.only`)."""
     features = self.encode(batch, train=train)
-    masks = {m: batch[f"{m}_mask"] for m in self.encoders if f"{m}_mask" in batch}
+    masks = modalities.masks_of(batch, self.encoders)
     rows = jax.tree.leaves(features)[0].shape[0]
     nowhere = jnp.zeros((rows,), bool)
     absent = {m: self.absent[m](f, nowhere) if m in self.absent and f.ndim == 2

@@ -158,7 +158,7 @@ def _blended_config(data_dir, total_steps=4):
   config = tiny_config(data_dir, total_steps)
   for m in ("image", "text"):
     config.model.heads[f"label_{m}"] = head_config("unimodal", modality=m, num_classes=9)
-    config.tasks[f"label_{m}"] = task_config("classification", label_key="label")
+    config.tasks[f"label_{m}"] = task_config("classification", label_key="label", modality=m)
   config.task_weighting = weighting_config("gradient_blend", period_steps=2,
                                            heldout_split="train[:5%]")
   config.dataset.train_split = "train[5%:20%]"   # small: each estimate scores all of it
@@ -206,4 +206,17 @@ def test_the_trainer_checks_the_held_out_split_before_compiling(data_dir):
   config.dataset.train_split = "train"
   with pytest.raises(ConfigError, match=r"heldout_split='train\[:5%\]' holds examples of the "
                                         r"split trained on \('train'\)"):
+    loop._setup(config)
+
+
+@pytest.mark.parametrize("modality,message", [
+    (None, "task 'label_image' has a unimodal head on 'image' but "
+           "config.tasks.label_image.modality=None; set it to 'image'"),
+    ("audio", "config.tasks.label_image.modality='audio' is not one of the encoders")])
+def test_a_unimodal_heads_task_must_name_its_modality(data_dir, modality, message):
+  """Before compiling (bug caught: a unimodal task left without `modality` silently counts the
+  examples whose modality modality dropout removed)."""
+  config = _blended_config(data_dir)
+  config.tasks.label_image.modality = modality
+  with pytest.raises(ConfigError, match=re.escape(message)):
     loop._setup(config)

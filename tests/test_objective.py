@@ -217,6 +217,27 @@ def test_an_unlabelled_example_adds_nothing_to_loss_metrics_or_gradients():
   assert float(sums["cls"]["count"]) == 5 and float(sums["count"]) == 6
 
 
+def test_a_task_with_a_modality_counts_only_the_examples_that_have_it():
+  """A task with `modality` (a unimodal head's) treats an example whose modality is absent, by a
+  (B,) presence mask or a (B, T) mask with no real position, as unlabelled; the same task without
+  the field counts it (bug caught: the field ignored, so that Gradient-Blending's unimodal heads
+  train and are scored on absent inputs)."""
+  rng = np.random.default_rng(3)
+  batch, outputs = _random_batch(rng, 6), _random_outputs(rng, 6)
+  batch["image"], batch["image_mask"] = np.zeros((6, 2, 2, 1)), np.array([1, 0, 1, 1, 1, 0], bool)
+  batch["text"] = np.zeros((6, 3), np.int32)
+  batch["text_mask"] = np.array([[1, 1, 0]] * 3 + [[0, 0, 0]] + [[1, 0, 0]] * 2, bool)
+  batch["cls_mask"] = np.array([1, 1, 1, 1, 0, 1], bool)
+  for modality, kept in (("image", [0, 2, 3]), ("text", [0, 1, 2, 5])):
+    task = tasks(cls=("classification", dict(modality=modality)))
+    found = sums_of(outputs, batch, task)["cls"]
+    expected = sums_of({"cls": outputs["cls"][kept]}, {"cls": batch["cls"][kept]},
+                       tasks(cls=("classification", {})))["cls"]
+    assert found["count"] == len(kept), modality
+    np.testing.assert_allclose(found["loss"], expected["loss"], rtol=1e-6)
+  assert sums_of(outputs, batch, tasks(cls=("classification", {})))["cls"]["count"] == 5
+
+
 def test_a_regulariser_on_one_head_moves_only_that_head():
   params = {"heads_a": {"kernel": jnp.ones((3, 2)), "bias": -jnp.ones(2)},
             "heads_b": {"kernel": 2 * jnp.ones((3, 2))},

@@ -50,7 +50,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run_exactly(data_dir, tmp_
   config.ema_decay = 0.5
   for m in ("image", "text"):
     config.model.heads[f"label_{m}"] = head_config("unimodal", modality=m, num_classes=9)
-    config.tasks[f"label_{m}"] = task_config("classification", label_key="label")
+    config.tasks[f"label_{m}"] = task_config("classification", label_key="label", modality=m)
   config.task_weighting = weighting_config("gradient_blend", period_steps=4,
                                            heldout_split="train[:5%]")
   config.dataset.train_split = "train[5%:20%]"

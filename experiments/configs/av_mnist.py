@@ -80,7 +80,8 @@ def get_config(arg: str = "low_rank") -> ml_collections.ConfigDict:
   if "gradient_blend" in options:
     for m in modalities:
       config.model.heads[f"label_{m}"] = head_config("unimodal", modality=m, num_classes=10)
-      config.tasks[f"label_{m}"] = task_config("classification", label_key="label")
+      config.tasks[f"label_{m}"] = task_config("classification", label_key="label",
+                                                modality=m)
     config.task_weighting = weighting_config("gradient_blend", period_steps=250,
                                              heldout_split="train[:8%]")
     config.dataset.train_split = "train[8%:]"

@@ -98,8 +98,10 @@ class UnimodalHead(nn.Module):
   """A classifier of one modality's encoder features `(B, D_m)` alone (an MLP head on them, no
   hidden layer by default): the per-modality heads of Gradient-Blending (Wang et al. 2020;
   `gradient_blend` in `mmjax/tasks/weighting.py`), trained beside the fused head on the same
-  label. An example without the modality gets the features of an absent one (zeros, or the
-  model's absent embedding)."""
+  label. Its task names the modality (`task_config(..., modality=m)`, checked before training),
+  so that the examples without it (absent in the data, or dropped by modality dropout) count
+  nowhere in the task; the head's input on them is an absent one's (zeros, or the model's absent
+  embedding)."""
   modality: str
   num_classes: int
   hidden_dims: Sequence[int] = ()

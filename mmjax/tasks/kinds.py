@@ -8,6 +8,10 @@ same name in `config.model.heads`. Fields every kind has:
   (bool `(B,)`), when present, marks which examples carry a label: an unlabelled example adds
   nothing to the task's loss, regularisers, metric sums or gradients (its label value is never
   read, so it may be anything, even NaN);
+- `modality`: when set, the task counts only the examples that have that modality (a real
+  position in `batch[modality + '_mask']`) and treats the others as unlabelled: the task of a
+  `unimodal` head, whose examples without the modality (absent in the data, or dropped by
+  `config.modality_dropout`) would otherwise train and score it on an absent input;
 - `weight`: w_t in L = Σ_t w_t L_t (a fixed weight, or the initial/static factor of a learned
   weighting: `mmjax/tasks/weighting.py`);
 - per-task regularisers R_t, each with its own coefficient (0 = off), on the task's function f_t:
@@ -43,6 +47,7 @@ AP_ASINH_RANGE = 12.0
 class TaskKind:
   """The fields every task has (see the module docstring)."""
   label_key: Optional[str] = None
+  modality: Optional[str] = None
   weight: float = 1.0
   head_l2: float = 0.0
   head_l1: float = 0.0

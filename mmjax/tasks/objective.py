@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax import registry
+from mmjax.modalities import present
 from mmjax.tasks.kinds import TASK_KINDS, TaskKind, check_task
 
 Array = jax.Array
@@ -68,10 +69,15 @@ def _example_weights(batch: Mapping[str, Array]) -> Array:
 
 def labelled_weights(batch: Mapping[str, Array], task: TaskKind) -> Array:
   """`(B,)`: the example's weight (0 for padding) times whether it carries task's label
-  (`batch[label_key + '_mask']`, all True when absent)."""
+  (`batch[label_key + '_mask']`, all True when absent) and, for a task with a `modality`,
+  whether it has that modality."""
   weights = _example_weights(batch)
   mask = batch.get(f"{task.label_key}_mask") if task.uses_labels else None
-  return weights if mask is None else jnp.where(mask, weights, 0.0)
+  if mask is not None:
+    weights = jnp.where(mask, weights, 0.0)
+  if task.modality is not None:
+    weights = jnp.where(present(batch, task.modality), weights, 0.0)
+  return weights
 
 
 def label_counts(batch: Mapping[str, Array], tasks: Mapping[str, TaskKind]) -> Dict[str, Array]:

@@ -53,7 +53,8 @@ per-task gradients (or any, with `log_task_gradients=True`) also log `<task>/gra
   merge.
 - `gradient_blend` (Wang, Tran, Feiszli 2020, "What makes training multi-modal classification
   networks hard?", online Gradient-Blending): the tasks are one classifier on the fused features
-  and one per modality on that encoder's features (`unimodal` heads, all on the same label), and
+  and one per modality on that encoder's features (`unimodal` heads, all on the same label, each
+  task counting only the examples that have its `modality`), and
   w_k ∝ ΔG_k / ΔO_k², Σ_k w_k = 1 (the paper's optimal blend, Prop. 1 with its estimates), where
   between two estimates at steps N and N + n (every `period_steps`)
 

@@ -163,6 +163,14 @@ def check_config(config: Any, builder: Any, batch: Mapping[str, np.ndarray],
       raise ConfigError(f"config.tasks has {name!r} but config.model.heads does not; add a head "
                         f"named {name!r}")
     head = config.model.heads[name]
+    if task.modality is not None and task.modality not in config.model.encoders:
+      raise ConfigError(f"config.tasks.{name}.modality={task.modality!r} is not one of the "
+                        f"encoders {sorted(config.model.encoders)}; name one of them")
+    if head.get("name") == "unimodal" and task.modality != head.get("modality"):
+      raise ConfigError(f"task {name!r} has a unimodal head on {head.get('modality')!r} but "
+                        f"config.tasks.{name}.modality={task.modality!r}; set it to "
+                        f"{head.get('modality')!r}, so that examples without that modality "
+                        "count nowhere in the task")
     if (head.get("name") == "contrastive") != isinstance(task, kinds.Contrastive):
       raise ConfigError(f"task {name!r} is a {type(task).__name__.lower()} task but its head is "
                         f"{head.get('name')!r}; contrastive tasks take a 'contrastive' head, and "

@@ -125,7 +125,7 @@ def _setup(config: Any) -> Setup:
   evaluators_ = evaluators.evaluators_from_config(config.evals, config, tasks)
   evaluators.check_best_metric(config.checkpoint.best_metric, evaluators_, tasks)
   splits = {train_split(config)}.union(*(e.splits() for e in evaluators_.values()))
-  if hasattr(weighting, "estimate"):   # Gradient-Blending's held-out losses
+  if _estimates(weighting):
     splits.add(weighting.heldout_split)
   for split in sorted(splits):
     try:   # a split's name or a tfds slice of it, e.g. 'train[:1000]' (sample-efficiency sweeps)
@@ -135,7 +135,7 @@ def _setup(config: Any) -> Setup:
                         f"{' '.join(str(error).split()).rstrip('.')}; its splits are "
                         f"{sorted(builder.info.splits)}, sliced as in 'train[:1000]' or "
                         "'train[:10%]'") from error
-  if hasattr(weighting, "estimate"):
+  if _estimates(weighting):
     _check_heldout(builder.info.splits, weighting.heldout_split, train_split(config))
   readers = {split: data.ExampleReader(builder, split, config.dataset.cache)
              for split in splits}
@@ -184,6 +184,12 @@ def _setup(config: Any) -> Setup:
   return Setup(readers, tasks, driver, state, step_rng, batch_check, evaluators_, weighting)
 
 
+def _estimates(weighting: Any) -> bool:
+  """Whether the task weighting is estimated on the host from held-out losses
+  (Gradient-Blending), which the trainer then does at step 0 and every `period_steps`."""
+  return hasattr(weighting, "estimate")
+
+
 def _check_heldout(splits: Any, heldout: str, trained: str) -> None:
   """ConfigError when the held-out split of an estimate shares an example with the split trained
   on (tfds split specs, resolved to index ranges over the dataset's `splits`)."""
@@ -204,11 +210,12 @@ def _check_heldout(splits: Any, heldout: str, trained: str) -> None:
 def _estimated(run: Setup, context: Context, state: Any, trained: str, step: int,
                writer: Optional[MetricsWriter]) -> Any:
   """`state` after the task weighting's estimate from every task's loss on the split trained on
-  and on the held-out split (Gradient-Blending), logged as `<weighting name>/<task>/weight`."""
-  found = {split: score(context, state, local_batches(
-      context, split)) for split in (trained, run.weighting.heldout_split)}
-  losses = [np.array([found[split][f"{t}/loss"] for t in run.tasks])
-            for split in (trained, run.weighting.heldout_split)]
+  and on the held-out split (Gradient-Blending), logged as `gradient_blend/<task>/weight`,
+  `.../train_loss` and `.../heldout_loss`."""
+  losses = []
+  for split in (trained, run.weighting.heldout_split):
+    found = score(context, state, local_batches(context, split))
+    losses.append(np.array([found[f"{t}/loss"] for t in run.tasks]))
   new = run.weighting.estimate(jax.device_get(state.weighting_state), *losses)
   state = state.replace(weighting_state=jax.device_put(
       new, run.driver.state_sharding.weighting_state))
@@ -405,7 +412,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
   input_seconds, profiling = 0.0, False
   train_seconds, trained_steps = 0.0, 0
   quiet = {} if lead else {"disable": True}
-  estimates = hasattr(weighting, "estimate")
+  estimates = _estimates(weighting)
   if estimates and start_step == 0 and start_step < last_step:
     state = _estimated(run, context, state, split, 0, writer)
   try:
