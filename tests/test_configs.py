@@ -80,3 +80,24 @@ def test_config_builds_a_model_with_one_output_per_task(name, arg, tmp_path):
       assert output["a"].shape == output["b"].shape == (2, head.embed_dim)
     else:
       assert output.shape == (2, head.num_classes)
+
+
+def _training_options(config):
+  dropout = config.modality_dropout
+  return {"dropout": bool(dropout.rate or dropout.rates or dropout.subsets),
+          "ogm_ge": config.balancing.name == "ogm_ge",
+          "gradient_blend": config.task_weighting.name == "gradient_blend"}
+
+
+@pytest.mark.parametrize("name,base,options", [
+    *[("interactions.py", f"synergy,{fusion}", ("dropout",)) for fusion in FUSIONS],
+    *[("av_mnist.py", fusion, ("dropout", "ogm_ge", "gradient_blend"))
+      for fusion in ("concat", "late", "tensor", "low_rank")]])
+def test_a_training_option_turns_on_what_it_names_and_nothing_else(name, base, options):
+  """`FUSION` alone trains plainly and `FUSION,<option>` turns on that option only (bug caught:
+  interactions.py took a fusion's own options, late fusion's `dim`, for `dropout`)."""
+  path = os.path.join(CONFIG_DIR, name)
+  plain = dict.fromkeys(("dropout", "ogm_ge", "gradient_blend"), False)
+  assert _training_options(load_config(path, base)) == plain
+  for option in options:
+    assert _training_options(load_config(path, f"{base},{option}")) == {**plain, option: True}

@@ -27,7 +27,7 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   parts = arg.split(",")
   if len(parts) not in (2, 3) or parts[2:] not in ([], ["dropout"]):
     raise ValueError(f"{arg!r} is not CONFIG,FUSION or CONFIG,FUSION,dropout")
-  data_config, fusion, *options = parts
+  data_config, fusion, *training = parts
   structure = interactions.STRUCTURES[data_config]
   config = trainer_config(f"interactions/{data_config}")
   if fusion in SEQUENCE_FUSIONS:
@@ -59,6 +59,6 @@ def get_config(arg: str = "synergy,concat") -> ml_collections.ConfigDict:
   config.evals.validation.every_steps = 500
   config.checkpoint_every_steps = 500
   config.checkpoint.keep_best = 1
-  if options:
+  if training:
     config.modality_dropout.rate = 0.3
   return config
