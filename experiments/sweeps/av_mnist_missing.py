@@ -1,8 +1,9 @@
 """Missing modalities and modality imbalance on AV-MNIST built from MNIST digits and FSDD
-recordings (`av_mnist/sources`): each modality alone, and four fusions trained plainly, with
-modality dropout and with OGM-GE, 3 seeds; each cell reports its test accuracy with only each
-subset of the modalities present, the encoders' gradient shares and a linear probe on each
-encoder's features. Needs the source files (see experiments/configs/av_mnist.py;
+recordings (`av_mnist/sources`): four fusions trained plainly, with modality dropout and with
+OGM-GE, 3 seeds; each cell reports its test accuracy with only each subset of the modalities
+present, the encoders' gradient shares and a linear probe on each encoder's features. The
+single-modality models it is compared with are the `av_mnist` sweep's (`image` and `audio`, the
+same configs and seeds). Needs the source files (see experiments/configs/av_mnist.py;
 `../shared/data` holds them on the project's machines):
 
     mmjax sweep --config experiments/sweeps/av_mnist_missing.py --workdir runs/av_mnist_missing \\
@@ -17,7 +18,7 @@ FUSIONS = ("concat", "late", "tensor", "low_rank")
 
 
 def get_config():
-  variants = ("image", "audio", *FUSIONS, *(f"{fusion},{training}"
+  variants = (*FUSIONS, *(f"{fusion},{training}"
                                            for training in ("dropout", "ogm_ge")
                                            for fusion in FUSIONS))
   return sweep_config(os.path.join(CONFIGS, "av_mnist.py"),
