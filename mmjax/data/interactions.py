@@ -79,6 +79,36 @@ def bayes_accuracy(config: str) -> float:
   return 1 - LABEL_NOISE + LABEL_NOISE / classes
 
 
+def joint_distribution(config: str) -> np.ndarray:
+  """The generator's exact p[x_a, x_b, y] of a two-modality classification config: x_m is the
+  integer Σ_i 2^i·bit_i of modality m's B bits (the features are a noisy, lossless code of them),
+  y the noisy label. Its PID (`mmjax.pid.pid`, bits) is, with ε/K the chance of each wrong label
+  and h the binary entropy:
+
+  | config | R | U_a | U_b | S |
+  |---|---|---|---|---|
+  | redundancy | 1 − h(ε/2) = 0.7136 | 0 | 0 | 0 |
+  | uniqueness | 0 | 1 − h(ε/2) | 0 | 0 |
+  | synergy | 0 | 0 | 0 | 1 − h(ε/2) |
+  | mixed | I(r; y) = 1 − h(2ε/K) = 0.7136 | 0 | 0 | I(x_a, x_b; y) − R = 0.7832 |
+
+  (mixed: I(x_a, x_b; y) = 2 − H(1 − ε + ε/K, ε/K, ε/K, ε/K) = 1.4968; the top bit of y is r,
+  wrong with probability 2ε/K, whatever the XOR bit.) The distractor bits add nothing."""
+  structure = STRUCTURES[config]
+  if len(structure.modalities) != 2 or not structure.num_classes:
+    raise ValueError(f"joint_distribution takes a two-modality classification config, not "
+                     f"{config!r}")
+  codes = 2 ** structure.bits
+  table = np.zeros((codes, codes, structure.num_classes))
+  for x_a, x_b in np.ndindex(codes, codes):
+    bits = {m: (code >> np.arange(structure.bits)) & 1 for m, code in (("a", x_a), ("b", x_b))}
+    if config in ("redundancy", "mixed") and bits["b"][0] != bits["a"][0]:
+      continue   # b's bit 0 is a copy of a's
+    table[x_a, x_b] = LABEL_NOISE / structure.num_classes
+    table[x_a, x_b, clean_label(config, bits)] += 1 - LABEL_NOISE
+  return table / table.sum()
+
+
 def rank_floor_mse(config: str, rank: int) -> float:
   """The least expected squared error of a prediction of bilinear rank `rank` (plus additive
   terms) on a regression config: σ² + max(k − rank, 0)/k (rank 0: an additive model)."""
