@@ -1,6 +1,6 @@
 """`mmjax train|eval|analyze|predict|export --config experiments/configs/NAME.py --workdir DIR
 [--config.a.b=VALUE ...]` (`mmjax eval ... [--step N] [--robustness] [--subsets]` and
-`mmjax analyze ... [--step N] [--examples N] [--emap_reference N]`: `mmjax/evaluate.py`,
+`mmjax analyze ... [--step N] [--examples N] [--emap_reference N] [--pid]`: `mmjax/evaluate.py`,
 `mmjax predict ... [--step N] [--split S | --input TABLE] [--out FILE]`: `mmjax/predict.py`,
 `mmjax export ... [--step N] [--out DIR]`: `mmjax/export.py`);
 `mmjax sweep --config experiments/sweeps/NAME.py --workdir DIR [--list | --cell K |
@@ -40,6 +40,10 @@ _SUBSETS = flags.DEFINE_bool(
     "subsets", False, "eval: also the modality_subsets evaluator (every non-empty subset of the "
     "modalities present, the others absent) where config.evals has none, into eval_results.json "
     "and modality_subsets.png.")
+_PID = flags.DEFINE_bool(
+    "pid", False, "analyze: also the pid evaluator (the partial information decomposition of the "
+    "labels and of the model's predictions by the two modalities, mmjax/pid.py) where "
+    "config.evals has none, into analysis.json.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Run as one process of a multi-process (multi-host) job: "
     "jax.distributed.initialize, detecting SLURM, Open MPI or a TPU pod unless the three flags "
@@ -54,8 +58,8 @@ _LOCAL_DEVICES = flags.DEFINE_list(
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of the "
                            "one line `mmjax: error: ...`.")
 _EXAMPLES = flags.DEFINE_integer(
-    "examples", None, "analyze: how many examples of the split (whole eval batches; default: "
-    "the interactions evaluator's, 2000).")
+    "examples", None, "analyze: how many examples of the split (the interactions evaluator: "
+    "whole eval batches; default: the evaluators', 2000).")
 _OUT = flags.DEFINE_string("out", None, "export: the folder for model.stablehlo and model.json "
                            "(default: WORKDIR/export); predict: the file, .jsonl or .csv "
                            "(default: WORKDIR/predictions_SPLIT.jsonl).")
@@ -84,10 +88,11 @@ COMMAND_HELP = {
              "(eval_results.json)",
              "mmjax eval --config experiments/configs/seed_text_image.py --workdir runs/seed "
              "--robustness --subsets", ("step", "robustness", "subsets") + _RUN_FLAGS),
-    "analyze": ("run the interactions evaluators: EMAP and per-modality ablations of a trained "
-                "run (analysis.json)",
+    "analyze": ("run the interactions evaluators (EMAP and per-modality ablations of a trained "
+                "run) and the pid ones (analysis.json)",
                 "mmjax analyze --config experiments/configs/interactions.py:synergy,low_rank "
-                "--workdir runs/synergy", ("step", "examples", "emap_reference") + _RUN_FLAGS),
+                "--workdir runs/synergy --pid",
+                ("step", "examples", "emap_reference", "pid") + _RUN_FLAGS),
     "predict": ("write each example's predictions of a checkpoint on a split (JSONL or CSV)",
                 "mmjax predict --config experiments/configs/seed_text_image.py --workdir runs/seed "
                 "--split test --out runs/seed/predictions.jsonl",
@@ -235,7 +240,8 @@ def main(argv):
                                                     subsets=_SUBSETS.value), indent=2))
     else:
       print(json.dumps(evaluate.analyze_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value,
-                                                   _EXAMPLES.value, _REFERENCE.value), indent=2))
+                                                   _EXAMPLES.value, _REFERENCE.value,
+                                                   pid=_PID.value), indent=2))
   except (UserError, NonFiniteError) as error:
     if _DEBUG.value:
       raise

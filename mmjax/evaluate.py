@@ -5,8 +5,8 @@ saved checkpoint.
 `robustness` and a `modality_subsets` evaluator on `evaluators.report_split` when none is
 configured) and writes
 `eval_results.json` beside the checkpoints; `analyze_checkpoint` runs the `interactions`
-evaluators (a default one on `evaluators.report_split` when none is configured) and writes
-`analysis.json`. Both files are `{"step": N, key: results}`."""
+evaluators (a default one on `evaluators.report_split` when none is configured) and the `pid`
+ones (with `pid`, a default one likewise) and writes `analysis.json`. Both files are `{"step": N, key: results}`."""
 import copy
 import os
 from typing import Any, Dict, Optional
@@ -43,18 +43,20 @@ def evaluate_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
 
 
 def analyze_checkpoint(config: Any, workdir: str, step: Optional[int] = None,
-                       examples: Optional[int] = None, reference_size: Optional[int] = None
-                       ) -> Dict[str, Any]:
-  """`{"step", key: report}` of the interactions evaluators, `examples` and `reference_size`
-  overriding theirs where given, also in analysis.json."""
+                       examples: Optional[int] = None, reference_size: Optional[int] = None,
+                       pid: bool = False) -> Dict[str, Any]:
+  """`{"step", key: report}` of the interactions and pid evaluators (with `pid`, a default pid
+  evaluator where none is configured), `examples` and `reference_size` overriding theirs where
+  given, also in analysis.json."""
   config = copy.deepcopy(config)
-  keys = [key for key, spec in config.evals.items() if spec.name == "interactions"]
   with config.unlocked():
-    if not keys:
-      config.evals.interactions = evaluators.evaluator_config(
-          "interactions", split=evaluators.report_split(config.evals))
-      keys = ["interactions"]
+    for name, wanted in (("interactions", True), ("pid", pid)):
+      if wanted and not any(spec.name == name for spec in config.evals.values()):
+        config.evals[name] = evaluators.evaluator_config(
+            name, split=evaluators.report_split(config.evals))
+    keys = [key for key, spec in config.evals.items() if spec.name in ("interactions", "pid")]
     for key in keys:
       config.evals[key].update({name: value for name, value in (
-          ("examples", examples), ("reference_size", reference_size)) if value is not None})
+          ("examples", examples), ("reference_size", reference_size))
+          if value is not None and name in config.evals[key]})
   return _run(config, workdir, step, keys, "analysis.json")

@@ -20,7 +20,10 @@ which satisfy R + U1 = I(X1; Y), R + U2 = I(X2; Y), U1 + S = I(X1; Y | X2),
 U2 + S = I(X2; Y | X1) and R + U1 + U2 + S = I(X1, X2; Y) (the marginals fix I(Xi; Y), and
 I_q*(X1; Y) = I_p(X1; Y)). The program is solved with cvxpy's exponential-cone interior-point
 solver Clarabel (installed with cvxpy from the package index; `solver` picks another), as the
-PID paper's code does with cvxpy's `rel_entr`.
+PID paper's code does with cvxpy's `rel_entr` (in nats there; bits here). The identities above
+hold at every q with p's two marginals, so a solution cvxpy flags as inaccurate (Clarabel stopped
+at reduced accuracy, on large sparse tables) keeps them; only the split of I(X1, X2; Y) between
+synergy and the rest may be off by the solver's gap.
 
 Continuous, high-dimensional modalities (`clustered_pid`, the PID paper's first estimator): each
 modality's features are clustered by k-means (Lloyd's iterations in JAX from k-means++ starts)

@@ -13,7 +13,7 @@ evaluator is a frozen dataclass with
 
 The trainer logs `<key>/<metric>` (metrics.jsonl, TensorBoard) and writes every evaluator's final
 results to results.json under its key; `mmjax eval` runs them all on a checkpoint
-(eval_results.json), `mmjax analyze` runs the `interactions` ones (analysis.json).
+(eval_results.json), `mmjax analyze` runs the `interactions` and `pid` ones (analysis.json).
 `config.checkpoint.best_metric = "<key>/<metric>"` selects checkpoints by any scalar an evaluator
 reports. The default `config.evals` is `metrics` on 'validation' (every 250 steps) and on 'test'
 (at the end), keyed by their splits. To add an evaluator: one file here, and one import and entry
@@ -30,6 +30,7 @@ from mmjax.evaluators.interactions import Interactions
 from mmjax.evaluators.linear_probe import LinearProbe
 from mmjax.evaluators.metrics import Metrics
 from mmjax.evaluators.modality_subsets import ModalitySubsets
+from mmjax.evaluators.pid import Pid
 from mmjax.evaluators.retrieval import Retrieval
 from mmjax.evaluators.robustness import Robustness
 from mmjax.evaluators.zero_shot import ZeroShot
@@ -41,6 +42,7 @@ EVALUATORS = {
     "robustness": Robustness,
     "modality_subsets": ModalitySubsets,
     "interactions": Interactions,
+    "pid": Pid,
     "zero_shot": ZeroShot,
 }
 
