@@ -6,7 +6,8 @@ saved checkpoint.
 configured) and writes
 `eval_results.json` beside the checkpoints; `analyze_checkpoint` runs the `interactions`
 evaluators (a default one on `evaluators.report_split` when none is configured) and the `pid`
-ones (with `pid`, a default one likewise) and writes `analysis.json`. Both files are `{"step": N, key: results}`."""
+ones (with `pid`, a default one likewise) and writes `analysis.json`. Both files are
+`{"step": N, key: results}`."""
 import copy
 import os
 from typing import Any, Dict, Optional

@@ -7,8 +7,8 @@ say about each classification task, as Liang et al. (NeurIPS 2023) measure datas
   modality variables: the interactions the model's predictions capture (an additive model
   captures little synergy).
 
-Over those of the first `examples` real examples of `split` that carry the task's label (both
-PIDs on the same examples), each modality is one discrete variable: the k-means cluster
+Over those of the first `examples` real examples of `split` that count for the task (its label,
+and its modality when it names one: `objective.labelled_weights`; both PIDs on the same examples), each modality is one discrete variable: the k-means cluster
 (`clusters` of them, `mmjax.pid.kmeans`) of its encoder features (`features="encoders"`: the
 trained encoders') or of its raw float inputs flattened (`features="inputs"`: the data's own,
 whatever the model; not for token ids). An example without a modality keeps the features of an
@@ -26,24 +26,26 @@ from mmjax import pid
 from mmjax.errors import ConfigError
 from mmjax.evaluators.context import Context, gather
 from mmjax.tasks import kinds
+from mmjax.tasks.objective import labelled_weights
 
 FEATURES = ("encoders", "inputs")
 
 
 def _pid_variables(apply_fn, params, batch, modalities: Sequence[str], features: str,
-                   labels: Sequence[Tuple[str, str]]) -> Dict[str, jax.Array]:
-  """Per example: each modality's features `(B, F)` and, for each (task, label_key) of `labels`,
-  the model's prediction, the label and whether the example carries it."""
+                   labels: Sequence[Tuple[str, Any]]) -> Dict[str, jax.Array]:
+  """Per example: each modality's features `(B, F)` and, for each (name, task) of `labels`, the
+  model's prediction, the label and whether the example counts for the task
+  (`objective.labelled_weights`)."""
   variables = {"params": params}
   values = (apply_fn(variables, batch, method="encode") if features == "encoders"
             else {m: batch[m].astype(jnp.float32) for m in modalities})
   rows = values[modalities[0]].shape[0]
   found = {f"features/{m}": values[m].reshape(rows, -1) for m in modalities}
   outputs = apply_fn(variables, batch)
-  for task, label_key in labels:
-    found[f"prediction/{task}"] = jnp.argmax(outputs[task], axis=-1)
-    found[f"label/{task}"] = batch[label_key]
-    found[f"labelled/{task}"] = batch.get(f"{label_key}_mask", jnp.ones((rows,), bool))
+  for name, task in labels:
+    found[f"prediction/{name}"] = jnp.argmax(outputs[name], axis=-1)
+    found[f"label/{name}"] = batch[task.label_key]
+    found[f"labelled/{name}"] = labelled_weights(batch, task) > 0
   return found
 
 
@@ -86,7 +88,7 @@ class Pid:
 
   def run(self, context: Context, state: Any) -> Dict[str, Any]:
     modalities = tuple(context.config.model.encoders)
-    labels = tuple((name, task.label_key) for name, task in context.tasks.items()
+    labels = tuple((name, task) for name, task in context.tasks.items()
                    if isinstance(task, kinds.Classification))
     found = gather(context, state, self.split, _pid_variables,
                    (modalities, self.features, labels), max_examples=self.examples)
